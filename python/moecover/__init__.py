@@ -1,0 +1,35 @@
+"""moecover: measure covering numbers of Mixture-of-Experts function classes.
+
+The pipeline, one module per step (the Rust core in `rust/core` does the numerics):
+
+- `MoESpec` (`_spec`): the function class of MATH.md §1 and its parameter layout;
+- `sample_params`, `evaluate`, `evaluate_sampled` (`_evaluate`): parameters sampled in the box,
+  evaluated on inputs, with each token's routing pattern;
+- `resolve_seed` (`_rng`): every random result is a function of one integer seed.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ._checks import TooLargeError
+from ._evaluate import Evaluation, evaluate, evaluate_sampled, sample_params
+from ._rng import resolve_seed
+from ._spec import MoESpec, ParamBlock
+
+try:
+    __version__ = version("moecover")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = "0+unknown"
+
+__all__ = [
+    "Evaluation",
+    "MoESpec",
+    "ParamBlock",
+    "TooLargeError",
+    "__version__",
+    "evaluate",
+    "evaluate_sampled",
+    "resolve_seed",
+    "sample_params",
+]

@@ -1,0 +1,83 @@
+"""Argument checks shared by the public API: every message names the argument it is about."""
+
+from __future__ import annotations
+
+import numbers
+import os
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["TooLargeError", "as_float64", "check_bytes", "positive_int", "resolve_threads"]
+
+
+class TooLargeError(ValueError, MemoryError):
+    """A request whose memory need exceeds the machine's; raised before any work starts.
+
+    It is both a ValueError (the argument is out of range) and a MemoryError (the reason).
+    """
+
+
+def physical_memory_bytes() -> int:
+    """Total physical memory of this machine, or a generous fallback where the OS does not say."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 1 << 40
+
+
+def check_bytes(argument: str, nbytes: int, what: str) -> None:
+    """Refuse an allocation of `nbytes` (a Python int: no overflow) that would not fit in memory."""
+    limit = physical_memory_bytes()
+    if nbytes > limit:
+        raise TooLargeError(
+            f"{argument}: {what} would need {nbytes / 2**30:.3g} GiB, "
+            f"more than this machine's {limit / 2**30:.3g} GiB of memory"
+        )
+
+
+def positive_int(argument: str, value: Any, *, minimum: int = 1) -> int:
+    """`value` as an int >= `minimum`; bools and non-integers are TypeErrors."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{argument}: expected an integer, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{argument}: must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def as_float64(argument: str, value: Any, ndim: int | tuple[int, ...]) -> NDArray[np.float64]:
+    """A C-contiguous float64 copy (or the array itself when it already is one), checked finite.
+
+    Accepts any real integer or floating dtype; float32 and non-contiguous arrays are converted once.
+    """
+    array = np.asarray(value)
+    if array.dtype == np.bool_ or not (
+        np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
+    ):
+        raise TypeError(f"{argument}: expected a real numeric array, got dtype {array.dtype}")
+    allowed = (ndim,) if isinstance(ndim, int) else ndim
+    if array.ndim not in allowed:
+        expected = " or ".join(str(d) for d in allowed)
+        raise ValueError(f"{argument}: expected {expected} dimensions, got shape {array.shape}")
+    array = np.ascontiguousarray(array, dtype=np.float64)
+    if not np.isfinite(array).all():
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise ValueError(f"{argument}: contains {bad} NaN or infinite value(s)")
+    return array
+
+
+def resolve_threads(n_threads: int | None) -> int:
+    """`n_threads`, else `MOECOVER_NUM_THREADS`, else the cores this process may run on."""
+    if n_threads is not None:
+        return positive_int("n_threads", n_threads)
+    env = os.environ.get("MOECOVER_NUM_THREADS")
+    if env:
+        try:
+            return positive_int("MOECOVER_NUM_THREADS", int(env))
+        except ValueError as error:
+            raise ValueError(f"MOECOVER_NUM_THREADS: expected a positive integer, got {env!r}") from error
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1

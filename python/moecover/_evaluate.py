@@ -1,0 +1,178 @@
+"""Sampling parameters and evaluating the class on inputs (the Rust core does the work)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from . import _core
+from ._checks import as_float64, check_bytes, positive_int, resolve_threads
+from ._rng import RngLike, resolve_seed
+from ._spec import MoESpec
+
+__all__ = ["Evaluation", "evaluate", "evaluate_sampled", "sample_params"]
+
+_MAX_START = (1 << 64) - 1
+
+
+@dataclass(frozen=True, repr=False)
+class Evaluation:
+    """Outputs of many parameter samples on a set of inputs.
+
+    Attributes:
+        values: float64 (m, n, output_dim): f_θs(x_i).
+        routes: uint32 (m, n, layers, seq_len): each token's top-k expert set as its colex rank
+            (MATH.md §2), per layer.
+        seed: the integer seed the samples came from (None when parameters were given).
+        start: index of the first sample in its seed's stream.
+        n_threads: threads used (results do not depend on it).
+    """
+
+    values: NDArray[np.float64]
+    routes: NDArray[np.uint32]
+    seed: int | None
+    start: int
+    n_threads: int
+
+    def __repr__(self) -> str:
+        return (
+            f"Evaluation(values={self.values.dtype}{list(self.values.shape)}, "
+            f"routes={self.routes.dtype}{list(self.routes.shape)}, seed={self.seed}, start={self.start}, "
+            f"n_threads={self.n_threads})"
+        )
+
+
+def _check_spec(spec: Any) -> MoESpec:
+    if not isinstance(spec, MoESpec):
+        raise TypeError(f"spec: expected a moecover.MoESpec, got {type(spec).__name__}")
+    return spec
+
+
+def _check_start(start: Any, m: int) -> int:
+    start = positive_int("start", start, minimum=0)
+    if start + m > _MAX_START:
+        raise ValueError(f"start: start + m must stay below 2**64, got {start} + {m}")
+    return start
+
+
+def _resolve_pinned(spec: MoESpec, pinned: Mapping[str, ArrayLike] | None) -> list[tuple[int, list[float]]]:
+    """`{name: array}` as `[(offset, flat values)]`, each checked against its block's shape."""
+    if pinned is None:
+        return []
+    if not isinstance(pinned, Mapping):
+        raise TypeError(f"pinned: expected a mapping of block names to arrays, got {type(pinned).__name__}")
+    resolved = []
+    for name, value in pinned.items():
+        block = spec.param_block(name)
+        array = as_float64(f"pinned[{name!r}]", value, ndim=len(block.shape))
+        if array.shape != block.shape:
+            raise ValueError(f"pinned[{name!r}]: expected shape {block.shape}, got {array.shape}")
+        resolved.append((block.offset, array.ravel().tolist()))
+    return resolved
+
+
+def _check_inputs(spec: MoESpec, inputs: ArrayLike) -> NDArray[np.float64]:
+    array = as_float64("inputs", inputs, ndim=3)
+    expected = (spec.seq_len, spec.d_model)
+    if array.shape[1:] != expected:
+        raise ValueError(
+            f"inputs: expected shape (n, seq_len, d_model) = (n, {expected[0]}, {expected[1]}), got {array.shape}"
+        )
+    return array
+
+
+def _check_output_size(spec: MoESpec, m: int, n: int) -> None:
+    per_pair = 8 * spec.output_dim + 4 * spec.layers * spec.seq_len
+    check_bytes("m", m * n * per_pair, f"values and routes of m={m} samples on n={n} inputs")
+
+
+def _shape_outputs(spec: MoESpec, values: NDArray[Any], routes: NDArray[Any], m: int, n: int) -> tuple[Any, Any]:
+    return (
+        values.reshape(m, n, spec.output_dim),
+        routes.reshape(m, n, spec.layers, spec.seq_len),
+    )
+
+
+def sample_params(
+    spec: MoESpec,
+    m: int,
+    rng: RngLike = None,
+    start: int = 0,
+    pinned: Mapping[str, ArrayLike] | None = None,
+    n_threads: int | None = None,
+) -> NDArray[np.float64]:
+    """Samples `start … start+m-1` of the seed `rng`: float64 (m, total_params).
+
+    Coordinates are uniform in [-param_bound, param_bound). Row s depends only on (seed, start + s),
+    so any sub-range can be regenerated and nothing depends on `n_threads`. `pinned` maps block names
+    (see `spec.layout`) to arrays of the block's shape that replace the sampled values; the other
+    coordinates are the same as without the pin. To replay a run from a Generator or None, resolve
+    the seed first with `moecover.resolve_seed` and pass the integer.
+    """
+    spec = _check_spec(spec)
+    m = positive_int("m", m)
+    start = _check_start(start, m)
+    pinned_blocks = _resolve_pinned(spec, pinned)
+    check_bytes("m", 8 * m * spec.total_params, f"parameters of m={m} samples")
+    seed = resolve_seed(rng)
+    flat = _core.sample_params(spec._core, seed, start, m, pinned_blocks, resolve_threads(n_threads))
+    return flat.reshape(m, spec.total_params)
+
+
+def evaluate(spec: MoESpec, params: ArrayLike, inputs: ArrayLike, n_threads: int | None = None) -> Evaluation:
+    """Evaluates f_θ on every input for every row θ of `params`.
+
+    Args:
+        spec: the class.
+        params: (m, total_params) or (total_params,), any real dtype (converted once to float64).
+        inputs: (n, seq_len, d_model).
+        n_threads: worker threads (default: MOECOVER_NUM_THREADS, else all cores).
+
+    Returns:
+        An `Evaluation` with values (m, n, output_dim) and routes (m, n, layers, seq_len); for a 1-D
+        `params` the leading axis is dropped.
+    """
+    spec = _check_spec(spec)
+    theta = as_float64("params", params, ndim=(1, 2))
+    single = theta.ndim == 1
+    theta = theta.reshape(1, -1) if single else theta
+    if theta.shape[1] != spec.total_params:
+        raise ValueError(f"params: expected {spec.total_params} columns (spec.total_params), got shape {theta.shape}")
+    m = theta.shape[0]
+    x = _check_inputs(spec, inputs)
+    n = x.shape[0]
+    _check_output_size(spec, m, n)
+    values, routes = _core.evaluate(spec._core, theta.ravel(), x.ravel(), resolve_threads(n_threads))
+    values, routes = _shape_outputs(spec, values, routes, m, n)
+    if single:
+        values, routes = values[0], routes[0]
+    return Evaluation(values, routes, seed=None, start=0, n_threads=resolve_threads(n_threads))
+
+
+def evaluate_sampled(
+    spec: MoESpec,
+    inputs: ArrayLike,
+    m: int,
+    rng: RngLike = None,
+    pinned: Mapping[str, ArrayLike] | None = None,
+    start: int = 0,
+    n_threads: int | None = None,
+) -> Evaluation:
+    """`evaluate(spec, sample_params(spec, m, rng, start, pinned), inputs)`, bit for bit, without
+    materialising the (m, total_params) parameter array. The result records the integer seed."""
+    spec = _check_spec(spec)
+    m = positive_int("m", m)
+    start = _check_start(start, m)
+    pinned_blocks = _resolve_pinned(spec, pinned)
+    x = _check_inputs(spec, inputs)
+    n = x.shape[0]
+    _check_output_size(spec, m, n)
+    seed = resolve_seed(rng)
+    threads = resolve_threads(n_threads)
+    values, routes = _core.evaluate_sampled(spec._core, x.ravel(), seed, start, m, pinned_blocks, threads)
+    values, routes = _shape_outputs(spec, values, routes, m, n)
+    return Evaluation(values, routes, seed=seed, start=start, n_threads=threads)

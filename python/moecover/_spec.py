@@ -1,0 +1,114 @@
+"""The MoE function class (MATH.md §1) and its flat parameter layout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Literal
+
+from . import _core
+
+__all__ = ["MoESpec", "ParamBlock"]
+
+ExpertKind = Literal["constant", "linear", "mlp"]
+GateKind = Literal["renormalized_softmax", "full_softmax", "uniform"]
+BlockForm = Literal["sequential", "parallel"]
+ReadoutKind = Literal["scalar", "token0", "all"]
+
+
+@dataclass(frozen=True)
+class ParamBlock:
+    """One named block of the flat parameter vector θ: `theta[offset:offset + size].reshape(shape)`."""
+
+    name: str
+    shape: tuple[int, ...]
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True)
+class MoESpec:
+    """A class of tiny MoE Transformers `f_θ : R^{seq_len × d_model} → R^{output_dim}`.
+
+    Parameters follow MATH.md §1: `layers` blocks, each with optional multi-head attention
+    (`heads = 0` turns it off), a linear router over `experts` experts choosing `top_k` per token,
+    gate weights (`gate`), experts of kind `expert` (`constant`, `linear`, `mlp` with
+    `expert_hidden` units), residual form `block` (`sequential` or the paper's `parallel`), and a
+    readout (`scalar` = H[0, 0], `token0` = H[0, :], `all` = H flattened). Every parameter lies in
+    `[-param_bound, param_bound]`.
+
+    Invalid values raise ValueError naming the field.
+    """
+
+    layers: int = 1
+    experts: int = 4
+    top_k: int = 1
+    d_model: int = 2
+    seq_len: int = 1
+    heads: int = 0
+    expert: ExpertKind = "mlp"
+    expert_hidden: int = 4
+    gate: GateKind = "renormalized_softmax"
+    block: BlockForm = "sequential"
+    readout: ReadoutKind = "scalar"
+    param_bound: float = 1.0
+    _core: _core.CoreSpec = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        for name in ("layers", "experts", "top_k", "d_model", "seq_len", "heads", "expert_hidden"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+        for name in ("expert", "gate", "block", "readout"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"{name}: expected a str, got {type(getattr(self, name)).__name__}")
+        if isinstance(self.param_bound, bool) or not isinstance(self.param_bound, (int, float)):
+            raise TypeError(f"param_bound: expected a float, got {type(self.param_bound).__name__}")
+        core = _core.CoreSpec(
+            self.layers,
+            self.experts,
+            self.top_k,
+            self.d_model,
+            self.seq_len,
+            self.heads,
+            self.expert,
+            self.expert_hidden,
+            self.gate,
+            self.block,
+            self.readout,
+            float(self.param_bound),
+        )
+        object.__setattr__(self, "_core", core)
+
+    @property
+    def active_params(self) -> int:
+        """The paper's N_eff = layers·Π_attn + layers·top_k·Π_exp."""
+        return self._core.active_params
+
+    @property
+    def total_params(self) -> int:
+        """P = layers·(Π_attn + Π_router + experts·Π_exp): the length of θ."""
+        return self._core.total_params
+
+    @property
+    def output_dim(self) -> int:
+        """Width o of f_θ(X): 1, d_model or seq_len·d_model by readout."""
+        return self._core.output_dim
+
+    @property
+    def patterns_per_token(self) -> int:
+        """C(experts, top_k): the top-k expert sets one token can be routed to."""
+        return self._core.patterns_per_token
+
+    @cached_property
+    def layout(self) -> tuple[ParamBlock, ...]:
+        """The named blocks of θ in flat order; they tile `range(total_params)`."""
+        return tuple(ParamBlock(name, tuple(shape), offset, size) for name, shape, offset, size in self._core.layout())
+
+    def param_block(self, name: str) -> ParamBlock:
+        """The block called `name`; ValueError listing the known names when there is none."""
+        for block in self.layout:
+            if block.name == name:
+                return block
+        known = [b.name for b in self.layout]
+        raise ValueError(f"pinned: unknown parameter block {name!r}; this spec has {known}")

@@ -1,0 +1,252 @@
+//! Batched, multithreaded evaluation of many parameter samples on one set of inputs.
+//!
+//! Work is split over samples: each sample's outputs occupy their own rows, each sample's θ comes
+//! from its own keyed stream, so the result is the same bits for any thread count or chunking.
+
+use crate::error::{Error, Result};
+use crate::model::{flops_per_input, forward, Workspace};
+use crate::parallel::{chunk_len, pool, run_chunked, Interrupt};
+use crate::sampling::{sample_row, Pinned};
+use crate::spec::MoeSpec;
+use rayon::prelude::*;
+
+/// Values `(m, n, output_dim)` and routes `(m, n, layers, seq_len)`, flat row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    pub values: Vec<f64>,
+    pub routes: Vec<u32>,
+}
+
+/// Where a sample's θ comes from.
+enum Source<'a> {
+    /// Rows of a given `(m, P)` matrix.
+    Given(&'a [f64]),
+    /// Drawn from `(seed, start + s)`, with pinned blocks.
+    Sampled { seed: u64, start: u64, pinned: &'a Pinned },
+}
+
+fn checked_len(argument: &'static str, factors: &[usize]) -> Result<usize> {
+    factors
+        .iter()
+        .try_fold(1usize, |acc, &f| acc.checked_mul(f))
+        .ok_or_else(|| Error::invalid(argument, "output size overflows the address space"))
+}
+
+fn check_inputs(spec: &MoeSpec, inputs: &[f64]) -> Result<usize> {
+    let per = spec.input_len();
+    if inputs.len() % per != 0 {
+        return Err(Error::invalid(
+            "inputs",
+            format!("length {} is not a multiple of seq_len * d_model = {per}", inputs.len()),
+        ));
+    }
+    Ok(inputs.len() / per)
+}
+
+fn check_pinned(spec: &MoeSpec, pinned: &Pinned) -> Result<()> {
+    let total = spec.total_params();
+    for (offset, values) in pinned {
+        if offset.checked_add(values.len()).is_none_or(|end| end > total) {
+            return Err(Error::invalid(
+                "pinned",
+                format!("block at offset {offset} runs past P = {total}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn run(
+    spec: &MoeSpec,
+    inputs: &[f64],
+    m: usize,
+    source: Source,
+    n_threads: usize,
+    interrupt: Interrupt,
+) -> Result<Evaluation> {
+    let n = check_inputs(spec, inputs)?;
+    let (o, r, p) = (spec.output_dim(), spec.routes_per_input(), spec.total_params());
+    let mut values = vec![0.0; checked_len("m", &[m, n, o])?];
+    let mut routes = vec![0u32; checked_len("m", &[m, n, r])?];
+    if m == 0 || n == 0 {
+        return Ok(Evaluation { values, routes });
+    }
+    let pool = pool(n_threads)?;
+    let chunk = chunk_len(n * flops_per_input(spec) + p, n_threads);
+    let x_len = spec.input_len();
+    let source = &source;
+    run_chunked(&pool, m, chunk, interrupt, |samples| {
+        let values = &mut values[samples.start * n * o..samples.end * n * o];
+        let routes = &mut routes[samples.start * n * r..samples.end * n * r];
+        values
+            .par_chunks_mut(n * o)
+            .zip(routes.par_chunks_mut(n * r))
+            .enumerate()
+            .for_each_init(
+                || (Workspace::new(spec), vec![0.0; p]),
+                |(ws, theta), (i, (sample_values, sample_routes))| {
+                    let s = samples.start + i;
+                    let theta: &[f64] = match source {
+                        Source::Given(params) => &params[s * p..(s + 1) * p],
+                        Source::Sampled { seed, start, pinned } => {
+                            sample_row(*seed, start + s as u64, spec.param_bound, pinned, theta);
+                            theta
+                        }
+                    };
+                    for ((x, v), rt) in inputs
+                        .chunks_exact(x_len)
+                        .zip(sample_values.chunks_exact_mut(o))
+                        .zip(sample_routes.chunks_exact_mut(r))
+                    {
+                        forward(spec, theta, x, ws, v, rt);
+                    }
+                },
+            );
+    })?;
+    Ok(Evaluation { values, routes })
+}
+
+/// Evaluates every row of `params` (`m × P`) on every input (`n × seq_len × d_model`).
+pub fn evaluate(
+    spec: &MoeSpec,
+    params: &[f64],
+    inputs: &[f64],
+    n_threads: usize,
+    interrupt: Interrupt,
+) -> Result<Evaluation> {
+    let p = spec.total_params();
+    if params.len() % p != 0 {
+        return Err(Error::invalid(
+            "params",
+            format!("length {} is not a multiple of P = {p}", params.len()),
+        ));
+    }
+    run(
+        spec,
+        inputs,
+        params.len() / p,
+        Source::Given(params),
+        n_threads,
+        interrupt,
+    )
+}
+
+/// Evaluates samples `start .. start + m` of `seed` without materialising their parameters.
+/// Equal, bit for bit, to `evaluate(spec, sample_params(spec, seed, start, m, pinned), inputs)`.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_sampled(
+    spec: &MoeSpec,
+    inputs: &[f64],
+    seed: u64,
+    start: u64,
+    m: usize,
+    pinned: &Pinned,
+    n_threads: usize,
+    interrupt: Interrupt,
+) -> Result<Evaluation> {
+    check_pinned(spec, pinned)?;
+    run(
+        spec,
+        inputs,
+        m,
+        Source::Sampled { seed, start, pinned },
+        n_threads,
+        interrupt,
+    )
+}
+
+/// Samples `start .. start + m` of `seed` as an `m × P` row-major matrix.
+pub fn sample_params(
+    spec: &MoeSpec,
+    seed: u64,
+    start: u64,
+    m: usize,
+    pinned: &Pinned,
+    n_threads: usize,
+    interrupt: Interrupt,
+) -> Result<Vec<f64>> {
+    check_pinned(spec, pinned)?;
+    let p = spec.total_params();
+    let mut params = vec![0.0; checked_len("m", &[m, p])?];
+    if m == 0 || p == 0 {
+        return Ok(params);
+    }
+    let pool = pool(n_threads)?;
+    run_chunked(&pool, m, chunk_len(4 * p, n_threads), interrupt, |rows| {
+        params[rows.start * p..rows.end * p]
+            .par_chunks_mut(p)
+            .enumerate()
+            .for_each(|(i, theta)| sample_row(seed, start + (rows.start + i) as u64, spec.param_bound, pinned, theta));
+    })?;
+    Ok(params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parallel::never;
+    use crate::spec::SpecOptions;
+
+    fn spec() -> MoeSpec {
+        MoeSpec::new(&SpecOptions {
+            layers: 2,
+            experts: 5,
+            top_k: 2,
+            d_model: 4,
+            seq_len: 3,
+            heads: 2,
+            ..Default::default()
+        })
+        .expect("valid")
+    }
+
+    fn inputs(n: usize, spec: &MoeSpec) -> Vec<f64> {
+        (0..n * spec.input_len())
+            .map(|i| ((i * 37 % 101) as f64 / 50.0) - 1.0)
+            .collect()
+    }
+
+    #[test]
+    fn sampled_equals_materialised_for_any_threads_and_start() {
+        let spec = spec();
+        let x = inputs(7, &spec);
+        let pinned = vec![(spec.offsets(0).router_bias, vec![0.5; 5])];
+        let params = sample_params(&spec, 11, 0, 300, &pinned, 1, &mut never()).expect("ok");
+        let reference = evaluate(&spec, &params, &x, 1, &mut never()).expect("ok");
+        for threads in [1, 2, 3] {
+            let sampled = evaluate_sampled(&spec, &x, 11, 0, 300, &pinned, threads, &mut never()).expect("ok");
+            assert_eq!(sampled, reference, "threads = {threads}");
+        }
+        let tail = evaluate_sampled(&spec, &x, 11, 200, 100, &pinned, 2, &mut never()).expect("ok");
+        let (o, r) = (spec.output_dim() * 7, spec.routes_per_input() * 7);
+        assert_eq!(tail.values, reference.values[200 * o..]);
+        assert_eq!(tail.routes, reference.routes[200 * r..]);
+    }
+
+    #[test]
+    fn interrupt_stops_before_the_first_chunk() {
+        let spec = spec();
+        let x = inputs(3, &spec);
+        let result = evaluate_sampled(&spec, &x, 1, 0, 10, &Vec::new(), 1, &mut || true);
+        assert_eq!(result, Err(Error::Interrupted));
+    }
+
+    #[test]
+    fn mismatched_lengths_are_errors_not_panics() {
+        let spec = spec();
+        let x = inputs(2, &spec);
+        assert!(matches!(
+            evaluate(&spec, &[0.0; 3], &x, 1, &mut never()),
+            Err(Error::InvalidArgument { argument: "params", .. })
+        ));
+        assert!(matches!(
+            evaluate(&spec, &[], &x[..5], 1, &mut never()),
+            Err(Error::InvalidArgument { argument: "inputs", .. })
+        ));
+        let pinned = vec![(spec.total_params() - 1, vec![0.0; 2])];
+        assert!(matches!(
+            sample_params(&spec, 0, 0, 1, &pinned, 1, &mut never()),
+            Err(Error::InvalidArgument { argument: "pinned", .. })
+        ));
+    }
+}

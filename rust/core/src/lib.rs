@@ -1,0 +1,23 @@
+//! moecover-core: the numerics of moecover, in pure Rust (no Python).
+//!
+//! The pipeline, one module per step:
+//! - [`spec`]: the MoE function class of MATH.md §1, its parameter counts and flat layout;
+//! - [`sampling`]: parameters uniform in the box, one keyed stream per sample;
+//! - [`model`]: the forward pass of one θ on one input (values and routing pattern);
+//! - [`evaluate`]: many samples on many inputs, multithreaded and interruptible;
+//! - [`routing`]: top-k expert sets as colex ranks (MATH.md §2);
+//! - [`parallel`]: thread pools and the chunk loop every long call runs in.
+//!
+//! Every function that can run long takes an interrupt check (see [`parallel::Interrupt`]) and a
+//! thread count; none of their results depend on the thread count.
+
+pub mod error;
+pub mod evaluate;
+pub mod model;
+pub mod parallel;
+pub mod routing;
+pub mod sampling;
+pub mod spec;
+
+pub use error::{Error, Result};
+pub use spec::{MoeSpec, SpecOptions};

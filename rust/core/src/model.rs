@@ -1,0 +1,305 @@
+//! The forward pass of one MoE Transformer `f_θ` on one input `X` (MATH.md §1).
+//!
+//! Written for tiny widths (D, h, ℓ ≤ tens): plain loops over reused buffers, no allocation per
+//! call. Everything is computed in a fixed order, so a given (θ, X) gives the same bits anywhere.
+
+use crate::routing::RankTable;
+use crate::spec::{Block, ExpertKind, Gate, MoeSpec, Readout};
+
+/// Scratch buffers for one thread; build once with [`Workspace::new`] and reuse across calls.
+pub struct Workspace {
+    ranks: RankTable,
+    h: Vec<f64>,
+    y: Vec<f64>,
+    q: Vec<f64>,
+    k: Vec<f64>,
+    v: Vec<f64>,
+    context: Vec<f64>,
+    attn: Vec<f64>,
+    moe: Vec<f64>,
+    attention_weights: Vec<f64>,
+    scores: Vec<f64>,
+    selected: Vec<usize>,
+    hidden: Vec<f64>,
+    expert_out: Vec<f64>,
+}
+
+impl Workspace {
+    pub fn new(spec: &MoeSpec) -> Self {
+        let hd = spec.seq_len * spec.d_model;
+        Workspace {
+            ranks: RankTable::new(spec.experts, spec.top_k),
+            h: vec![0.0; hd],
+            y: vec![0.0; hd],
+            q: vec![0.0; hd],
+            k: vec![0.0; hd],
+            v: vec![0.0; hd],
+            context: vec![0.0; hd],
+            attn: vec![0.0; hd],
+            moe: vec![0.0; hd],
+            attention_weights: vec![0.0; spec.seq_len],
+            scores: vec![0.0; spec.experts],
+            selected: Vec::with_capacity(spec.top_k),
+            hidden: vec![0.0; spec.expert_hidden],
+            expert_out: vec![0.0; spec.d_model],
+        }
+    }
+}
+
+/// Rough floating-point operations of one forward pass, for sizing work chunks.
+pub fn flops_per_input(spec: &MoeSpec) -> usize {
+    let (l, d) = (spec.seq_len, spec.d_model);
+    let attention = if spec.heads > 0 {
+        8 * l * d * d + 4 * l * l * d
+    } else {
+        0
+    };
+    let moe = l * (2 * spec.experts * d + 2 * spec.top_k * spec.expert_params());
+    spec.layers * (attention + moe) + 1
+}
+
+/// `out = a · W` for `a` (rows × D) and `W` (D × D) row-major.
+fn matmul_square(a: &[f64], w: &[f64], d: usize, out: &mut [f64]) {
+    for (row, out_row) in a.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        out_row.fill(0.0);
+        for (&a_i, w_row) in row.iter().zip(w.chunks_exact(d)) {
+            for (o, &w_ic) in out_row.iter_mut().zip(w_row) {
+                *o += a_i * w_ic;
+            }
+        }
+    }
+}
+
+/// In-place softmax with the maximum subtracted first, so no exponent overflows.
+fn softmax(values: &mut [f64]) {
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mut total = 0.0;
+    for v in values.iter_mut() {
+        *v = (*v - max).exp();
+        total += *v;
+    }
+    for v in values.iter_mut() {
+        *v /= total;
+    }
+}
+
+/// `Attn(H) = concat_h softmax_rows(Q_h K_hᵀ / √d_h) V_h · W_O`, written into `ws.attn`.
+fn attention(spec: &MoeSpec, theta: &[f64], layer: usize, input: &[f64], ws: &mut Workspace) {
+    let (l, d) = (spec.seq_len, spec.d_model);
+    let dd = d * d;
+    let [wq, wk, wv, wo] = spec.offsets(layer).attn;
+    matmul_square(input, &theta[wq..wq + dd], d, &mut ws.q);
+    matmul_square(input, &theta[wk..wk + dd], d, &mut ws.k);
+    matmul_square(input, &theta[wv..wv + dd], d, &mut ws.v);
+    let width = d / spec.heads;
+    let scale = 1.0 / (width as f64).sqrt();
+    for head in 0..spec.heads {
+        let cols = head * width..(head + 1) * width;
+        for t in 0..l {
+            let q_t = &ws.q[t * d..][cols.clone()];
+            for u in 0..l {
+                let k_u = &ws.k[u * d..][cols.clone()];
+                let dot: f64 = q_t.iter().zip(k_u).map(|(a, b)| a * b).sum();
+                ws.attention_weights[u] = dot * scale;
+            }
+            softmax(&mut ws.attention_weights);
+            let context = &mut ws.context[t * d..][cols.clone()];
+            context.fill(0.0);
+            for u in 0..l {
+                let p = ws.attention_weights[u];
+                for (c, &v) in context.iter_mut().zip(&ws.v[u * d..][cols.clone()]) {
+                    *c += p * v;
+                }
+            }
+        }
+    }
+    matmul_square(&ws.context, &theta[wo..wo + dd], d, &mut ws.attn);
+}
+
+/// `E_j(z)` into `out`.
+fn expert(spec: &MoeSpec, params: &[f64], z: &[f64], hidden: &mut [f64], out: &mut [f64]) {
+    let (d, h) = (spec.d_model, spec.expert_hidden);
+    match spec.expert {
+        ExpertKind::Constant => out.copy_from_slice(&params[..d]),
+        ExpertKind::Linear => {
+            let (weight, bias) = params.split_at(d * d);
+            for ((o, row), &b) in out.iter_mut().zip(weight.chunks_exact(d)).zip(bias) {
+                *o = row.iter().zip(z).map(|(w, x)| w * x).sum::<f64>() + b;
+            }
+        }
+        ExpertKind::Mlp => {
+            let (w1, rest) = params.split_at(h * d);
+            let (b1, rest) = rest.split_at(h);
+            let (w2, b2) = rest.split_at(d * h);
+            for ((a, row), &b) in hidden.iter_mut().zip(w1.chunks_exact(d)).zip(b1) {
+                *a = (row.iter().zip(z).map(|(w, x)| w * x).sum::<f64>() + b).max(0.0);
+            }
+            for ((o, row), &b) in out.iter_mut().zip(w2.chunks_exact(h)).zip(&b2[..d]) {
+                *o = row.iter().zip(hidden.iter()).map(|(w, a)| w * a).sum::<f64>() + b;
+            }
+        }
+    }
+}
+
+/// `MoE(Z)_t = Σ_{j∈S_t} g_{t,j} E_j(z_t)` for every token, into `ws.moe`; the colex rank of each
+/// token's expert set into `routes` (length ℓ).
+fn mixture(spec: &MoeSpec, theta: &[f64], layer: usize, input: &[f64], ws: &mut Workspace, routes: &mut [u32]) {
+    let d = spec.d_model;
+    let offsets = spec.offsets(layer);
+    let weight = &theta[offsets.router_weight..offsets.router_bias];
+    let bias = &theta[offsets.router_bias..offsets.experts];
+    let expert_size = spec.expert_params();
+    for (t, z) in input.chunks_exact(d).enumerate() {
+        for ((s, row), &b) in ws.scores.iter_mut().zip(weight.chunks_exact(d)).zip(bias) {
+            *s = row.iter().zip(z).map(|(w, x)| w * x).sum::<f64>() + b;
+        }
+        // Top-k by repeated arg-max; scanning upwards with a strict `>` sends ties to the lower index.
+        ws.selected.clear();
+        for _ in 0..spec.top_k {
+            let mut best: Option<usize> = None;
+            for (j, &s) in ws.scores.iter().enumerate() {
+                if ws.selected.contains(&j) {
+                    continue;
+                }
+                if best.is_none_or(|b| s > ws.scores[b]) {
+                    best = Some(j);
+                }
+            }
+            ws.selected.extend(best);
+        }
+        ws.selected.sort_unstable();
+        routes[t] = ws.ranks.rank(&ws.selected);
+
+        // Gate weights, in ascending expert order (the order of `selected`).
+        let max_selected = ws
+            .selected
+            .iter()
+            .map(|&j| ws.scores[j])
+            .fold(f64::NEG_INFINITY, f64::max);
+        let normaliser = match spec.gate {
+            Gate::RenormalizedSoftmax => ws.selected.iter().map(|&j| (ws.scores[j] - max_selected).exp()).sum(),
+            // The overall maximum is a selected score, so `max_selected` is the softmax's shift.
+            Gate::FullSoftmax => ws.scores.iter().map(|&s| (s - max_selected).exp()).sum(),
+            Gate::Uniform => spec.top_k as f64,
+        };
+        let out = &mut ws.moe[t * d..(t + 1) * d];
+        out.fill(0.0);
+        for &j in &ws.selected {
+            let gate = match spec.gate {
+                Gate::Uniform => 1.0 / normaliser,
+                _ => (ws.scores[j] - max_selected).exp() / normaliser,
+            };
+            let start = offsets.experts + j * expert_size;
+            expert(
+                spec,
+                &theta[start..start + expert_size],
+                z,
+                &mut ws.hidden,
+                &mut ws.expert_out,
+            );
+            for (o, &e) in out.iter_mut().zip(&ws.expert_out) {
+                *o += gate * e;
+            }
+        }
+    }
+}
+
+/// Evaluates `f_θ(X)`: writes the readout into `values` (length `output_dim`) and the routing
+/// pattern, layer-major (`layers × seq_len` colex ranks), into `routes`.
+pub fn forward(spec: &MoeSpec, theta: &[f64], x: &[f64], ws: &mut Workspace, values: &mut [f64], routes: &mut [u32]) {
+    let l = spec.seq_len;
+    ws.h.copy_from_slice(x);
+    for layer in 0..spec.layers {
+        let layer_routes = &mut routes[layer * l..(layer + 1) * l];
+        let with_attention = spec.heads > 0;
+        if with_attention {
+            let h = std::mem::take(&mut ws.h);
+            attention(spec, theta, layer, &h, ws);
+            ws.h = h;
+        }
+        match spec.block {
+            Block::Sequential => {
+                // Y = H + Attn(H); H' = Y + MoE(Y)
+                ws.y.copy_from_slice(&ws.h);
+                if with_attention {
+                    for (y, a) in ws.y.iter_mut().zip(&ws.attn) {
+                        *y += a;
+                    }
+                }
+                let y = std::mem::take(&mut ws.y);
+                mixture(spec, theta, layer, &y, ws, layer_routes);
+                for ((h, y), m) in ws.h.iter_mut().zip(&y).zip(&ws.moe) {
+                    *h = y + m;
+                }
+                ws.y = y;
+            }
+            Block::Parallel => {
+                // H' = H + Attn(H) + MoE(H)
+                let h = std::mem::take(&mut ws.h);
+                mixture(spec, theta, layer, &h, ws, layer_routes);
+                ws.h = h;
+                for (i, h) in ws.h.iter_mut().enumerate() {
+                    let attn = if with_attention { ws.attn[i] } else { 0.0 };
+                    *h = *h + attn + ws.moe[i];
+                }
+            }
+        }
+    }
+    match spec.readout {
+        Readout::Scalar => values[0] = ws.h[0],
+        Readout::Token0 => values.copy_from_slice(&ws.h[..spec.d_model]),
+        Readout::All => values.copy_from_slice(&ws.h),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::SpecOptions;
+
+    #[test]
+    fn constant_experts_with_uniform_gate_add_the_mean_of_the_selected_constants() {
+        // One layer, no attention, D = 1, M = 3, k = 2, uniform gate: H' = x + (c_a + c_b)/2
+        // with {a, b} the two highest router scores w_j x + b_j.
+        let spec = MoeSpec::new(&SpecOptions {
+            experts: 3,
+            top_k: 2,
+            d_model: 1,
+            expert: "constant",
+            gate: "uniform",
+            ..Default::default()
+        })
+        .expect("valid");
+        // router weight [1, 0, -1], bias [0, 0.5, 0], constants [10, 20, 40]
+        let theta = [1.0, 0.0, -1.0, 0.0, 0.5, 0.0, 10.0, 20.0, 40.0];
+        let mut ws = Workspace::new(&spec);
+        let (mut value, mut route) = ([0.0], [0u32]);
+        // x = 2: scores [2, 0.5, -2] -> {0, 1}, colex rank 0
+        forward(&spec, &theta, &[2.0], &mut ws, &mut value, &mut route);
+        assert_eq!((value[0], route[0]), (2.0 + 15.0, 0));
+        // x = -2: scores [-2, 0.5, 2] -> {1, 2}, rank C(1,1) + C(2,2) = 2
+        forward(&spec, &theta, &[-2.0], &mut ws, &mut value, &mut route);
+        assert_eq!((value[0], route[0]), (-2.0 + 30.0, 2));
+        // x = 0.5: scores [0.5, 0.5, -0.5] tie -> {0, 1}
+        forward(&spec, &theta, &[0.5], &mut ws, &mut value, &mut route);
+        assert_eq!((value[0], route[0]), (0.5 + 15.0, 0));
+    }
+
+    #[test]
+    fn tied_scores_go_to_the_lower_expert() {
+        let spec = MoeSpec::new(&SpecOptions {
+            experts: 3,
+            top_k: 1,
+            d_model: 1,
+            expert: "constant",
+            ..Default::default()
+        })
+        .expect("valid");
+        // All router scores 0: expert 0 wins; the gate of the one selected expert is 1.
+        let theta = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0];
+        let mut ws = Workspace::new(&spec);
+        let (mut value, mut route) = ([0.0], [9u32]);
+        forward(&spec, &theta, &[0.25], &mut ws, &mut value, &mut route);
+        assert_eq!((value[0], route[0]), (1.25, 0));
+    }
+}

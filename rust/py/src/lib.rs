@@ -1,0 +1,192 @@
+//! Thin PyO3 glue: argument conversion, GIL release, interrupts, errors → exceptions.
+//! No numerics here: every function calls the core function of the same name.
+//! Shapes, dtypes and finiteness are checked in `python/moecover` before these are called; the
+//! core re-checks lengths and returns errors (never panics) if a caller gets them wrong.
+
+use moecover_core::parallel::Interrupt;
+use moecover_core::sampling::Pinned;
+use moecover_core::{evaluate, Error, MoeSpec, SpecOptions};
+use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+
+fn to_pyerr(error: Error) -> PyErr {
+    match error {
+        Error::InvalidArgument { .. } => PyValueError::new_err(error.to_string()),
+        Error::Interrupted => PyKeyboardInterrupt::new_err("interrupted"),
+        Error::ThreadPool(_) => PyRuntimeError::new_err(error.to_string()),
+    }
+}
+
+/// Runs `work` with the GIL released. Between chunks the core asks the interrupt check, which
+/// briefly retakes the GIL on this (the calling) thread to run Python's signal handlers: Ctrl-C
+/// raises KeyboardInterrupt there, and the core stops at the next chunk boundary.
+fn detach_interruptible<T: Send>(
+    py: Python<'_>,
+    work: impl FnOnce(Interrupt) -> moecover_core::Result<T> + Send,
+) -> PyResult<T> {
+    let mut pending: Option<PyErr> = None;
+    let result = py.detach(|| {
+        let mut check = || match Python::attach(|py| py.check_signals()) {
+            Ok(()) => false,
+            Err(err) => {
+                pending = Some(err);
+                true
+            }
+        };
+        work(&mut check)
+    });
+    result.map_err(|error| match (error, pending.take()) {
+        (Error::Interrupted, Some(signal_error)) => signal_error,
+        (error, _) => to_pyerr(error),
+    })
+}
+
+/// A validated MoE class; `moecover.MoESpec` holds one.
+#[pyclass(frozen, name = "CoreSpec", module = "moecover._core")]
+struct CoreSpec {
+    inner: MoeSpec,
+}
+
+#[pymethods]
+impl CoreSpec {
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        layers: i64,
+        experts: i64,
+        top_k: i64,
+        d_model: i64,
+        seq_len: i64,
+        heads: i64,
+        expert: &str,
+        expert_hidden: i64,
+        gate: &str,
+        block: &str,
+        readout: &str,
+        param_bound: f64,
+    ) -> PyResult<Self> {
+        let options = SpecOptions {
+            layers,
+            experts,
+            top_k,
+            d_model,
+            seq_len,
+            heads,
+            expert,
+            expert_hidden,
+            gate,
+            block,
+            readout,
+            param_bound,
+        };
+        MoeSpec::new(&options).map(|inner| CoreSpec { inner }).map_err(to_pyerr)
+    }
+
+    #[getter]
+    fn active_params(&self) -> usize {
+        self.inner.active_params()
+    }
+
+    #[getter]
+    fn total_params(&self) -> usize {
+        self.inner.total_params()
+    }
+
+    #[getter]
+    fn output_dim(&self) -> usize {
+        self.inner.output_dim()
+    }
+
+    #[getter]
+    fn patterns_per_token(&self) -> u64 {
+        self.inner.patterns_per_token()
+    }
+
+    /// `[(name, shape, offset, size), ...]` in flat order.
+    fn layout(&self) -> Vec<(String, Vec<usize>, usize, usize)> {
+        self.inner
+            .layout()
+            .into_iter()
+            .map(|b| (b.name, b.shape, b.offset, b.size))
+            .collect()
+    }
+}
+
+/// Flat `(m * P,)` parameters of samples `start .. start + m`.
+#[pyfunction]
+fn sample_params<'py>(
+    py: Python<'py>,
+    spec: &CoreSpec,
+    seed: u64,
+    start: u64,
+    m: usize,
+    pinned: Pinned,
+    n_threads: usize,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let spec = &spec.inner;
+    let params = detach_interruptible(py, |interrupt| {
+        evaluate::sample_params(spec, seed, start, m, &pinned, n_threads, interrupt)
+    })?;
+    Ok(params.into_pyarray(py))
+}
+
+type FlatEvaluation<'py> = (Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<u32>>);
+
+fn into_arrays(py: Python<'_>, evaluation: evaluate::Evaluation) -> FlatEvaluation<'_> {
+    (evaluation.values.into_pyarray(py), evaluation.routes.into_pyarray(py))
+}
+
+/// Flat values and routes of `params` (C-contiguous, flattened `(m, P)`) on `inputs` (flattened).
+#[pyfunction(name = "evaluate")]
+fn evaluate_py<'py>(
+    py: Python<'py>,
+    spec: &CoreSpec,
+    params: PyReadonlyArray1<'py, f64>,
+    inputs: PyReadonlyArray1<'py, f64>,
+    n_threads: usize,
+) -> PyResult<FlatEvaluation<'py>> {
+    let spec = &spec.inner;
+    let params = params
+        .as_slice()
+        .map_err(|e| PyValueError::new_err(format!("params: {e}")))?;
+    let inputs = inputs
+        .as_slice()
+        .map_err(|e| PyValueError::new_err(format!("inputs: {e}")))?;
+    let evaluation = detach_interruptible(py, |interrupt| {
+        evaluate::evaluate(spec, params, inputs, n_threads, interrupt)
+    })?;
+    Ok(into_arrays(py, evaluation))
+}
+
+/// Flat values and routes of samples `start .. start + m` of `seed` on `inputs` (flattened).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn evaluate_sampled<'py>(
+    py: Python<'py>,
+    spec: &CoreSpec,
+    inputs: PyReadonlyArray1<'py, f64>,
+    seed: u64,
+    start: u64,
+    m: usize,
+    pinned: Pinned,
+    n_threads: usize,
+) -> PyResult<FlatEvaluation<'py>> {
+    let spec = &spec.inner;
+    let inputs = inputs
+        .as_slice()
+        .map_err(|e| PyValueError::new_err(format!("inputs: {e}")))?;
+    let evaluation = detach_interruptible(py, |interrupt| {
+        evaluate::evaluate_sampled(spec, inputs, seed, start, m, &pinned, n_threads, interrupt)
+    })?;
+    Ok(into_arrays(py, evaluation))
+}
+
+#[pymodule]
+fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_class::<CoreSpec>()?;
+    module.add_function(wrap_pyfunction!(sample_params, module)?)?;
+    module.add_function(wrap_pyfunction!(evaluate_py, module)?)?;
+    module.add_function(wrap_pyfunction!(evaluate_sampled, module)?)?;
+    Ok(())
+}

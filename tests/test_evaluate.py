@@ -1,0 +1,204 @@
+"""sample_params / evaluate / evaluate_sampled against the NumPy reference, determinism, bad input."""
+
+import itertools
+
+import numpy as np
+import pytest
+import reference
+from scipy import stats
+
+import moecover
+from moecover import MoESpec, evaluate, evaluate_sampled, sample_params
+
+OPTION_GRID = list(
+    itertools.product([0, 1, 2], ["sequential", "parallel"], ["renormalized_softmax", "full_softmax", "uniform"],
+                      ["constant", "linear", "mlp"])
+)
+
+
+def random_spec(case: int, heads, block, gate, expert) -> MoESpec:
+    """A small spec with the given options; readout, layers and top_k cycle so every value appears."""
+    rng = np.random.default_rng(case)
+    top_k = (1, 2, 3)[case % 3]
+    return MoESpec(
+        layers=(1, 2)[case % 2],
+        experts=top_k + int(rng.integers(0, 3)),
+        top_k=top_k,
+        d_model=2 * int(rng.integers(1, 3)),
+        seq_len=int(rng.integers(1, 4)),
+        heads=heads,
+        expert=expert,
+        expert_hidden=int(rng.integers(1, 5)),
+        gate=gate,
+        block=block,
+        readout=("scalar", "token0", "all")[(case // 3) % 3],
+        param_bound=float(rng.uniform(0.5, 2.0)),
+    )
+
+
+@pytest.mark.parametrize(("case", "options"), list(enumerate(OPTION_GRID)))
+def test_evaluate_matches_numpy_reference(case, options):
+    spec = random_spec(case, *options)
+    rng = np.random.default_rng(1000 + case)
+    inputs = rng.normal(size=(5, spec.seq_len, spec.d_model))
+    params = sample_params(spec, 4, rng=case)
+    got = evaluate(spec, params, inputs, n_threads=2)
+    want_values, want_routes = reference.evaluate(spec, params, inputs)
+    np.testing.assert_array_equal(got.routes, want_routes)
+    np.testing.assert_allclose(got.values, want_values, rtol=1e-12, atol=1e-12 * np.abs(want_values).max())
+
+
+def test_every_option_value_is_covered_by_the_reference_grid():
+    specs = [random_spec(case, *options) for case, options in enumerate(OPTION_GRID)]
+    assert {s.readout for s in specs} == {"scalar", "token0", "all"}
+    assert {s.layers for s in specs} == {1, 2}
+    assert {s.top_k for s in specs} == {1, 2, 3}
+
+
+def test_routes_are_colex_ranks_of_a_known_router():
+    # d_model=1, no attention, router weight w_j = j-1 and bias 0: scores (j-1)·x, so for x > 0 the
+    # top-2 experts are {M-2, M-1}, rank C(M-2,1) + C(M-1,2); for x < 0 they are {0, 1}, rank 0.
+    spec = MoESpec(experts=5, top_k=2, d_model=1, expert="constant", gate="uniform")
+    pinned = {"layers.0.router.weight": np.arange(-1.0, 4.0).reshape(5, 1), "layers.0.router.bias": np.zeros(5)}
+    out = evaluate_sampled(spec, np.array([[[0.7]], [[-0.3]]]), 3, rng=0, pinned=pinned)
+    assert (out.routes[:, 0, 0, 0] == 3 + 6).all()
+    assert (out.routes[:, 1, 0, 0] == 0).all()
+    params = sample_params(spec, 3, rng=0, pinned=pinned)
+    constants = params[:, spec.param_block("layers.0.experts.3.value").offset :][:, :2]
+    np.testing.assert_allclose(out.values[:, 0, 0], 0.7 + constants.mean(axis=1), rtol=1e-14)
+
+
+def test_samples_are_uniform_in_the_box():
+    spec = MoESpec(param_bound=2.5)
+    params = sample_params(spec, 2000, rng=3)
+    assert params.shape == (2000, spec.total_params)
+    assert params.min() >= -2.5 and params.max() < 2.5
+    assert stats.kstest(params.ravel(), stats.uniform(loc=-2.5, scale=5.0).cdf).pvalue > 1e-3
+    # coordinates of one row are uncorrelated with their neighbours
+    assert abs(np.corrcoef(params[:, 0], params[:, 1])[0, 1]) < 0.1
+
+
+SPEC = MoESpec(layers=2, experts=5, top_k=2, d_model=4, seq_len=3, heads=2, expert_hidden=3)
+INPUTS = np.random.default_rng(7).normal(size=(9, 3, 4))
+
+
+def test_bit_identical_for_one_and_two_threads():
+    a = sample_params(SPEC, 500, rng=42, n_threads=1)
+    b = sample_params(SPEC, 500, rng=42, n_threads=2)
+    assert a.tobytes() == b.tobytes()
+    for f in (lambda t: evaluate(SPEC, a, INPUTS, n_threads=t), lambda t: evaluate_sampled(SPEC, INPUTS, 500, 42, n_threads=t)):
+        one, two = f(1), f(2)
+        assert one.values.tobytes() == two.values.tobytes()
+        assert one.routes.tobytes() == two.routes.tobytes()
+
+
+def test_evaluate_sampled_equals_evaluate_of_sampled_params():
+    pinned = {"layers.1.router.bias": np.linspace(-1, 1, 5)}
+    params = sample_params(SPEC, 300, rng=5, start=17, pinned=pinned)
+    direct = evaluate(SPEC, params, INPUTS)
+    streamed = evaluate_sampled(SPEC, INPUTS, 300, rng=5, start=17, pinned=pinned)
+    assert direct.values.tobytes() == streamed.values.tobytes()
+    assert direct.routes.tobytes() == streamed.routes.tobytes()
+    assert streamed.seed == 5 and streamed.start == 17
+
+
+def test_sub_range_regenerates_rows_of_the_full_run():
+    full = sample_params(SPEC, 400, rng=9)
+    np.testing.assert_array_equal(sample_params(SPEC, 50, rng=9, start=123), full[123:173])
+    full_eval = evaluate_sampled(SPEC, INPUTS, 400, rng=9)
+    part = evaluate_sampled(SPEC, INPUTS, 50, rng=9, start=350)
+    np.testing.assert_array_equal(part.values, full_eval.values[350:])
+    np.testing.assert_array_equal(part.routes, full_eval.routes[350:])
+
+
+def test_pinned_blocks_replace_values_and_leave_the_rest_alone():
+    weight = np.arange(20.0).reshape(5, 4) / 20
+    free = sample_params(SPEC, 10, rng=1)
+    pinned = sample_params(SPEC, 10, rng=1, pinned={"layers.0.router.weight": weight})
+    block = SPEC.param_block("layers.0.router.weight")
+    inside = slice(block.offset, block.offset + block.size)
+    np.testing.assert_array_equal(pinned[:, inside], np.tile(weight.ravel(), (10, 1)))
+    mask = np.ones(SPEC.total_params, bool)
+    mask[inside] = False
+    np.testing.assert_array_equal(pinned[:, mask], free[:, mask])
+
+
+def test_seed_sources_replay():
+    gen_eval = evaluate_sampled(SPEC, INPUTS, 20, rng=np.random.default_rng(0))
+    replay = evaluate_sampled(SPEC, INPUTS, 20, rng=gen_eval.seed)
+    np.testing.assert_array_equal(gen_eval.values, replay.values)
+    fresh = evaluate_sampled(SPEC, INPUTS, 20)
+    assert isinstance(fresh.seed, int) and 0 <= fresh.seed < 2**64
+    np.testing.assert_array_equal(evaluate_sampled(SPEC, INPUTS, 20, rng=fresh.seed).values, fresh.values)
+    seed = moecover.resolve_seed(np.random.default_rng(3))
+    assert seed == moecover.resolve_seed(np.random.default_rng(3))
+
+
+def test_single_parameter_vector_drops_the_sample_axis():
+    theta = sample_params(SPEC, 1, rng=0)
+    out = evaluate(SPEC, theta[0], INPUTS)
+    assert out.values.shape == (9, 1) and out.routes.shape == (9, 2, 3)
+    np.testing.assert_array_equal(out.values, evaluate(SPEC, theta, INPUTS).values[0])
+
+
+def test_float32_and_non_contiguous_inputs_are_accepted():
+    params = sample_params(SPEC, 6, rng=2)
+    base = evaluate(SPEC, params, INPUTS)
+    wide = np.zeros((9, 3, 8))
+    wide[:, :, ::2] = INPUTS
+    strided = evaluate(SPEC, np.asfortranarray(params), wide[:, :, ::2])
+    np.testing.assert_array_equal(strided.values, base.values)
+    single = evaluate(SPEC, params.astype(np.float32), INPUTS.astype(np.float32))
+    want, _ = reference.evaluate(SPEC, params.astype(np.float32).astype(np.float64), INPUTS.astype(np.float32))
+    np.testing.assert_allclose(single.values, want, rtol=1e-12, atol=1e-12)
+
+
+def test_repr_is_compact():
+    text = repr(evaluate_sampled(SPEC, INPUTS, 3, rng=1))
+    assert text.startswith("Evaluation(values=float64[3, 9, 1], routes=uint32[3, 9, 2, 3], seed=1")
+
+
+def test_threads_default_from_environment(monkeypatch):
+    monkeypatch.setenv("MOECOVER_NUM_THREADS", "1")
+    assert evaluate_sampled(SPEC, INPUTS, 3, rng=1).n_threads == 1
+    monkeypatch.setenv("MOECOVER_NUM_THREADS", "zero")
+    with pytest.raises(ValueError, match="MOECOVER_NUM_THREADS"):
+        evaluate_sampled(SPEC, INPUTS, 3, rng=1)
+
+
+BAD_CALLS = [
+    (lambda: evaluate(SPEC, np.zeros((2, 7)), INPUTS), ValueError, "params"),
+    (lambda: evaluate(SPEC, np.zeros((2, 2, SPEC.total_params)), INPUTS), ValueError, "params"),
+    (lambda: evaluate(SPEC, np.full((1, SPEC.total_params), np.nan), INPUTS), ValueError, "params"),
+    (lambda: evaluate(SPEC, np.zeros(SPEC.total_params), INPUTS[:, :, :3]), ValueError, "inputs"),
+    (lambda: evaluate(SPEC, np.zeros(SPEC.total_params), INPUTS[0]), ValueError, "inputs"),
+    (lambda: evaluate(SPEC, np.zeros(SPEC.total_params), np.where(INPUTS > 1, np.inf, INPUTS)), ValueError, "inputs"),
+    (lambda: evaluate(SPEC, np.zeros(SPEC.total_params, complex), INPUTS), TypeError, "params"),
+    (lambda: evaluate(SPEC, np.zeros(SPEC.total_params), INPUTS.astype(object)), TypeError, "inputs"),
+    (lambda: evaluate("spec", np.zeros(SPEC.total_params), INPUTS), TypeError, "spec"),
+    (lambda: evaluate(SPEC, np.zeros(SPEC.total_params), INPUTS, n_threads=0), ValueError, "n_threads"),
+    (lambda: sample_params(SPEC, 0), ValueError, "m"),
+    (lambda: sample_params(SPEC, -3), ValueError, "m"),
+    (lambda: sample_params(SPEC, 2.0), TypeError, "m"),
+    (lambda: sample_params(SPEC, 2, start=-1), ValueError, "start"),
+    (lambda: sample_params(SPEC, 2, rng=-1), ValueError, "rng"),
+    (lambda: sample_params(SPEC, 2, rng="seed"), TypeError, "rng"),
+    (lambda: sample_params(SPEC, 2, pinned={"layers.9.router.bias": np.zeros(5)}), ValueError, "pinned"),
+    (lambda: sample_params(SPEC, 2, pinned={"layers.0.router.bias": np.zeros(4)}), ValueError, "pinned"),
+    (lambda: sample_params(SPEC, 2, pinned={"layers.0.router.bias": [np.nan] * 5}), ValueError, "pinned"),
+    (lambda: sample_params(SPEC, 2, pinned=[("layers.0.router.bias", np.zeros(5))]), TypeError, "pinned"),
+    (lambda: evaluate_sampled(SPEC, INPUTS, 0), ValueError, "m"),
+    (lambda: evaluate_sampled(SPEC, INPUTS, 10**13), ValueError, "m"),
+    (lambda: sample_params(SPEC, 10**12), ValueError, "m"),
+]
+
+
+@pytest.mark.parametrize(("call", "error", "name"), BAD_CALLS)
+def test_bad_input_raises_a_clear_exception(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
+
+
+def test_too_large_is_also_a_memory_error():
+    with pytest.raises(MemoryError, match="GiB"):
+        evaluate_sampled(SPEC, INPUTS, 10**13)
