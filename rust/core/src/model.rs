@@ -19,7 +19,9 @@ pub struct Workspace {
     moe: Vec<f64>,
     attention_weights: Vec<f64>,
     scores: Vec<f64>,
+    top: Vec<(f64, usize)>,
     selected: Vec<usize>,
+    gates: Vec<f64>,
     hidden: Vec<f64>,
     expert_out: Vec<f64>,
 }
@@ -39,7 +41,9 @@ impl Workspace {
             moe: vec![0.0; hd],
             attention_weights: vec![0.0; spec.seq_len],
             scores: vec![0.0; spec.experts],
+            top: Vec::with_capacity(spec.top_k + 1),
             selected: Vec::with_capacity(spec.top_k),
+            gates: Vec::with_capacity(spec.top_k),
             hidden: vec![0.0; spec.expert_hidden],
             expert_out: vec![0.0; spec.d_model],
         }
@@ -141,6 +145,20 @@ fn expert(spec: &MoeSpec, params: &[f64], z: &[f64], hidden: &mut [f64], out: &m
     }
 }
 
+/// The `k` highest scores as `(score, expert)`, highest first; equal scores rank the lower expert
+/// first (insertion after every kept score that is >= the new one), as MATH.md §1 requires.
+fn select_top_k(scores: &[f64], k: usize, top: &mut Vec<(f64, usize)>) {
+    top.clear();
+    for (j, &s) in scores.iter().enumerate() {
+        if top.len() == k && s <= top[k - 1].0 {
+            continue;
+        }
+        let position = top.iter().position(|&(kept, _)| s > kept).unwrap_or(top.len());
+        top.insert(position, (s, j));
+        top.truncate(k);
+    }
+}
+
 /// `MoE(Z)_t = Σ_{j∈S_t} g_{t,j} E_j(z_t)` for every token, into `ws.moe`; the colex rank of each
 /// token's expert set into `routes` (length ℓ).
 fn mixture(spec: &MoeSpec, theta: &[f64], layer: usize, input: &[f64], ws: &mut Workspace, routes: &mut [u32]) {
@@ -153,42 +171,33 @@ fn mixture(spec: &MoeSpec, theta: &[f64], layer: usize, input: &[f64], ws: &mut 
         for ((s, row), &b) in ws.scores.iter_mut().zip(weight.chunks_exact(d)).zip(bias) {
             *s = row.iter().zip(z).map(|(w, x)| w * x).sum::<f64>() + b;
         }
-        // Top-k by repeated arg-max; scanning upwards with a strict `>` sends ties to the lower index.
+        select_top_k(&ws.scores, spec.top_k, &mut ws.top);
         ws.selected.clear();
-        for _ in 0..spec.top_k {
-            let mut best: Option<usize> = None;
-            for (j, &s) in ws.scores.iter().enumerate() {
-                if ws.selected.contains(&j) {
-                    continue;
-                }
-                if best.is_none_or(|b| s > ws.scores[b]) {
-                    best = Some(j);
-                }
-            }
-            ws.selected.extend(best);
-        }
+        ws.selected.extend(ws.top.iter().map(|&(_, j)| j));
         ws.selected.sort_unstable();
         routes[t] = ws.ranks.rank(&ws.selected);
 
-        // Gate weights, in ascending expert order (the order of `selected`).
-        let max_selected = ws
-            .selected
-            .iter()
-            .map(|&j| ws.scores[j])
-            .fold(f64::NEG_INFINITY, f64::max);
-        let normaliser = match spec.gate {
-            Gate::RenormalizedSoftmax => ws.selected.iter().map(|&j| (ws.scores[j] - max_selected).exp()).sum(),
-            // The overall maximum is a selected score, so `max_selected` is the softmax's shift.
-            Gate::FullSoftmax => ws.scores.iter().map(|&s| (s - max_selected).exp()).sum(),
-            Gate::Uniform => spec.top_k as f64,
-        };
+        // Gate weights in ascending expert order; each exponential is taken once. The largest
+        // selected score (the overall maximum) is the softmax shift, so no exponent overflows.
+        let shift = ws.top[0].0;
+        ws.gates.clear();
+        match spec.gate {
+            Gate::Uniform => ws.gates.resize(spec.top_k, 1.0 / spec.top_k as f64),
+            Gate::RenormalizedSoftmax | Gate::FullSoftmax => {
+                ws.gates.extend(ws.selected.iter().map(|&j| (ws.scores[j] - shift).exp()));
+                let normaliser: f64 = if spec.gate == Gate::FullSoftmax {
+                    ws.scores.iter().map(|&s| (s - shift).exp()).sum()
+                } else {
+                    ws.gates.iter().sum()
+                };
+                for g in ws.gates.iter_mut() {
+                    *g /= normaliser;
+                }
+            }
+        }
         let out = &mut ws.moe[t * d..(t + 1) * d];
         out.fill(0.0);
-        for &j in &ws.selected {
-            let gate = match spec.gate {
-                Gate::Uniform => 1.0 / normaliser,
-                _ => (ws.scores[j] - max_selected).exp() / normaliser,
-            };
+        for (&j, &gate) in ws.selected.iter().zip(&ws.gates) {
             let start = offsets.experts + j * expert_size;
             expert(
                 spec,

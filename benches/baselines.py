@@ -1,0 +1,75 @@
+"""The code a user would write without moecover: batched NumPy evaluation, SciPy nets."""
+
+from __future__ import annotations
+
+from math import comb
+
+import numpy as np
+
+
+def _blocks(spec, params):
+    """`{name: (m, *shape) array}` views of a (m, P) parameter matrix."""
+    return {b.name: params[:, b.offset : b.offset + b.size].reshape(-1, *b.shape) for b in spec.layout}
+
+
+def _softmax(z, axis=-1):
+    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def numpy_evaluate(spec, params, inputs, chunk=256):
+    """values (m, n, o) and routes (m, n, layers, seq_len), batched with einsum over samples.
+
+    Computes every expert densely and mixes with a sparse gate matrix, as one writes it in NumPy.
+    Supports mlp experts, both block forms, the three gates and every readout.
+    """
+    m, n = params.shape[0], inputs.shape[0]
+    L, M, k, D, S = spec.layers, spec.experts, spec.top_k, spec.d_model, spec.seq_len
+    rank_table = np.array([[comb(s, i + 1) for i in range(k)] for s in range(M)], dtype=np.uint32)
+    values = np.empty((m, n, spec.output_dim))
+    routes = np.empty((m, n, L, S), dtype=np.uint32)
+    for lo in range(0, m, chunk):
+        p = _blocks(spec, params[lo : lo + chunk])
+        B = p[f"layers.0.router.bias"].shape[0]
+        H = np.broadcast_to(inputs, (B, n, S, D)).copy()
+        for layer in range(L):
+            a = f"layers.{layer}.attn"
+            if spec.heads:
+                dh = D // spec.heads
+                q, kk, v = (np.einsum("bntd,bde->bnte", H, p[f"{a}.{w}"]).reshape(B, n, S, spec.heads, dh)
+                            for w in ("wq", "wk", "wv"))
+                att = _softmax(np.einsum("bnthe,bnuhe->bnhtu", q, kk) / np.sqrt(dh))
+                ctx = np.einsum("bnhtu,bnuhe->bnthe", att, v).reshape(B, n, S, D)
+                attn = np.einsum("bntd,bde->bnte", ctx, p[f"{a}.wo"])
+            else:
+                attn = 0.0
+            Y = H + attn if spec.block == "sequential" else H
+            r = f"layers.{layer}.router"
+            scores = np.einsum("bntd,bmd->bntm", Y, p[f"{r}.weight"]) + p[f"{r}.bias"][:, None, None, :]
+            chosen = np.sort(np.argsort(-scores, axis=-1, kind="stable")[..., :k], axis=-1)
+            picked = np.take_along_axis(scores, chosen, axis=-1)
+            if spec.gate == "renormalized_softmax":
+                g = _softmax(picked)
+            elif spec.gate == "full_softmax":
+                g = np.take_along_axis(_softmax(scores), chosen, axis=-1)
+            else:
+                g = np.full(picked.shape, 1.0 / k)
+            gates = np.zeros_like(scores)
+            np.put_along_axis(gates, chosen, g, axis=-1)
+            e = f"layers.{layer}.experts"
+            W1 = np.stack([p[f"{e}.{j}.w1"] for j in range(M)], axis=1)  # (B, M, h, D)
+            b1 = np.stack([p[f"{e}.{j}.b1"] for j in range(M)], axis=1)
+            W2 = np.stack([p[f"{e}.{j}.w2"] for j in range(M)], axis=1)  # (B, M, D, h)
+            b2 = np.stack([p[f"{e}.{j}.b2"] for j in range(M)], axis=1)
+            hidden = np.maximum(np.einsum("bntd,bmhd->bntmh", Y, W1) + b1[:, None, None], 0.0)
+            experts = np.einsum("bntmh,bmdh->bntmd", hidden, W2) + b2[:, None, None]
+            mix = np.einsum("bntm,bntmd->bntd", gates, experts)
+            H = Y + mix if spec.block == "sequential" else H + attn + mix
+            routes[lo : lo + B, :, layer, :] = rank_table[chosen, np.arange(k)].sum(axis=-1)
+        if spec.readout == "scalar":
+            values[lo : lo + B] = H[:, :, 0, :1]
+        elif spec.readout == "token0":
+            values[lo : lo + B] = H[:, :, 0, :]
+        else:
+            values[lo : lo + B] = H.reshape(B, n, -1)
+    return values, routes
