@@ -73,3 +73,65 @@ def numpy_evaluate(spec, params, inputs, chunk=256):
         else:
             values[lo : lo + B] = H.reshape(B, n, -1)
     return values, routes
+
+
+def _resolve_in_block(points, block_start, found, centres, delta):
+    """Sequential pass over a block: points not covered by older centres check the centres opened
+    in this block (in order), else open a centre. Returns the block's assignment."""
+    block_centres = []  # (centre id, row)
+    for i, hit in enumerate(found):
+        if hit >= 0:
+            continue
+        row = points[block_start + i]
+        for cid, c_row in block_centres:
+            if np.abs(row - c_row).max() <= delta:
+                found[i] = cid
+                break
+        else:
+            found[i] = len(centres)
+            centres.append(block_start + i)
+            block_centres.append((found[i], row))
+    return found
+
+
+def ckdtree_net(points, delta, block=1024):
+    """Greedy net with a cKDTree over the current centres, rebuilt as the net grows (p = inf)."""
+    from scipy.spatial import cKDTree
+
+    centres: list[int] = []
+    assignment = np.empty(len(points), dtype=np.int64)
+    tree, in_tree = None, 0
+    for start in range(0, len(points), block):
+        rows = points[start : start + block]
+        found = np.full(len(rows), -1, dtype=np.int64)
+        if tree is not None:
+            for i, hits in enumerate(tree.query_ball_point(rows, r=delta, p=np.inf)):
+                if hits:
+                    found[i] = min(hits)
+        if in_tree < len(centres):  # centres opened since the last rebuild: brute force
+            recent = points[centres[in_tree:]]
+            for i in np.flatnonzero(found < 0):
+                close = np.flatnonzero(np.abs(recent - rows[i]).max(axis=1) <= delta)
+                if close.size:
+                    found[i] = in_tree + close[0]
+        assignment[start : start + len(rows)] = _resolve_in_block(points, start, found, centres, delta)
+        if len(centres) > 2 * max(in_tree, 64):  # rebuild when the net has doubled
+            tree, in_tree = cKDTree(points[centres]), len(centres)
+    return np.asarray(centres), assignment
+
+
+def cdist_net(points, delta, block=1024):
+    """Greedy net with blocked scipy.spatial.distance.cdist(..., 'chebyshev') against all centres."""
+    from scipy.spatial.distance import cdist
+
+    centres: list[int] = []
+    assignment = np.empty(len(points), dtype=np.int64)
+    for start in range(0, len(points), block):
+        rows = points[start : start + block]
+        found = np.full(len(rows), -1, dtype=np.int64)
+        if centres:
+            close = cdist(rows, points[centres], "chebyshev") <= delta
+            anyhit = close.any(axis=1)
+            found[anyhit] = close[anyhit].argmax(axis=1)
+        assignment[start : start + len(rows)] = _resolve_in_block(points, start, found, centres, delta)
+    return np.asarray(centres), assignment

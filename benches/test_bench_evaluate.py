@@ -9,6 +9,8 @@ from baselines import numpy_evaluate
 
 import moecover
 
+pytestmark = pytest.mark.timeout(0)
+
 SPEC = moecover.MoESpec(layers=2, experts=8, top_k=2, d_model=4, heads=1, seq_len=4, expert="mlp", expert_hidden=8)
 M_SAMPLES, N_INPUTS = 100_000, 64
 INPUTS = np.random.default_rng(0).normal(size=(N_INPUTS, SPEC.seq_len, SPEC.d_model))

@@ -125,3 +125,21 @@ def evaluate(spec, params: np.ndarray, inputs: np.ndarray) -> tuple[np.ndarray, 
         values.append([v for v, _ in pairs])
         routes.append([r for _, r in pairs])
     return np.array(values), np.array(routes, dtype=np.uint32)
+
+
+def greedy_net(points: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
+    """The sequential greedy net of MATH.md §3, literally: centres (row indices) and assignment.
+
+    Distances in the points' own precision; δ is rounded to it too (NumPy's weak-scalar rule)."""
+    delta = points.dtype.type(delta)
+    centres: list[int] = []
+    assignment = np.empty(len(points), dtype=np.int64)
+    for i, row in enumerate(points):
+        if centres:
+            close = np.flatnonzero(np.abs(points[centres] - row).max(axis=1) <= delta)
+            if close.size:
+                assignment[i] = close[0]
+                continue
+        assignment[i] = len(centres)
+        centres.append(i)
+    return np.array(centres, dtype=np.int64), assignment

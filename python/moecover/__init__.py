@@ -5,6 +5,8 @@ The pipeline, one module per step (the Rust core in `rust/core` does the numeric
 - `MoESpec` (`_spec`): the function class of MATH.md §1 and its parameter layout;
 - `sample_params`, `evaluate`, `evaluate_sampled` (`_evaluate`): parameters sampled in the box,
   evaluated on inputs, with each token's routing pattern;
+- `greedy_net`, `cover`, `CoverStream`, `box_count` (`_cover`): exact greedy ℓ∞ nets at many
+  scales, in one call or streamed in chunks;
 - `resolve_seed` (`_rng`): every random result is a function of one integer seed.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from ._checks import TooLargeError
+from ._cover import CoverResult, CoverStream, Net, box_count, cover, greedy_net
 from ._evaluate import Evaluation, evaluate, evaluate_sampled, sample_params
 from ._rng import resolve_seed
 from ._spec import MoESpec, ParamBlock
@@ -23,6 +26,12 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
     __version__ = "0+unknown"
 
 __all__ = [
+    "CoverResult",
+    "CoverStream",
+    "Net",
+    "box_count",
+    "cover",
+    "greedy_net",
     "Evaluation",
     "MoESpec",
     "ParamBlock",

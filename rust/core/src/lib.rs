@@ -5,12 +5,14 @@
 //! - [`sampling`]: parameters uniform in the box, one keyed stream per sample;
 //! - [`model`]: the forward pass of one θ on one input (values and routing pattern);
 //! - [`evaluate`]: many samples on many inputs, multithreaded and interruptible;
+//! - [`cover`]: exact greedy ℓ∞ nets at many scales, streamed (MATH.md §3), and box counts;
 //! - [`routing`]: top-k expert sets as colex ranks (MATH.md §2);
 //! - [`parallel`]: thread pools and the chunk loop every long call runs in.
 //!
 //! Every function that can run long takes an interrupt check (see [`parallel::Interrupt`]) and a
 //! thread count; none of their results depend on the thread count.
 
+pub mod cover;
 pub mod error;
 pub mod evaluate;
 pub mod model;

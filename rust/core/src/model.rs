@@ -184,7 +184,8 @@ fn mixture(spec: &MoeSpec, theta: &[f64], layer: usize, input: &[f64], ws: &mut 
         match spec.gate {
             Gate::Uniform => ws.gates.resize(spec.top_k, 1.0 / spec.top_k as f64),
             Gate::RenormalizedSoftmax | Gate::FullSoftmax => {
-                ws.gates.extend(ws.selected.iter().map(|&j| (ws.scores[j] - shift).exp()));
+                ws.gates
+                    .extend(ws.selected.iter().map(|&j| (ws.scores[j] - shift).exp()));
                 let normaliser: f64 = if spec.gate == Gate::FullSoftmax {
                     ws.scores.iter().map(|&s| (s - shift).exp()).sum()
                 } else {

@@ -3,10 +3,11 @@
 //! Shapes, dtypes and finiteness are checked in `python/moecover` before these are called; the
 //! core re-checks lengths and returns errors (never panics) if a caller gets them wrong.
 
+use moecover_core::cover::{self, MultiNet, Real};
 use moecover_core::parallel::Interrupt;
 use moecover_core::sampling::Pinned;
 use moecover_core::{evaluate, Error, MoeSpec, SpecOptions};
-use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
+use numpy::{Element, IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
@@ -182,11 +183,124 @@ fn evaluate_sampled<'py>(
     Ok(into_arrays(py, evaluation))
 }
 
+/// The multi-scale net engine in the input's precision.
+enum Nets {
+    F32(MultiNet<f32>),
+    F64(MultiNet<f64>),
+}
+
+/// Greedy ℓ∞ nets at several scales, fed in chunks; `moecover.CoverStream` and `cover` wrap it.
+#[pyclass(name = "CoverEngine", module = "moecover._core")]
+struct CoverEngine {
+    nets: Nets,
+}
+
+fn add_points<T: Real + Element>(
+    py: Python<'_>,
+    nets: &mut MultiNet<T>,
+    points: &Bound<'_, PyAny>,
+    n_threads: usize,
+) -> PyResult<()> {
+    let array: PyReadonlyArray2<T> = points.extract()?;
+    let slice = array
+        .as_slice()
+        .map_err(|e| PyValueError::new_err(format!("points: {e}")))?;
+    detach_interruptible(py, |interrupt| nets.add(slice, n_threads, interrupt))
+}
+
+#[pymethods]
+impl CoverEngine {
+    #[new]
+    fn new(deltas: Vec<f64>, dim: usize, double: bool, keep_assignment: bool) -> PyResult<Self> {
+        let nets = if double {
+            Nets::F64(MultiNet::new(&deltas, dim, keep_assignment).map_err(to_pyerr)?)
+        } else {
+            Nets::F32(MultiNet::new(&deltas, dim, keep_assignment).map_err(to_pyerr)?)
+        };
+        Ok(CoverEngine { nets })
+    }
+
+    /// Scans a C-contiguous (rows, dim) array of the engine's dtype.
+    fn add(&mut self, py: Python<'_>, points: &Bound<'_, PyAny>, n_threads: usize) -> PyResult<()> {
+        match &mut self.nets {
+            Nets::F32(nets) => add_points(py, nets, points, n_threads),
+            Nets::F64(nets) => add_points(py, nets, points, n_threads),
+        }
+    }
+
+    #[getter]
+    fn n_points(&self) -> u64 {
+        match &self.nets {
+            Nets::F32(nets) => nets.n_points(),
+            Nets::F64(nets) => nets.n_points(),
+        }
+    }
+
+    fn net_sizes(&self) -> Vec<usize> {
+        match &self.nets {
+            Nets::F32(nets) => nets.net_sizes(),
+            Nets::F64(nets) => nets.net_sizes(),
+        }
+    }
+
+    fn tail_discovery(&self) -> Vec<f64> {
+        match &self.nets {
+            Nets::F32(nets) => nets.tail_discovery(),
+            Nets::F64(nets) => nets.tail_discovery(),
+        }
+    }
+
+    /// Point indices of the centres of scale `scale`, in opening order.
+    fn centres<'py>(&self, py: Python<'py>, scale: usize) -> Bound<'py, PyArray1<u64>> {
+        let centres = match &self.nets {
+            Nets::F32(nets) => nets.centres(scale).to_vec(),
+            Nets::F64(nets) => nets.centres(scale).to_vec(),
+        };
+        centres.into_pyarray(py)
+    }
+
+    /// Each point's centre at scale `scale` (engines built with `keep_assignment`).
+    fn assignment<'py>(&self, py: Python<'py>, scale: usize) -> Option<Bound<'py, PyArray1<i64>>> {
+        let assignment = match &self.nets {
+            Nets::F32(nets) => nets.assignment(scale).map(<[i64]>::to_vec),
+            Nets::F64(nets) => nets.assignment(scale).map(<[i64]>::to_vec),
+        };
+        assignment.map(|a| a.into_pyarray(py))
+    }
+}
+
+fn box_count_typed<T: Real + Element>(
+    py: Python<'_>,
+    points: &Bound<'_, PyAny>,
+    deltas: &[f64],
+    n_threads: usize,
+) -> PyResult<Vec<usize>> {
+    let array: PyReadonlyArray2<T> = points.extract()?;
+    let dim = array.shape()[1];
+    let slice = array
+        .as_slice()
+        .map_err(|e| PyValueError::new_err(format!("points: {e}")))?;
+    py.detach(|| cover::box_count(slice, dim, deltas, n_threads))
+        .map_err(to_pyerr)
+}
+
+/// Occupied grid cells of side δ per δ; `points` is C-contiguous float32 or float64 (rows, dim).
+#[pyfunction]
+fn box_count(py: Python<'_>, points: &Bound<'_, PyAny>, deltas: Vec<f64>, n_threads: usize) -> PyResult<Vec<usize>> {
+    if points.extract::<PyReadonlyArray2<f32>>().is_ok() {
+        box_count_typed::<f32>(py, points, &deltas, n_threads)
+    } else {
+        box_count_typed::<f64>(py, points, &deltas, n_threads)
+    }
+}
+
 #[pymodule]
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<CoreSpec>()?;
     module.add_function(wrap_pyfunction!(sample_params, module)?)?;
     module.add_function(wrap_pyfunction!(evaluate_py, module)?)?;
     module.add_function(wrap_pyfunction!(evaluate_sampled, module)?)?;
+    module.add_class::<CoverEngine>()?;
+    module.add_function(wrap_pyfunction!(box_count, module)?)?;
     Ok(())
 }

@@ -1,0 +1,430 @@
+//! Exact greedy ℓ∞ nets at many scales (MATH.md §3), streamed in chunks.
+//!
+//! The net is the sequential scan: point s opens a centre iff no earlier centre lies within δ,
+//! else it joins the earliest centre within δ. Distances are taken in the input's precision and
+//! a distance of exactly δ covers (closed balls).
+//!
+//! Speed comes from two exact devices, neither of which changes the answer:
+//! - a hash grid on three coordinates: `d(x, c) <= δ` in ℓ∞ implies `|x_j − c_j| <= δ` for every
+//!   coordinate j, so only the 27 cells around a point can hold a covering centre;
+//! - blocks: for a block of points, the earliest covering centre among those opened *before* the
+//!   block is found in parallel; the points left uncovered are then resolved in order against the
+//!   centres opened inside the block. Old centres precede new ones, so this is the sequential net.
+//!
+//! Scales are independent, so they run in parallel with each other as well.
+
+use crate::error::{Error, Result};
+use crate::parallel::{pool, Interrupt};
+use rayon::prelude::*;
+use rustc_hash::FxHashMap;
+
+/// The input precisions the engine works in.
+pub trait Real: Copy + PartialOrd + Send + Sync + std::fmt::Debug + 'static {
+    fn to_f64(self) -> f64;
+    fn from_f64(value: f64) -> Self;
+    fn abs_diff(self, other: Self) -> Self;
+    fn is_finite(self) -> bool;
+}
+
+impl Real for f32 {
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+    fn from_f64(value: f64) -> Self {
+        value as f32
+    }
+    fn abs_diff(self, other: Self) -> Self {
+        (self - other).abs()
+    }
+    fn is_finite(self) -> bool {
+        f32::is_finite(self)
+    }
+}
+
+impl Real for f64 {
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn from_f64(value: f64) -> Self {
+        value
+    }
+    fn abs_diff(self, other: Self) -> Self {
+        (self - other).abs()
+    }
+    fn is_finite(self) -> bool {
+        f64::is_finite(self)
+    }
+}
+
+/// `max_j |a_j − b_j| <= delta`, stopping at the first block of coordinates that exceeds δ.
+#[inline]
+pub fn within<T: Real>(a: &[T], b: &[T], delta: T) -> bool {
+    for (ca, cb) in a.chunks(8).zip(b.chunks(8)) {
+        let mut worst = ca[0].abs_diff(cb[0]);
+        for (&x, &y) in ca.iter().zip(cb).skip(1) {
+            let d = x.abs_diff(y);
+            if d > worst {
+                worst = d;
+            }
+        }
+        if worst > delta {
+            return false;
+        }
+    }
+    true
+}
+
+const GRID_AXES: usize = 3;
+type CellKey = [i64; GRID_AXES];
+/// Points whose grid coordinate is this many cells from the origin have cell indices that rounding
+/// could shift; they are kept out of the grid ("wild") and compared with everything.
+const MAX_CELL_INDEX: f64 = (1u64 << 40) as f64;
+/// Cells are a little wider than δ so that rounding in `x / cell` can never hide a centre at
+/// distance exactly δ (the neighbourhood test is then conservative, never wrong).
+const CELL_SLACK: f64 = 1e-4;
+/// Points per block: large enough to share the work among threads, small enough that the
+/// in-block resolution (sequential) stays short and Ctrl-C is answered quickly.
+const BLOCK: usize = 2048;
+
+/// The net at one scale.
+struct ScaleNet<T: Real> {
+    delta: T,
+    cell: f64,
+    cells: FxHashMap<CellKey, Vec<u32>>,
+    wild: Vec<u32>,
+    centres: Vec<T>,
+    opened_at: Vec<u64>,
+    assignment: Option<Vec<i64>>,
+}
+
+impl<T: Real> ScaleNet<T> {
+    fn key(&self, point: &[T], axes: &[usize]) -> Option<CellKey> {
+        let mut key = [0i64; GRID_AXES];
+        for (k, &axis) in key.iter_mut().zip(axes) {
+            let index = (point[axis].to_f64() / self.cell).floor();
+            if index.abs() > MAX_CELL_INDEX {
+                return None;
+            }
+            *k = index as i64;
+        }
+        Some(key)
+    }
+
+    fn centre(&self, index: u32, dim: usize) -> &[T] {
+        let start = index as usize * dim;
+        &self.centres[start..start + dim]
+    }
+
+    /// The earliest centre with index >= `from` within δ of `point`.
+    fn earliest_covering(&self, point: &[T], axes: &[usize], from: u32) -> Option<u32> {
+        let dim = point.len();
+        let mut best: Option<u32> = None;
+        let scan = |list: &[u32], best: &mut Option<u32>| {
+            let first = list.partition_point(|&c| c < from);
+            for &c in &list[first..] {
+                if best.is_some_and(|b| c >= b) {
+                    break;
+                }
+                if within(point, self.centre(c, dim), self.delta) {
+                    *best = Some(c);
+                    break;
+                }
+            }
+        };
+        match self.key(point, axes) {
+            None => {
+                let all: Vec<u32> = (from..self.opened_at.len() as u32).collect();
+                scan(&all, &mut best);
+            }
+            Some(key) => {
+                for offset in 0..3usize.pow(axes.len() as u32) {
+                    let mut neighbour = key;
+                    let mut rest = offset;
+                    for k in neighbour.iter_mut().take(axes.len()) {
+                        *k += (rest % 3) as i64 - 1;
+                        rest /= 3;
+                    }
+                    if let Some(list) = self.cells.get(&neighbour) {
+                        scan(list, &mut best);
+                    }
+                }
+                scan(&self.wild, &mut best);
+            }
+        }
+        best
+    }
+
+    fn open(&mut self, point: &[T], axes: &[usize], index: u64) -> u32 {
+        let id = self.opened_at.len() as u32;
+        match self.key(point, axes) {
+            Some(key) => self.cells.entry(key).or_default().push(id),
+            None => self.wild.push(id),
+        }
+        self.centres.extend_from_slice(point);
+        self.opened_at.push(index);
+        id
+    }
+
+    /// Adds a block of points whose first has global index `first_index`.
+    fn add_block(&mut self, block: &[T], dim: usize, axes: &[usize], first_index: u64) {
+        let old = self.opened_at.len() as u32;
+        let covered_by_old: Vec<Option<u32>> = if old == 0 {
+            vec![None; block.len() / dim]
+        } else {
+            block
+                .par_chunks(dim)
+                .with_min_len(64)
+                .map(|p| self.earliest_covering(p, axes, 0))
+                .collect()
+        };
+        for (i, (point, found)) in block.chunks(dim).zip(covered_by_old).enumerate() {
+            let centre = match found.or_else(|| self.earliest_covering(point, axes, old)) {
+                Some(c) => c,
+                None => self.open(point, axes, first_index + i as u64),
+            };
+            if let Some(assignment) = self.assignment.as_mut() {
+                assignment.push(i64::from(centre));
+            }
+        }
+    }
+}
+
+/// Greedy nets at several scales over a stream of points of fixed dimension.
+pub struct MultiNet<T: Real> {
+    dim: usize,
+    scales: Vec<ScaleNet<T>>,
+    axes: Option<Vec<usize>>,
+    n_points: u64,
+}
+
+/// The coordinates with the largest spread in `points` (ties to the lower index): the grid axes.
+fn choose_axes<T: Real>(points: &[T], dim: usize) -> Vec<usize> {
+    let sample = &points[..points.len().min(4096 * dim)];
+    let mut spread: Vec<(f64, usize)> = (0..dim)
+        .map(|j| {
+            let (lo, hi) = sample
+                .chunks(dim)
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
+                    let v = p[j].to_f64();
+                    (lo.min(v), hi.max(v))
+                });
+            (hi - lo, j)
+        })
+        .collect();
+    spread.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    spread.into_iter().take(GRID_AXES.min(dim)).map(|(_, j)| j).collect()
+}
+
+impl<T: Real> MultiNet<T> {
+    /// Nets at `deltas` (any order; each finite and > 0) for points of dimension `dim`.
+    /// `keep_assignment` records each point's centre (memory O(points)); otherwise memory is
+    /// O(net size × dim).
+    pub fn new(deltas: &[f64], dim: usize, keep_assignment: bool) -> Result<Self> {
+        if deltas.is_empty() {
+            return Err(Error::invalid("deltas", "needs at least one scale"));
+        }
+        if let Some(bad) = deltas.iter().find(|d| !(d.is_finite() && **d > 0.0)) {
+            return Err(Error::invalid(
+                "deltas",
+                format!("every scale must be finite and > 0, got {bad}"),
+            ));
+        }
+        if dim == 0 {
+            return Err(Error::invalid("dim", "points need at least one coordinate"));
+        }
+        let scales = deltas
+            .iter()
+            .map(|&delta| ScaleNet {
+                delta: T::from_f64(delta),
+                cell: delta * (1.0 + CELL_SLACK),
+                cells: FxHashMap::default(),
+                wild: Vec::new(),
+                centres: Vec::new(),
+                opened_at: Vec::new(),
+                assignment: keep_assignment.then(Vec::new),
+            })
+            .collect();
+        Ok(MultiNet {
+            dim,
+            scales,
+            axes: None,
+            n_points: 0,
+        })
+    }
+
+    /// Scans `points` (row-major, `len = rows × dim`) after everything added before.
+    pub fn add(&mut self, points: &[T], n_threads: usize, interrupt: Interrupt) -> Result<()> {
+        if points.len() % self.dim != 0 {
+            return Err(Error::invalid(
+                "points",
+                format!("length {} is not a multiple of dim = {}", points.len(), self.dim),
+            ));
+        }
+        if let Some(position) = points.iter().position(|v| !v.is_finite()) {
+            return Err(Error::invalid(
+                "points",
+                format!("row {} holds a NaN or infinite value", position / self.dim),
+            ));
+        }
+        if points.is_empty() {
+            return Ok(());
+        }
+        let dim = self.dim;
+        let axes = self.axes.get_or_insert_with(|| choose_axes(points, dim)).clone();
+        let pool = pool(n_threads)?;
+        for block in points.chunks(BLOCK * dim) {
+            if interrupt() {
+                return Err(Error::Interrupted);
+            }
+            let first = self.n_points;
+            pool.install(|| {
+                self.scales
+                    .par_iter_mut()
+                    .for_each(|scale| scale.add_block(block, dim, &axes, first))
+            });
+            self.n_points += (block.len() / dim) as u64;
+        }
+        Ok(())
+    }
+
+    pub fn n_points(&self) -> u64 {
+        self.n_points
+    }
+
+    pub fn net_sizes(&self) -> Vec<usize> {
+        self.scales.iter().map(|s| s.opened_at.len()).collect()
+    }
+
+    /// Global indices of the points that opened the centres of scale `scale`, in opening order.
+    pub fn centres(&self, scale: usize) -> &[u64] {
+        &self.scales[scale].opened_at
+    }
+
+    /// Each point's centre (index into `centres`) at scale `scale`, when kept.
+    pub fn assignment(&self, scale: usize) -> Option<&[i64]> {
+        self.scales[scale].assignment.as_deref()
+    }
+
+    /// Per scale: the fraction of the last 10 % of the points (at least one) that opened a centre;
+    /// NaN before any point.
+    pub fn tail_discovery(&self) -> Vec<f64> {
+        let m = self.n_points;
+        let tail = m.div_ceil(10);
+        self.scales
+            .iter()
+            .map(|s| {
+                if m == 0 {
+                    return f64::NAN;
+                }
+                let opened = s.opened_at.iter().rev().take_while(|&&i| i >= m - tail).count();
+                opened as f64 / tail as f64
+            })
+            .collect()
+    }
+}
+
+/// Occupied cells of the grid of side δ (cells `⌊x / δ⌋` in every coordinate), per δ.
+pub fn box_count<T: Real>(points: &[T], dim: usize, deltas: &[f64], n_threads: usize) -> Result<Vec<usize>> {
+    if dim == 0 || points.len() % dim != 0 {
+        return Err(Error::invalid("points", "length is not a multiple of dim"));
+    }
+    if let Some(bad) = deltas.iter().find(|d| !(d.is_finite() && **d > 0.0)) {
+        return Err(Error::invalid(
+            "deltas",
+            format!("every scale must be finite and > 0, got {bad}"),
+        ));
+    }
+    let pool = pool(n_threads)?;
+    Ok(pool.install(|| {
+        deltas
+            .par_iter()
+            .map(|&delta| {
+                let mut keys: Vec<Vec<i64>> = points
+                    .chunks(dim)
+                    .map(|p| p.iter().map(|v| (v.to_f64() / delta).floor() as i64).collect())
+                    .collect();
+                keys.par_sort_unstable();
+                keys.dedup();
+                keys.len()
+            })
+            .collect()
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parallel::never;
+
+    /// The definition, literally: O(m × net) comparisons.
+    fn sequential_net(points: &[f64], dim: usize, delta: f64) -> (Vec<u64>, Vec<i64>) {
+        let mut centres: Vec<usize> = Vec::new();
+        let mut assignment = Vec::new();
+        for (i, p) in points.chunks(dim).enumerate() {
+            let hit = centres.iter().position(|&c| {
+                p.iter()
+                    .zip(&points[c * dim..(c + 1) * dim])
+                    .all(|(a, b)| (a - b).abs() <= delta)
+            });
+            match hit {
+                Some(c) => assignment.push(c as i64),
+                None => {
+                    assignment.push(centres.len() as i64);
+                    centres.push(i);
+                }
+            }
+        }
+        (centres.into_iter().map(|c| c as u64).collect(), assignment)
+    }
+
+    fn lcg_points(m: usize, dim: usize, seed: u64) -> Vec<f64> {
+        let mut state = seed;
+        (0..m * dim)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                // quantised so that exact ties at δ occur
+                ((state >> 40) % 64) as f64 / 16.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn equals_the_sequential_definition_for_any_threads_and_chunks() {
+        for (dim, m) in [(1, 3000), (2, 5000), (5, 4000)] {
+            let points = lcg_points(m, dim, dim as u64);
+            let deltas = [0.25, 0.5, 1.0, 1.5];
+            for threads in [1, 2] {
+                let mut net = MultiNet::<f64>::new(&deltas, dim, true).expect("valid");
+                for chunk in points.chunks(977 * dim) {
+                    net.add(chunk, threads, &mut never()).expect("ok");
+                }
+                for (s, &delta) in deltas.iter().enumerate() {
+                    let (centres, assignment) = sequential_net(&points, dim, delta);
+                    assert_eq!(net.centres(s), &centres[..], "dim {dim} delta {delta}");
+                    assert_eq!(net.assignment(s).expect("kept"), &assignment[..]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_scales_and_points_are_errors() {
+        assert!(MultiNet::<f64>::new(&[], 2, false).is_err());
+        assert!(MultiNet::<f64>::new(&[0.0], 2, false).is_err());
+        assert!(MultiNet::<f64>::new(&[f64::NAN], 2, false).is_err());
+        let mut net = MultiNet::<f64>::new(&[1.0], 2, false).expect("valid");
+        assert!(net.add(&[0.0, f64::NAN], 1, &mut never()).is_err());
+        assert!(net.add(&[0.0, 1.0, 2.0], 1, &mut never()).is_err());
+    }
+
+    #[test]
+    fn box_count_counts_cells() {
+        // cells of side 1 of 0.5, 0.7, 1.2, -0.1 (1-D): {0, 0, 1, -1} -> 3
+        assert_eq!(
+            box_count(&[0.5, 0.7, 1.2, -0.1], 1, &[1.0, 10.0], 1).expect("ok"),
+            vec![3, 2]
+        );
+    }
+}

@@ -1,0 +1,173 @@
+"""greedy_net / cover / CoverStream / box_count against the sequential definition and MATH.md §5."""
+
+import math
+
+import numpy as np
+import pytest
+import reference
+from interrupts import seconds_to_stop
+
+from moecover import CoverStream, box_count, cover, greedy_net
+
+
+def quantised(rng, m, d, dtype):
+    """Points on a grid of step 1/8, so that distances of exactly δ (a multiple of 1/8) occur."""
+    return (rng.integers(-8, 9, size=(m, d)) / 8).astype(dtype)
+
+
+CASES = [(m, d, dtype) for m, d in [(1, 1), (50, 1), (400, 2), (700, 3), (500, 7), (300, 40)]
+         for dtype in (np.float32, np.float64)]
+
+
+@pytest.mark.parametrize(("m", "d", "dtype"), CASES)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_greedy_net_equals_the_sequential_definition(m, d, dtype, threads):
+    rng = np.random.default_rng(m * 100 + d)
+    points = quantised(rng, m, d, dtype)
+    points[m // 2 :: 7] = points[0]  # duplicates
+    for delta in (0.125, 0.25, 0.5, 1.0):  # ties at exactly δ: distances are multiples of 1/8
+        net = greedy_net(points, delta, n_threads=threads)
+        centres, assignment = reference.greedy_net(points, delta)
+        np.testing.assert_array_equal(net.centers, centres)
+        np.testing.assert_array_equal(net.assignment, assignment)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_continuous_data_and_float32_precision(dtype):
+    rng = np.random.default_rng(1)
+    points = (rng.normal(size=(3000, 5)) * np.array([1, 10, 100, 0.1, 1])).astype(dtype)
+    for delta in (0.3, 1.0, 3.0):
+        net = greedy_net(points, delta, n_threads=2)
+        centres, assignment = reference.greedy_net(points, delta)
+        np.testing.assert_array_equal(net.centers, centres)
+        np.testing.assert_array_equal(net.assignment, assignment)
+
+
+def test_net_is_a_cover_and_a_packing():
+    rng = np.random.default_rng(2)
+    points = rng.uniform(-1, 1, size=(4000, 3)) @ rng.normal(size=(3, 6))
+    delta = 0.7
+    net = greedy_net(points, delta)
+    centres = points[net.centers]
+    # covering: every point within δ of its assigned centre
+    assert (np.abs(points - centres[net.assignment]).max(axis=1) <= delta).all()
+    # packing: centres pairwise more than δ apart
+    pairwise = np.abs(centres[:, None, :] - centres[None, :, :]).max(axis=2)
+    np.fill_diagonal(pairwise, np.inf)
+    assert (pairwise > delta).all()
+    # the earliest centre: no earlier centre covers a point
+    for i in rng.choice(len(points), 300, replace=False):
+        earlier = centres[: net.assignment[i]]
+        assert not (np.abs(earlier - points[i]).max(axis=1) <= delta).any()
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3, 4])
+def test_cube_bracket_on_dense_samples(dim):
+    # A shuffled grid of step h on [-1, 1]^P is (h/2)-dense, so the net is a (δ + h/2)-cover of the
+    # cube: |net| >= ⌈1/(δ + h/2)⌉^P = ⌈1/δ⌉^P here, and a δ-packing: |net| <= ⌈2/δ⌉^P (MATH.md §5).
+    steps = 13
+    axes = [np.linspace(-1, 1, steps)] * dim
+    grid = np.stack(np.meshgrid(*axes), axis=-1).reshape(-1, dim)
+    points = np.random.default_rng(dim).permutation(grid)
+    h = 2 / (steps - 1)
+    for delta in (0.4, 0.7):
+        assert math.ceil(1 / (delta + h / 2)) == math.ceil(1 / delta)
+        size = cover(points, [delta]).net_sizes[0]
+        assert math.ceil(1 / delta) ** dim <= size <= math.ceil(2 / delta) ** dim
+
+
+def test_cover_matches_greedy_net_at_every_scale_sorted_descending():
+    rng = np.random.default_rng(3)
+    points = rng.normal(size=(2500, 4))
+    deltas = [0.5, 2.0, 1.0, 0.25]
+    result = cover(points, deltas, n_threads=2)
+    np.testing.assert_array_equal(result.deltas, [2.0, 1.0, 0.5, 0.25])
+    for delta, size in zip(result.deltas, result.net_sizes):
+        assert size == len(reference.greedy_net(points, delta)[0])
+    assert (result.n_points, result.dim) == (2500, 4)
+
+
+def test_tail_discovery_counts_the_last_tenth():
+    rng = np.random.default_rng(4)
+    points = rng.normal(size=(1003, 2))
+    result = cover(points, [0.05, 5.0])
+    tail_start = 1003 - math.ceil(1003 / 10)
+    for delta, tail in zip(result.deltas, result.tail_discovery):
+        centres, _ = reference.greedy_net(points, delta)
+        assert tail == pytest.approx((centres >= tail_start).sum() / (1003 - tail_start))
+    assert result.tail_discovery[0] < 0.05 < result.tail_discovery[1]  # coarse saturated, fine not
+
+
+@pytest.mark.parametrize("chunks", [[1000], [1, 999], [333, 333, 334], [7] * 142 + [6], [0, 500, 0, 500]])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_stream_equals_cover_for_any_chunking(chunks, dtype):
+    rng = np.random.default_rng(5)
+    points = quantised(rng, 1000, 3, dtype)
+    deltas = [0.125, 0.375, 1.0]
+    stream = CoverStream(deltas, dim=3, dtype=dtype)
+    start = 0
+    for size in chunks:
+        stream.add(points[start : start + size])
+        start += size
+    got, want = stream.result(), cover(points, deltas)
+    np.testing.assert_array_equal(got.net_sizes, want.net_sizes)
+    np.testing.assert_array_equal(got.tail_discovery, want.tail_discovery)
+    assert stream.n_points == 1000
+
+
+def test_empty_input_gives_empty_nets():
+    result = cover(np.zeros((0, 3)), [1.0, 0.5])
+    np.testing.assert_array_equal(result.net_sizes, [0, 0])
+    assert np.isnan(result.tail_discovery).all()
+    net = greedy_net(np.zeros((0, 2)), 1.0)
+    assert len(net.centers) == 0 and len(net.assignment) == 0
+
+
+def test_non_contiguous_and_integer_points_are_converted():
+    rng = np.random.default_rng(6)
+    points = rng.integers(-5, 5, size=(300, 6))
+    want = reference.greedy_net(points.astype(np.float64), 2.0)[0]
+    np.testing.assert_array_equal(greedy_net(points, 2.0).centers, want)
+    np.testing.assert_array_equal(greedy_net(np.asfortranarray(points.astype(float)), 2.0).centers, want)
+
+
+def test_box_count_matches_numpy():
+    rng = np.random.default_rng(7)
+    points = rng.normal(size=(5000, 3))
+    deltas = [2.0, 0.5, 0.1]
+    want = [np.unique(np.floor(points / d), axis=0).shape[0] for d in deltas]
+    np.testing.assert_array_equal(box_count(points, deltas), want)
+
+
+BAD = [
+    (lambda: cover(np.array([[0.0, np.nan]]), [1.0]), ValueError, "points"),
+    (lambda: cover(np.array([[0.0, np.inf]]), [1.0]), ValueError, "points"),
+    (lambda: cover(np.zeros((3, 2)), [0.0]), ValueError, "deltas"),
+    (lambda: cover(np.zeros((3, 2)), [-1.0]), ValueError, "deltas"),
+    (lambda: cover(np.zeros((3, 2)), [np.nan]), ValueError, "deltas"),
+    (lambda: cover(np.zeros((3, 2)), []), ValueError, "deltas"),
+    (lambda: cover(np.zeros(3), [1.0]), ValueError, "points"),
+    (lambda: cover(np.zeros((3, 2, 1)), [1.0]), ValueError, "points"),
+    (lambda: cover(np.zeros((3, 2), complex), [1.0]), TypeError, "points"),
+    (lambda: greedy_net(np.zeros((3, 2)), 0.0), ValueError, "deltas"),
+    (lambda: greedy_net(np.zeros((3, 2)), [1.0, 2.0]), TypeError, "delta"),
+    (lambda: CoverStream([1.0], dim=0), ValueError, "dim"),
+    (lambda: CoverStream([1.0], dim=2, dtype=np.int32), TypeError, "dtype"),
+    (lambda: CoverStream([1.0], dim=2).add(np.zeros((4, 3))), ValueError, "chunk"),
+    (lambda: box_count(np.zeros((3, 2)), [0.0]), ValueError, "deltas"),
+]
+
+
+@pytest.mark.parametrize(("call", "error", "name"), BAD)
+def test_bad_input(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
+
+
+def test_sigint_stops_cover_within_a_second():
+    setup = """
+    import numpy as np, moecover
+    rng = np.random.default_rng(0)
+    points = rng.uniform(-1, 1, size=(400_000, 8)) @ rng.normal(size=(8, 64))
+    """
+    assert seconds_to_stop(setup, "moecover.cover(points, np.geomspace(4, 0.5, 12), n_threads=2)") < 1.0
