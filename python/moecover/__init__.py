@@ -7,6 +7,8 @@ The pipeline, one module per step (the Rust core in `rust/core` does the numeric
   evaluated on inputs, with each token's routing pattern;
 - `greedy_net`, `cover`, `CoverStream`, `box_count` (`_cover`): exact greedy ℓ∞ nets at many
   scales, in one call or streamed in chunks;
+- `routing`: top-k expert sets as colex ranks;
+- `theory`: what the paper and the alternatives of MATH.md §4 predict for a class;
 - `resolve_seed` (`_rng`): every random result is a function of one integer seed.
 """
 
@@ -19,6 +21,7 @@ from ._cover import CoverResult, CoverStream, Net, box_count, cover, greedy_net
 from ._evaluate import Evaluation, evaluate, evaluate_sampled, sample_params
 from ._rng import resolve_seed
 from ._spec import MoESpec, ParamBlock
+from . import routing, theory
 
 try:
     __version__ = version("moecover")
@@ -40,5 +43,7 @@ __all__ = [
     "evaluate",
     "evaluate_sampled",
     "resolve_seed",
+    "routing",
+    "theory",
     "sample_params",
 ]

@@ -48,6 +48,22 @@ pub fn unrank(mut rank: u64, out: &mut [u32]) {
     }
 }
 
+/// Every `top_k`-subset of `0..experts` in colex order, flat (`C(experts, top_k) × top_k`).
+pub fn subsets(experts: u32, top_k: usize) -> Result<Vec<u32>> {
+    let count = binomial(u64::from(experts), top_k as u64);
+    if top_k == 0 || top_k > experts as usize || count > u64::from(u32::MAX) {
+        return Err(Error::invalid(
+            "top_k",
+            format!("need 1 <= top_k <= experts and C(experts, top_k) < 2^32, got C({experts}, {top_k})"),
+        ));
+    }
+    let mut out = vec![0u32; count as usize * top_k];
+    for (r, subset) in out.chunks_exact_mut(top_k).enumerate() {
+        unrank(r as u64, subset);
+    }
+    Ok(out)
+}
+
 /// A table of `C(n, r)` for `n < experts`, `r <= top_k`, so the forward pass ranks in O(k).
 #[derive(Debug, Clone)]
 pub struct RankTable {
@@ -111,6 +127,12 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn subsets_lists_colex_order() {
+        assert_eq!(subsets(4, 2).expect("valid"), vec![0, 1, 0, 2, 1, 2, 0, 3, 1, 3, 2, 3]);
+        assert!(subsets(3, 4).is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use moecover_core::cover::{self, MultiNet, Real};
 use moecover_core::parallel::Interrupt;
 use moecover_core::sampling::Pinned;
-use moecover_core::{evaluate, Error, MoeSpec, SpecOptions};
+use moecover_core::{evaluate, routing, Error, MoeSpec, SpecOptions};
 use numpy::{Element, IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -294,6 +294,26 @@ fn box_count(py: Python<'_>, points: &Bound<'_, PyAny>, deltas: Vec<f64>, n_thre
     }
 }
 
+/// Flat colex-ordered subsets, `C(experts, top_k) × top_k`.
+#[pyfunction]
+fn subsets<'py>(py: Python<'py>, experts: u32, top_k: usize) -> PyResult<Bound<'py, PyArray1<u32>>> {
+    Ok(routing::subsets(experts, top_k).map_err(to_pyerr)?.into_pyarray(py))
+}
+
+/// Colex rank of a strictly increasing subset.
+#[pyfunction]
+fn rank(subset: Vec<u32>) -> PyResult<u64> {
+    routing::rank(&subset).map_err(to_pyerr)
+}
+
+/// The `top_k`-subset with colex rank `rank`.
+#[pyfunction]
+fn unrank(rank: u64, top_k: usize) -> Vec<u32> {
+    let mut out = vec![0u32; top_k];
+    routing::unrank(rank, &mut out);
+    out
+}
+
 #[pymodule]
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<CoreSpec>()?;
@@ -302,5 +322,8 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(evaluate_sampled, module)?)?;
     module.add_class::<CoverEngine>()?;
     module.add_function(wrap_pyfunction!(box_count, module)?)?;
+    module.add_function(wrap_pyfunction!(subsets, module)?)?;
+    module.add_function(wrap_pyfunction!(rank, module)?)?;
+    module.add_function(wrap_pyfunction!(unrank, module)?)?;
     Ok(())
 }
