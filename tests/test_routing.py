@@ -34,3 +34,58 @@ def test_sizes_that_do_not_fit_uint32_are_refused():
         routing.subsets(64, 16)
     with pytest.raises(ValueError, match="top_k"):
         routing.subsets(3, 4)
+
+
+def unique_ids_in_first_appearance_order(rows):
+    """NumPy reference: ids of rows numbered by first appearance, and the number of distinct rows."""
+    _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(np.argsort(first))
+    return order[inverse.ravel()], len(first)
+
+
+@pytest.mark.parametrize(("m", "n", "layers", "seq_len", "levels"), [(500, 6, 1, 1, 3), (2000, 4, 2, 2, 2), (300, 1, 1, 3, 5), (1, 3, 1, 1, 4)])
+def test_count_patterns_matches_numpy_unique(m, n, layers, seq_len, levels):
+    rng = np.random.default_rng(m + n)
+    routes = rng.integers(0, levels, size=(m, n, layers, seq_len)).astype(np.uint32)
+    counts = routing.count_patterns(routes, n_threads=2)
+    for i in range(n):
+        assert counts.per_input[i] == len(np.unique(routes[:, i].reshape(m, -1), axis=0))
+    ids, distinct = unique_ids_in_first_appearance_order(routes.reshape(m, -1))
+    assert counts.dataset == distinct
+    np.testing.assert_array_equal(counts.group, ids)
+    np.testing.assert_array_equal(counts.group_sizes, np.bincount(ids))
+    for prefix in range(1, n + 1):
+        assert counts.growth[prefix - 1] == len(np.unique(routes[:, :prefix].reshape(m, -1), axis=0))
+    for samples, seen in zip(counts.discovery_samples, counts.discovery):
+        assert seen == len(np.unique(routes[:samples].reshape(samples, -1), axis=0))
+    assert counts.discovery_samples[-1] == m
+
+
+def test_bounds_by_hand_and_covers_count():
+    # Cover (1965): N points in general position in R^D have 2 Σ_{i≤D} C(N−1, i) affine dichotomies
+    assert routing.arrangement_bound(2, 2, 8) == 2 * (1 + 7 + 21)
+    assert routing.arrangement_bound(2, 1, 5) == 2 * (1 + 4)
+    # M = 3, D = 1, 2 tokens: H = 2·3 = 6 hyperplanes in p = 2·2 = 4 dims: 2 Σ_{i<4} C(5, i)
+    assert routing.arrangement_bound(3, 1, 2) == 2 * (1 + 5 + 10 + 10)
+
+
+@pytest.mark.parametrize(("n", "d_model"), [(3, 2), (4, 1), (5, 2)])
+def test_sampled_router_patterns_reach_but_never_exceed_covers_count(n, d_model):
+    from moecover import MoESpec, evaluate_sampled
+
+    spec = MoESpec(experts=2, top_k=1, d_model=d_model, expert="constant")
+    inputs = np.random.default_rng(n).normal(size=(n, 1, d_model))
+    counts = routing.count_patterns(evaluate_sampled(spec, inputs, 200_000, rng=1).routes, spec)
+    cover_count = 2 * sum(math.comb(n - 1, i) for i in range(d_model + 1))
+    assert counts.arrangement_bound == cover_count
+    assert counts.union_bound_per_input == 2
+    assert counts.dataset == cover_count  # small cases: every dichotomy is hit by 2·10^5 samples
+
+
+BAD_ROUTES = [np.zeros((3, 2, 1)), np.zeros((3, 2, 1, 1), dtype=float), np.full((2, 2, 1, 1), -1)]
+
+
+@pytest.mark.parametrize("routes", BAD_ROUTES)
+def test_count_patterns_rejects_bad_routes(routes):
+    with pytest.raises(ValueError, match="routes"):
+        routing.count_patterns(routes)

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from . import _core
-from ._checks import check_bytes, positive_int
+from ._checks import check_bytes, positive_int, resolve_threads
+from ._spec import MoESpec
 
-__all__ = ["rank", "subsets", "unrank"]
+__all__ = ["PatternCounts", "arrangement_bound", "count_patterns", "rank", "subsets", "unrank"]
 
 _MAX_PATTERNS = 2**32
 
@@ -58,3 +61,103 @@ def unrank(rank: int, top_k: int) -> tuple[int, ...]:
     if rank >= 2**64:
         raise ValueError(f"rank: must be < 2**64, got {rank}")
     return tuple(_core.unrank(rank, top_k))
+
+
+def arrangement_bound(experts: int, d_model: int, tokens: int) -> int:
+    """Cells of a central arrangement bounding one linear router layer's dataset-wide patterns:
+    H = tokens·C(M, 2) hyperplanes (w_a − w_b)·x̃ + (b_a − b_b) = 0 in dimension p = (M−1)(D+1)
+    give at most 2 Σ_{i<p} C(H−1, i) cells (MATH.md §2). For M = 2 this is Cover's count
+    2 Σ_{i≤D} C(N−1, i), exact for points in general position. An exact integer."""
+    experts = positive_int("experts", experts)
+    d_model = positive_int("d_model", d_model)
+    tokens = positive_int("tokens", tokens)
+    if experts == 1:
+        return 1
+    hyperplanes = tokens * math.comb(experts, 2)
+    dimension = (experts - 1) * (d_model + 1)
+    return 2 * sum(math.comb(hyperplanes - 1, i) for i in range(dimension))
+
+
+@dataclass(frozen=True, repr=False)
+class PatternCounts:
+    """Realised routing patterns of m samples on n inputs (MATH.md §2).
+
+    Attributes:
+        per_input: int64 (n,): distinct patterns (layers × seq_len ranks) seen on each input.
+        dataset: distinct dataset-wide patterns (n × layers × seq_len) among the samples.
+        group: int64 (m,): each sample's dataset-wide pattern id, numbered by first appearance.
+        group_sizes: int64 (dataset,): samples per group.
+        growth: int64 (n,): distinct dataset-wide patterns over the first n' inputs, n' = 1 … n.
+        discovery_samples, discovery: the rarefaction curve: distinct dataset-wide patterns among
+            the first m' samples, on a log grid of m' (flat at the end: saturated).
+        union_bound_per_input: C(M, k)^(layers·seq_len), the count the paper's union bound ranges
+            over (None without `spec`).
+        arrangement_bound: the hyperplane-arrangement bound for one linear router layer
+            (None without `spec`, or when layers > 1 or heads > 0, where it does not apply).
+    """
+
+    per_input: NDArray[np.int64]
+    dataset: int
+    group: NDArray[np.int64]
+    group_sizes: NDArray[np.int64]
+    growth: NDArray[np.int64]
+    discovery_samples: NDArray[np.int64]
+    discovery: NDArray[np.int64]
+    union_bound_per_input: int | None
+    arrangement_bound: int | None
+
+    def __repr__(self) -> str:
+        return (
+            f"PatternCounts(samples={len(self.group)}, inputs={len(self.per_input)}, dataset={self.dataset}, "
+            f"largest_group={int(self.group_sizes.max()) if self.dataset else 0})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe summary (without the per-sample `group`)."""
+        return {
+            "per_input": self.per_input.tolist(),
+            "dataset": self.dataset,
+            "group_sizes": self.group_sizes.tolist(),
+            "growth": self.growth.tolist(),
+            "discovery_samples": self.discovery_samples.tolist(),
+            "discovery": self.discovery.tolist(),
+            "union_bound_per_input": self.union_bound_per_input,
+            "arrangement_bound": self.arrangement_bound,
+        }
+
+
+def count_patterns(routes: Any, spec: MoESpec | None = None, n_threads: int | None = None) -> PatternCounts:
+    """Exact counts of the routing patterns in `routes` (m, n, layers, seq_len), as `evaluate`
+    returns them. Give the `spec` the routes came from to get the reference bounds beside them."""
+    array = np.asarray(routes)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"routes: expected integer colex ranks (uint32 from evaluate), got dtype {array.dtype}")
+    if array.ndim != 4:
+        raise ValueError(f"routes: expected 4 dimensions (m, n, layers, seq_len), got shape {array.shape}")
+    if array.size and (array.min() < 0 or array.max() >= 2**32):
+        raise ValueError("routes: colex ranks must lie in [0, 2**32)")
+    m, n, layers, seq_len = array.shape
+    if spec is not None and (layers, seq_len) != (spec.layers, spec.seq_len):
+        raise ValueError(f"routes: shape {array.shape} does not match spec (layers={spec.layers}, seq_len={spec.seq_len})")
+    flat = np.ascontiguousarray(array, dtype=np.uint32).ravel()
+    per_input, group, growth = _core.count_patterns(flat, m, n, layers * seq_len, resolve_threads(n_threads))
+    group = group.astype(np.int64)
+    sizes = np.bincount(group, minlength=0) if m else np.zeros(0, dtype=np.int64)
+    grid = np.unique(np.round(np.geomspace(1, m, num=min(m, 60))).astype(np.int64)) if m else np.zeros(0, np.int64)
+    seen = np.maximum.accumulate(group) + 1 if m else np.zeros(0, np.int64)
+    union = arrangement = None
+    if spec is not None:
+        union = spec.patterns_per_token ** (spec.layers * spec.seq_len)
+        if spec.layers == 1 and spec.heads == 0:
+            arrangement = arrangement_bound(spec.experts, spec.d_model, max(n, 1) * spec.seq_len)
+    return PatternCounts(
+        per_input=np.asarray(per_input, dtype=np.int64),
+        dataset=int(len(sizes)),
+        group=group,
+        group_sizes=sizes.astype(np.int64),
+        growth=np.asarray(growth, dtype=np.int64),
+        discovery_samples=grid,
+        discovery=seen[grid - 1] if m else np.zeros(0, np.int64),
+        union_bound_per_input=union,
+        arrangement_bound=arrangement,
+    )

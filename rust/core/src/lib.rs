@@ -7,6 +7,7 @@
 //! - [`evaluate`]: many samples on many inputs, multithreaded and interruptible;
 //! - [`cover`]: exact greedy ℓ∞ nets at many scales, streamed (MATH.md §3), and box counts;
 //! - [`routing`]: top-k expert sets as colex ranks (MATH.md §2);
+//! - [`patterns`]: exact counts of realised routing patterns over samples and inputs;
 //! - [`parallel`]: thread pools and the chunk loop every long call runs in.
 //!
 //! Every function that can run long takes an interrupt check (see [`parallel::Interrupt`]) and a
@@ -17,6 +18,7 @@ pub mod error;
 pub mod evaluate;
 pub mod model;
 pub mod parallel;
+pub mod patterns;
 pub mod routing;
 pub mod sampling;
 pub mod spec;

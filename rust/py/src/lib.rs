@@ -6,7 +6,7 @@
 use moecover_core::cover::{self, MultiNet, Real};
 use moecover_core::parallel::Interrupt;
 use moecover_core::sampling::Pinned;
-use moecover_core::{evaluate, routing, Error, MoeSpec, SpecOptions};
+use moecover_core::{evaluate, patterns, routing, Error, MoeSpec, SpecOptions};
 use numpy::{Element, IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -314,6 +314,27 @@ fn unrank(rank: u64, top_k: usize) -> Vec<u32> {
     out
 }
 
+type FlatPatternCounts<'py> = (Vec<u64>, Bound<'py, PyArray1<u32>>, Vec<u64>);
+
+/// `(per_input, group, growth)` of flat `(m, n, width)` routes.
+#[pyfunction]
+fn count_patterns<'py>(
+    py: Python<'py>,
+    routes: PyReadonlyArray1<'py, u32>,
+    m: usize,
+    n: usize,
+    width: usize,
+    n_threads: usize,
+) -> PyResult<FlatPatternCounts<'py>> {
+    let routes = routes
+        .as_slice()
+        .map_err(|e| PyValueError::new_err(format!("routes: {e}")))?;
+    let counts = detach_interruptible(py, |interrupt| {
+        patterns::count_patterns(routes, m, n, width, n_threads, interrupt)
+    })?;
+    Ok((counts.per_input, counts.group.into_pyarray(py), counts.growth))
+}
+
 #[pymodule]
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<CoreSpec>()?;
@@ -325,5 +346,6 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(subsets, module)?)?;
     module.add_function(wrap_pyfunction!(rank, module)?)?;
     module.add_function(wrap_pyfunction!(unrank, module)?)?;
+    module.add_function(wrap_pyfunction!(count_patterns, module)?)?;
     Ok(())
 }
