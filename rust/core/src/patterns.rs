@@ -22,8 +22,8 @@ pub struct PatternCounts {
     pub growth: Vec<u64>,
 }
 
-/// Ids, in order of first appearance, of the rows `rows(s)` for s in 0..m.
-fn first_appearance_ids<'a, K: std::hash::Hash + Eq>(m: usize, row: impl Fn(usize) -> K) -> (Vec<u32>, u64) {
+/// Ids, in order of first appearance, of the keys `row(s)` for s in 0..m, and how many are distinct.
+fn first_appearance_ids<K: std::hash::Hash + Eq>(m: usize, row: impl Fn(usize) -> K) -> (Vec<u32>, u64) {
     let mut ids: FxHashMap<K, u32> = FxHashMap::default();
     let out = (0..m)
         .map(|s| {
