@@ -7,6 +7,7 @@ The pipeline, one module per step (the Rust core in `rust/core` does the numeric
   evaluated on inputs, with each token's routing pattern;
 - `greedy_net`, `cover`, `CoverStream`, `box_count` (`_cover`): exact greedy ℓ∞ nets at many
   scales, in one call or streamed in chunks;
+- `inputs`: seeded manifold input sets (box, sphere, torus, swiss_roll, grid);
 - `routing`: top-k expert sets as colex ranks;
 - `theory`: what the paper and the alternatives of MATH.md §4 predict for a class;
 - `resolve_seed` (`_rng`): every random result is a function of one integer seed.
@@ -21,7 +22,7 @@ from ._cover import CoverResult, CoverStream, Net, box_count, cover, greedy_net
 from ._evaluate import Evaluation, evaluate, evaluate_sampled, sample_params
 from ._rng import resolve_seed
 from ._spec import MoESpec, ParamBlock
-from . import routing, theory
+from . import inputs, routing, theory
 
 try:
     __version__ = version("moecover")
@@ -39,6 +40,7 @@ __all__ = [
     "MoESpec",
     "ParamBlock",
     "TooLargeError",
+    "inputs",
     "__version__",
     "evaluate",
     "evaluate_sampled",
