@@ -8,6 +8,7 @@ The pipeline, one module per step (the Rust core in `rust/core` does the numeric
 - `greedy_net`, `cover`, `CoverStream`, `box_count` (`_cover`): exact greedy ℓ∞ nets at many
   scales, in one call or streamed in chunks;
 - `inputs`: seeded manifold input sets (box, sphere, torus, swiss_roll, grid);
+- `estimate_entropy` (`estimate`): log N(δ) with replicate error bars beside the theory;
 - `routing`: top-k expert sets as colex ranks;
 - `theory`: what the paper and the alternatives of MATH.md §4 predict for a class;
 - `resolve_seed` (`_rng`): every random result is a function of one integer seed.
@@ -23,6 +24,7 @@ from ._evaluate import Evaluation, evaluate, evaluate_sampled, sample_params
 from ._rng import resolve_seed
 from ._spec import MoESpec, ParamBlock
 from . import inputs, routing, theory
+from .estimate import EntropyEstimate, estimate_entropy
 
 try:
     __version__ = version("moecover")
@@ -31,10 +33,12 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 
 __all__ = [
     "CoverResult",
+    "EntropyEstimate",
     "CoverStream",
     "Net",
     "box_count",
     "cover",
+    "estimate_entropy",
     "greedy_net",
     "Evaluation",
     "MoESpec",

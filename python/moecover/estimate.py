@@ -1,0 +1,348 @@
+"""The estimator: log N(δ) across scales with replicate error bars, beside the theory (MATH.md §3–§4).
+
+Pipeline per replicate (memory independent of `samples`): sample θ → evaluate on the inputs
+(`evaluate_sampled`) → multi-scale greedy nets (`CoverStream`), chunk by chunk. Replicate 0 also
+groups its samples by dataset-wide routing pattern and builds a net per group.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from . import theory
+from ._checks import positive_int, resolve_threads
+from ._cover import CoverStream, cover
+from ._evaluate import _check_inputs, _check_spec, _resolve_pinned, evaluate_sampled
+from ._rng import RngLike, derive_seeds, resolve_seed
+from ._spec import MoESpec
+from .routing import PatternCounts, count_patterns
+
+__all__ = ["EntropyEstimate", "estimate_entropy"]
+
+CHUNK = 20_000
+PILOT = 4_000
+ROUTING_SAMPLES = 50_000
+
+
+def _fit_slope(log_inv_delta: NDArray[np.float64], log_n: NDArray[np.float64]) -> float:
+    """Least-squares slope of log N against log(1/δ); NaN with fewer than two scales."""
+    if len(log_n) < 2:
+        return float("nan")
+    return float(np.polyfit(log_inv_delta, log_n, 1)[0])
+
+
+@dataclass(frozen=True, repr=False)
+class EntropyEstimate:
+    """An estimate of the metric entropy log N(δ) of a class on fixed inputs.
+
+    Shapes: R replicates, S scales. Logs are natural (nats).
+
+    Attributes:
+        deltas: (S,) scales, descending.
+        net_sizes, tail_discovery: (R, S) greedy net sizes and tail discovery rates per replicate.
+        log_covering, log_covering_min, log_covering_max: (S,) mean, min and max over replicates
+            of log |net_δ| (a certified lower bound on log N(δ/2) of the sampled class).
+        local_slopes: (S−1,) Δ log|net| / Δ log(1/δ) between neighbouring scales (replicate mean).
+        slope: the fitted slope (empirical metric dimension) over `slope_scales`.
+        slope_interval: (min, max) of the same fit over each replicate alone.
+        slope_scales: the scales used: tail discovery below `saturation_threshold` in every
+            replicate and nets of at least 2 centres.
+        saturation_threshold: the tail-discovery threshold (default 0.05).
+        routing: summary of the dataset-wide routing patterns of replicate 0 (see PatternCounts).
+        group_net_sizes: {group id: (S,) net sizes} for the largest routing groups (replicate 0).
+        union_ratio: (S,) Σ over all groups of |net_δ(group)| / |net_δ| (replicate 0); NaN when
+            there were more than `max_groups` groups (the per-group nets were dropped).
+        largest_group_slope: the slope within the largest group over `slope_scales`.
+        predicted_slopes: {"paper": N_eff, "parametric": free params, "data_dependent": params
+            used by the largest group's pattern}.
+        lipschitz: the empirical Lipschitz estimate used by the parametric and data-dependent curves.
+        theory_curves: {"paper", "parametric", "data_dependent"}: (S,) log-covering predictions.
+        provenance: spec, pinned names, seeds, samples, threads, package version, seconds.
+    """
+
+    deltas: NDArray[np.float64]
+    net_sizes: NDArray[np.int64]
+    tail_discovery: NDArray[np.float64]
+    log_covering: NDArray[np.float64]
+    log_covering_min: NDArray[np.float64]
+    log_covering_max: NDArray[np.float64]
+    local_slopes: NDArray[np.float64]
+    slope: float
+    slope_interval: tuple[float, float]
+    slope_scales: NDArray[np.float64]
+    saturation_threshold: float
+    routing: dict[str, Any]
+    group_net_sizes: dict[int, NDArray[np.int64]]
+    union_ratio: NDArray[np.float64]
+    largest_group_slope: float
+    predicted_slopes: dict[str, int]
+    lipschitz: float
+    theory_curves: dict[str, NDArray[np.float64]]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        lo, hi = self.slope_interval
+        return (
+            f"EntropyEstimate(slope={self.slope:.3g} [{lo:.3g}, {hi:.3g}] over {len(self.slope_scales)} scales, "
+            f"predicted={self.predicted_slopes}, scales={len(self.deltas)}, "
+            f"samples={self.provenance.get('samples')}, replicates={len(self.net_sizes)})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe: arrays become lists, NaN becomes None; `from_dict` inverts it."""
+
+        def plain(value: Any) -> Any:
+            if isinstance(value, np.ndarray):
+                return plain(value.tolist())
+            if isinstance(value, dict):
+                return {str(k): plain(v) for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                return [plain(v) for v in value]
+            if isinstance(value, float) and not math.isfinite(value):
+                return None
+            if isinstance(value, np.generic):
+                return plain(value.item())
+            return value
+
+        return {name: plain(value) for name, value in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EntropyEstimate:
+        """The estimate that `to_dict` described."""
+
+        def floats(values: Any) -> NDArray[np.float64]:
+            return np.array([np.nan if v is None else v for v in np.ravel(np.array(values, dtype=object))],
+                            dtype=np.float64).reshape(np.shape(values))
+
+        return cls(
+            deltas=floats(data["deltas"]),
+            net_sizes=np.array(data["net_sizes"], dtype=np.int64),
+            tail_discovery=floats(data["tail_discovery"]),
+            log_covering=floats(data["log_covering"]),
+            log_covering_min=floats(data["log_covering_min"]),
+            log_covering_max=floats(data["log_covering_max"]),
+            local_slopes=floats(data["local_slopes"]),
+            slope=float("nan") if data["slope"] is None else float(data["slope"]),
+            slope_interval=tuple(float("nan") if v is None else float(v) for v in data["slope_interval"]),  # type: ignore[arg-type]
+            slope_scales=floats(data["slope_scales"]),
+            saturation_threshold=float(data["saturation_threshold"]),
+            routing=dict(data["routing"]),
+            group_net_sizes={int(k): np.array(v, dtype=np.int64) for k, v in data["group_net_sizes"].items()},
+            union_ratio=floats(data["union_ratio"]),
+            largest_group_slope=float("nan") if data["largest_group_slope"] is None else float(data["largest_group_slope"]),
+            predicted_slopes={k: int(v) for k, v in data["predicted_slopes"].items()},
+            lipschitz=float("nan") if data["lipschitz"] is None else float(data["lipschitz"]),
+            theory_curves={k: floats(v) for k, v in data["theory_curves"].items()},
+            provenance=dict(data["provenance"]),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+
+def _auto_deltas(values: NDArray[np.float64], count: int = 16) -> NDArray[np.float64]:
+    """A geometric grid from the spread of the pilot values down to where the pilot's nets
+    saturate (more than half the pilot points are centres)."""
+    spread = float((values.max(axis=0) - values.min(axis=0)).max())
+    if spread == 0.0:
+        return np.array([1.0])
+    trial = spread / 2 * 0.5 ** np.arange(0, 30)
+    sizes = cover(values, trial).net_sizes
+    saturated = np.flatnonzero(sizes > len(values) // 2)
+    finest = trial[saturated[0]] if saturated.size else trial[-1]
+    return np.geomspace(spread / 2, finest, count)
+
+
+def estimate_entropy(
+    spec: MoESpec,
+    inputs: ArrayLike,
+    samples: int,
+    deltas: ArrayLike | None = None,
+    replicates: int = 3,
+    rng: RngLike = None,
+    pinned: Mapping[str, ArrayLike] | None = None,
+    by_routing: bool = True,
+    n_threads: int | None = None,
+    progress: bool = False,
+    saturation_threshold: float = 0.05,
+    max_groups: int = 256,
+) -> EntropyEstimate:
+    """Estimates log N(δ) of `spec` on `inputs` (n, seq_len, d_model) from `samples` parameter
+    samples per replicate, with `replicates` independent replicates (seeds derived from `rng`).
+
+    `deltas=None` picks 16 geometric scales from the spread of the values down to saturation.
+    Returns an `EntropyEstimate` (see its fields), with the theory's predictions beside it.
+    """
+    from . import __version__
+
+    started = time.perf_counter()
+    spec = _check_spec(spec)
+    x = _check_inputs(spec, inputs)
+    samples = positive_int("samples", samples)
+    replicates = positive_int("replicates", replicates)
+    if not (0 < saturation_threshold < 1):
+        raise ValueError(f"saturation_threshold: must be in (0, 1), got {saturation_threshold}")
+    max_groups = positive_int("max_groups", max_groups)
+    _resolve_pinned(spec, pinned)  # validate names and shapes before any work
+    threads = resolve_threads(n_threads)
+    seed = resolve_seed(rng)
+    seeds = derive_seeds(seed, replicates + 1)
+    lipschitz_seed, replicate_seeds = seeds[0], seeds[1:]
+    dim = x.shape[0] * spec.output_dim
+
+    if deltas is None:
+        pilot = evaluate_sampled(spec, x, min(samples, PILOT), rng=replicate_seeds[0], pinned=pinned, n_threads=threads)
+        grid = _auto_deltas(pilot.values.reshape(len(pilot.values), -1))
+    else:
+        grid = np.sort(np.atleast_1d(np.asarray(deltas, dtype=np.float64)))[::-1]
+        if grid.ndim != 1 or grid.size == 0 or not (np.isfinite(grid).all() and (grid > 0).all()):
+            raise ValueError(f"deltas: expected finite scales > 0, got {np.asarray(deltas).tolist()}")
+
+    bar = _Progress(replicates * samples) if progress else None
+    net_sizes, tails = [], []
+    groups: dict[bytes, int] = {}
+    group_streams: list[CoverStream] | None = [] if by_routing else None
+    group_patterns: list[bytes] = []
+    group_sizes = np.zeros(0, dtype=np.int64)
+    kept_routes = []
+    for r, replicate_seed in enumerate(replicate_seeds):
+        stream = CoverStream(grid, dim, n_threads=threads)
+        for start in range(0, samples, CHUNK):
+            m = min(CHUNK, samples - start)
+            out = evaluate_sampled(spec, x, m, rng=replicate_seed, pinned=pinned, start=start, n_threads=threads)
+            values = out.values.reshape(m, dim)
+            stream.add(values)
+            if r == 0:
+                if start < ROUTING_SAMPLES:
+                    kept_routes.append(out.routes[: ROUTING_SAMPLES - start])
+                rows = out.routes.reshape(m, -1)
+                unique, inverse = np.unique(rows, axis=0, return_inverse=True)
+                inverse = inverse.ravel()
+                ids = np.empty(len(unique), dtype=np.int64)
+                for u, row in enumerate(unique):
+                    key = row.tobytes()
+                    if key not in groups:
+                        groups[key] = len(groups)
+                        group_patterns.append(key)
+                        if group_streams is not None:
+                            group_streams.append(CoverStream(grid, dim, n_threads=threads))
+                    ids[u] = groups[key]
+                sample_groups = ids[inverse]
+                group_sizes = np.bincount(sample_groups, minlength=len(groups)) + np.pad(
+                    group_sizes, (0, len(groups) - len(group_sizes))
+                )
+                if group_streams is not None and len(groups) > max_groups:
+                    group_streams = None  # too many groups to keep a net each: union ratio unknown
+                if group_streams is not None:
+                    order = np.argsort(sample_groups, kind="stable")
+                    bounds = np.flatnonzero(np.diff(sample_groups[order])) + 1
+                    for block in np.split(order, bounds):
+                        group_streams[int(sample_groups[block[0]])].add(values[block])
+            if bar is not None:
+                bar.advance(m)
+        result = stream.result()
+        net_sizes.append(result.net_sizes)
+        tails.append(result.tail_discovery)
+    if bar is not None:
+        bar.close()
+
+    net_sizes_arr = np.array(net_sizes, dtype=np.int64)
+    tails_arr = np.array(tails)
+    log_n = np.log(np.maximum(net_sizes_arr, 1))
+    log_inv = np.log(1.0 / grid)
+    usable = (tails_arr < saturation_threshold).all(axis=0) & (net_sizes_arr >= 2).all(axis=0)
+    slope = _fit_slope(log_inv[usable], log_n.mean(axis=0)[usable])
+    per_replicate = [_fit_slope(log_inv[usable], row[usable]) for row in log_n]
+    local = np.diff(log_n.mean(axis=0)) / np.diff(log_inv)
+
+    routing_counts: PatternCounts = count_patterns(np.concatenate(kept_routes), spec, n_threads=threads)
+    largest = int(np.argmax(group_sizes))
+    largest_routes = np.frombuffer(group_patterns[largest], dtype=np.uint32).reshape(x.shape[0], spec.layers, spec.seq_len)
+    group_nets: dict[int, NDArray[np.int64]] = {}
+    union = np.full(len(grid), np.nan)
+    largest_slope = float("nan")
+    if group_streams is not None:
+        all_nets = np.array([s.result().net_sizes for s in group_streams], dtype=np.int64)
+        union = all_nets.sum(axis=0) / np.maximum(net_sizes_arr[0], 1)
+        for g in np.argsort(group_sizes)[::-1][:8]:
+            group_nets[int(g)] = all_nets[g]
+        largest_slope = _fit_slope(log_inv[usable], np.log(np.maximum(all_nets[largest], 1))[usable])
+
+    pinned_names = sorted(pinned or {})
+    estimate = theory.estimate_lipschitz(spec, x, samples=500, rng=lipschitz_seed, pinned=pinned, n_threads=threads)
+    lip = estimate.lipschitz if math.isfinite(estimate.lipschitz) else estimate.max_ratio_all
+    used = theory.used_params(spec, largest_routes, pinned_names)
+    predicted = {
+        "paper": theory.paper_slope(spec),
+        "parametric": theory.parametric_slope(spec, pinned_names),
+        "data_dependent": used,
+    }
+    curves = {
+        "paper": np.atleast_1d(theory.paper_log_covering(spec, grid)),
+        "parametric": np.atleast_1d(theory.parametric_log_covering(spec, grid, lip, pinned_names)),
+        "data_dependent": np.atleast_1d(
+            theory.data_dependent_log_covering(len(groups), used, grid, lip, spec.param_bound)
+        ),
+    }
+    return EntropyEstimate(
+        deltas=grid,
+        net_sizes=net_sizes_arr,
+        tail_discovery=tails_arr,
+        log_covering=log_n.mean(axis=0),
+        log_covering_min=log_n.min(axis=0),
+        log_covering_max=log_n.max(axis=0),
+        local_slopes=local,
+        slope=slope,
+        slope_interval=(float(np.nanmin(per_replicate)) if usable.sum() >= 2 else float("nan"),
+                        float(np.nanmax(per_replicate)) if usable.sum() >= 2 else float("nan")),
+        slope_scales=grid[usable],
+        saturation_threshold=saturation_threshold,
+        routing=routing_counts.to_dict() | {"dataset_all_samples": len(groups)},
+        group_net_sizes=group_nets,
+        union_ratio=union,
+        largest_group_slope=largest_slope,
+        predicted_slopes=predicted,
+        lipschitz=float(lip),
+        theory_curves=curves,
+        provenance={
+            "spec": {name: getattr(spec, name) for name in spec.__dataclass_fields__ if name != "_core"},
+            "pinned": pinned_names,
+            "seed": seed,
+            "replicate_seeds": replicate_seeds,
+            "samples": samples,
+            "inputs": int(x.shape[0]),
+            "n_threads": threads,
+            "version": __version__,
+            "seconds": time.perf_counter() - started,
+        },
+    )
+
+
+class _Progress:
+    """A one-line progress bar with ETA on stderr."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.started = total, 0, time.perf_counter()
+
+    def advance(self, count: int) -> None:
+        import sys
+
+        self.done += count
+        elapsed = time.perf_counter() - self.started
+        eta = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
+        filled = int(30 * self.done / self.total)
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} samples, ETA {eta:.0f} s ")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        import sys
+
+        sys.stderr.write("\n")
