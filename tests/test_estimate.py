@@ -99,3 +99,24 @@ def test_bad_input(kwargs, error, name):
     args.update(kwargs)
     with pytest.raises(error, match=name):
         estimate_entropy(**args)
+
+
+def test_plot_writes_a_png(small, tmp_path):
+    import matplotlib.image
+
+    _, _, est = small
+    path = tmp_path / "estimate.png"
+    est.plot(str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = matplotlib.image.imread(str(path))
+    assert image.shape[0] > 300 and image.shape[1] > 800
+    assert image[..., :3].std() > 0.05  # not blank
+
+
+def test_to_frame_has_one_row_per_scale(small):
+    _, _, est = small
+    frame = est.to_frame()
+    assert len(frame) == len(est.deltas)
+    np.testing.assert_array_equal(frame["delta"], est.deltas)
+    assert frame["in_slope_fit"].sum() == len(est.slope_scales)
+    np.testing.assert_array_equal(frame["theory_paper"], est.theory_curves["paper"])

@@ -4,34 +4,42 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 
 import numpy as np
 
 from . import __version__
-from ._evaluate import evaluate_sampled
 from ._spec import MoESpec
 
 
 def _demo(args: argparse.Namespace) -> int:
-    """Sample a small MoE class, evaluate it on random inputs, and report what was found."""
-    spec = MoESpec(layers=2, experts=8, top_k=2, d_model=4, seq_len=4, heads=1, expert_hidden=8)
-    inputs = np.random.default_rng(args.seed).normal(size=(args.inputs, spec.seq_len, spec.d_model))
-    started = time.perf_counter()
-    result = evaluate_sampled(spec, inputs, args.samples, rng=args.seed, n_threads=args.threads)
-    seconds = time.perf_counter() - started
-    values = result.values.reshape(args.samples, -1)
-    patterns = np.unique(result.routes.reshape(args.samples, -1), axis=0).shape[0]
-    print(f"moecover {__version__}: built-in example")
-    print(f"  class      {spec}")
-    print(f"  params     active N_eff = {spec.active_params}, total P = {spec.total_params}")
-    print(f"  evaluated  {args.samples} samples x {args.inputs} inputs in {seconds:.2f} s "
-          f"on {result.n_threads} thread(s), seed {result.seed}")
-    print(f"  outputs    range [{values.min():.3f}, {values.max():.3f}], "
-          f"mean sup-distance between consecutive samples {np.abs(np.diff(values, axis=0)).max(axis=1).mean():.3f}")
-    print(f"  routing    {patterns} distinct dataset-wide patterns among {args.samples} samples "
-          f"(each of {args.inputs} inputs has C(M,k)^(layers*seq_len) = {spec.patterns_per_token ** 8:.3g} possible)")
+    """The contrast of MATH.md §4, measured: constant experts, top-1, a router pinned so that each
+    input reaches its own expert. The paper predicts slope 1 (active parameters); the sup norm over
+    the inputs sees every expert, so the data follow the total count, M."""
+    from .estimate import estimate_entropy
+
+    experts = args.experts
+    spec = MoESpec(experts=experts, top_k=1, d_model=1, expert="constant")
+    j = np.arange(experts, dtype=float)
+    # tangents of a parabola: at x = 0.1·j the score w_i x + b_i is highest for i = j
+    pinned = {"layers.0.router.weight": j.reshape(experts, 1), "layers.0.router.bias": -(j**2) * 0.1 / 2}
+    inputs = (0.1 * j).reshape(experts, 1, 1)
+    estimate = estimate_entropy(
+        spec, inputs, args.samples, replicates=3, rng=args.seed, pinned=pinned, n_threads=args.threads,
+        progress=not args.quiet,
+    )
+    lo, hi = estimate.slope_interval
+    print(f"moecover {__version__}: the contrast of MATH.md §4")
+    print(f"  class        {spec}")
+    print(f"  pinned       router (input i -> expert i), {experts} inputs")
+    print(f"  samples      {args.samples} x 3 replicates, seed {args.seed}, {estimate.provenance['seconds']:.1f} s")
+    print(f"  nets         {estimate.net_sizes[0].min()} ... {estimate.net_sizes[0].max()} centres over "
+          f"{len(estimate.deltas)} scales (tail discovery <= {estimate.tail_discovery.max():.3f})")
+    print(f"  slope        {estimate.slope:.2f}  (replicates: {lo:.2f} ... {hi:.2f}, {len(estimate.slope_scales)} scales)")
+    print("  predicted    " + ", ".join(f"{k} {v}" for k, v in estimate.predicted_slopes.items()))
+    if args.plot:
+        estimate.plot(args.plot)
+        print(f"  plot         {args.plot}")
     return 0
 
 
@@ -39,10 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moecover", description=__doc__)
     parser.add_argument("--version", action="version", version=f"moecover {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="sample and evaluate a built-in example class")
-    demo.add_argument("--samples", type=int, default=20_000, help="parameter samples (default 20000)")
-    demo.add_argument("--inputs", type=int, default=64, help="random inputs (default 64)")
+    demo = commands.add_parser("demo", help="estimate the entropy of a built-in example against the theory")
+    demo.add_argument("--samples", type=int, default=100_000, help="parameter samples per replicate (default 100000)")
+    demo.add_argument("--experts", type=int, default=3, help="experts, each reached by one input (default 3)")
     demo.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    demo.add_argument("--plot", default="moecover-demo.png", help="PNG to write ('' for none)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
     demo.set_defaults(handler=_demo)
     return parser

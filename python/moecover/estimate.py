@@ -147,6 +147,67 @@ class EntropyEstimate:
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
 
+    def to_frame(self) -> Any:
+        """One row per scale: delta, the mean/min/max log covering, tail discovery (max over
+        replicates), whether the scale is in the slope fit, and the three theory curves.
+        Needs pandas (`pip install "moecover[frame]"`)."""
+        import pandas as pd
+
+        frame = pd.DataFrame(
+            {
+                "delta": self.deltas,
+                "log_covering": self.log_covering,
+                "log_covering_min": self.log_covering_min,
+                "log_covering_max": self.log_covering_max,
+                "tail_discovery_max": self.tail_discovery.max(axis=0),
+                "in_slope_fit": np.isin(self.deltas, self.slope_scales),
+            }
+        )
+        for name, curve in self.theory_curves.items():
+            frame[f"theory_{name}"] = curve
+        return frame
+
+    def plot(self, path: str | None = None) -> Any:
+        """log N(δ) against log(1/δ) with the replicate band and the three theory lines, each
+        anchored at the largest δ (slopes compare, constants do not), and the local slopes beside
+        the predicted ones in a second panel. Saves a PNG to `path` when given; returns the figure.
+        Needs matplotlib (`pip install "moecover[plot]"`)."""
+        import matplotlib
+
+        if path is not None:
+            matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        x = np.log(1.0 / self.deltas)
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+        left.fill_between(x, self.log_covering_min, self.log_covering_max, alpha=0.3, label="replicate range")
+        left.plot(x, self.log_covering, "o-", color="black", label=f"measured (slope {self.slope:.2f})")
+        styles = {"paper": "--", "parametric": ":", "data_dependent": "-."}
+        colours = {"paper": "tab:blue", "parametric": "tab:orange", "data_dependent": "tab:green"}
+        for name, curve in self.theory_curves.items():
+            anchored = curve - curve[0] + self.log_covering[0]
+            left.plot(x, anchored, styles[name], color=colours[name], label=f"{name} (slope {self.predicted_slopes[name]})")
+        fitted = np.isin(self.deltas, self.slope_scales)
+        left.plot(x[fitted], self.log_covering[fitted], "o", mfc="none", ms=11, color="tab:red", label="in slope fit")
+        top = max(self.log_covering_max.max(), 1.0) * 1.6
+        left.set_ylim(bottom=min(0.0, self.log_covering_min.min()), top=top)
+        left.set_xlabel("log(1/δ)")
+        left.set_ylabel("log N(δ)  (nats)")
+        left.legend(fontsize=8)
+        mid = (x[1:] + x[:-1]) / 2
+        right.plot(mid, self.local_slopes, "o-", color="black", label="local slope")
+        for name, value in self.predicted_slopes.items():
+            right.axhline(value, linestyle=styles[name], color=colours[name], label=f"{name}: {value}")
+        right.set_ylim(bottom=0, top=max(self.local_slopes.max() if len(mid) else 1.0, 1.0) * 1.5)
+        right.set_xlabel("log(1/δ)")
+        right.set_ylabel("Δ log N / Δ log(1/δ)")
+        right.legend(fontsize=8)
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(path, dpi=110, format="png")
+            plt.close(fig)
+        return fig
+
 
 def _auto_deltas(values: NDArray[np.float64], count: int = 16) -> NDArray[np.float64]:
     """A geometric grid from the spread of the pilot values down to where the pilot's nets
