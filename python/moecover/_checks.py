@@ -46,10 +46,13 @@ def positive_int(argument: str, value: Any, *, minimum: int = 1) -> int:
     return int(value)
 
 
-def as_float64(argument: str, value: Any, ndim: int | tuple[int, ...]) -> NDArray[np.float64]:
+def as_float64(
+    argument: str, value: Any, ndim: int | tuple[int, ...], keep_float32: bool = False
+) -> NDArray[np.float64]:
     """A C-contiguous float64 copy (or the array itself when it already is one), checked finite.
 
-    Accepts any real integer or floating dtype; float32 and non-contiguous arrays are converted once.
+    Accepts any real integer or floating dtype; non-contiguous arrays are converted once, and so is
+    float32 unless `keep_float32` (for computations done in the input's own precision).
     """
     array = np.asarray(value)
     if array.dtype == np.bool_ or not (
@@ -60,7 +63,8 @@ def as_float64(argument: str, value: Any, ndim: int | tuple[int, ...]) -> NDArra
     if array.ndim not in allowed:
         expected = " or ".join(str(d) for d in allowed)
         raise ValueError(f"{argument}: expected {expected} dimensions, got shape {array.shape}")
-    array = np.ascontiguousarray(array, dtype=np.float64)
+    dtype = np.float32 if keep_float32 and array.dtype == np.float32 else np.float64
+    array = np.ascontiguousarray(array, dtype=dtype)
     if not np.isfinite(array).all():
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
         raise ValueError(f"{argument}: contains {bad} NaN or infinite value(s)")

@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from . import _core
-from ._checks import resolve_threads
+from ._checks import as_float64, resolve_threads
 
 __all__ = ["CoverResult", "CoverStream", "Net", "box_count", "cover", "greedy_net"]
 
@@ -62,16 +62,7 @@ class CoverResult:
 
 def _as_points(points: ArrayLike, argument: str = "points") -> NDArray[Any]:
     """(m, d) float32 or float64, C-contiguous (copied once only when it is not), finite."""
-    array = np.asarray(points)
-    if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        raise TypeError(f"{argument}: expected a real numeric array, got dtype {array.dtype}")
-    if array.ndim != 2:
-        raise ValueError(f"{argument}: expected 2 dimensions (m, d), got shape {array.shape}")
-    dtype = np.float32 if array.dtype == np.float32 else np.float64
-    array = np.ascontiguousarray(array, dtype=dtype)
-    if not np.isfinite(array).all():
-        raise ValueError(f"{argument}: contains NaN or infinite values")
-    return array
+    return as_float64(argument, points, ndim=2, keep_float32=True)
 
 
 def _as_deltas(deltas: ArrayLike) -> NDArray[np.float64]:
@@ -132,9 +123,9 @@ def cover(points: ArrayLike, deltas: ArrayLike, n_threads: int | None = None) ->
     is covered in float32, anything else in float64.
     """
     array = _as_points(points)
-    stream = CoverStream(deltas, max(array.shape[1], 1), dtype=array.dtype, n_threads=n_threads)
     if array.shape[1] == 0:
         raise ValueError("points: need at least one column")
+    stream = CoverStream(deltas, array.shape[1], dtype=array.dtype, n_threads=n_threads)
     stream.add(array)
     return stream.result()
 

@@ -146,11 +146,12 @@ def evaluate(spec: MoESpec, params: ArrayLike, inputs: ArrayLike, n_threads: int
     x = _check_inputs(spec, inputs)
     n = x.shape[0]
     _check_output_size(spec, m, n)
-    values, routes = _core.evaluate(spec._core, theta.ravel(), x.ravel(), resolve_threads(n_threads))
+    threads = resolve_threads(n_threads)
+    values, routes = _core.evaluate(spec._core, theta.ravel(), x.ravel(), threads)
     values, routes = _shape_outputs(spec, values, routes, m, n)
     if single:
         values, routes = values[0], routes[0]
-    return Evaluation(values, routes, seed=None, start=0, n_threads=resolve_threads(n_threads))
+    return Evaluation(values, routes, seed=None, start=0, n_threads=threads)
 
 
 def evaluate_sampled(

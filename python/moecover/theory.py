@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ._checks import positive_int
-from ._evaluate import _check_inputs, _check_spec, evaluate
+from ._evaluate import _check_inputs, _check_spec, evaluate, sample_params
 from ._rng import RngLike, derive_seeds, resolve_seed
 from ._spec import MoESpec
 from .routing import unrank
@@ -217,8 +217,6 @@ def estimate_lipschitz(
     """Samples θ in the box (pinned blocks fixed), perturbs the free coordinates by up to
     `radius`·param_bound in ℓ∞ (clipped to the box), and reports the largest ratio of output to
     parameter distance. Radii much below 1e-2 lose digits to rounding in f_θ(x) − f_θ'(x)."""
-    from ._evaluate import sample_params
-
     spec = _check_spec(spec)
     samples = positive_int("samples", samples)
     r = float(_positive("radius", radius))
