@@ -140,11 +140,9 @@ def greedy_net(points: ArrayLike, delta: float, n_threads: int | None = None) ->
     deltas = _as_deltas([delta])
     engine = _core.CoverEngine(deltas.tolist(), array.shape[1], array.dtype == np.float64, True)
     engine.add(array, resolve_threads(n_threads))
-    return Net(
-        delta=float(deltas[0]),
-        centers=engine.centres(0).astype(np.int64),
-        assignment=engine.assignment(0),
-    )
+    assignment = engine.assignment(0)
+    assert assignment is not None  # the engine was built with keep_assignment=True
+    return Net(delta=float(deltas[0]), centers=engine.centres(0).astype(np.int64), assignment=assignment)
 
 
 def box_count(points: ArrayLike, deltas: ArrayLike, n_threads: int | None = None) -> NDArray[np.int64]:

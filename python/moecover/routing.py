@@ -140,8 +140,8 @@ def count_patterns(routes: Any, spec: MoESpec | None = None, n_threads: int | No
     if spec is not None and (layers, seq_len) != (spec.layers, spec.seq_len):
         raise ValueError(f"routes: shape {array.shape} does not match spec (layers={spec.layers}, seq_len={spec.seq_len})")
     flat = np.ascontiguousarray(array, dtype=np.uint32).ravel()
-    per_input, group, growth = _core.count_patterns(flat, m, n, layers * seq_len, resolve_threads(n_threads))
-    group = group.astype(np.int64)
+    per_input, group_u32, growth = _core.count_patterns(flat, m, n, layers * seq_len, resolve_threads(n_threads))
+    group = group_u32.astype(np.int64)
     sizes = np.bincount(group, minlength=0) if m else np.zeros(0, dtype=np.int64)
     grid = np.unique(np.round(np.geomspace(1, m, num=min(m, 60))).astype(np.int64)) if m else np.zeros(0, np.int64)
     seen = np.maximum.accumulate(group) + 1 if m else np.zeros(0, np.int64)
