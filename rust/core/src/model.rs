@@ -23,7 +23,6 @@ pub struct Workspace {
     selected: Vec<usize>,
     gates: Vec<f64>,
     hidden: Vec<f64>,
-    expert_out: Vec<f64>,
 }
 
 impl Workspace {
@@ -45,7 +44,6 @@ impl Workspace {
             selected: Vec::with_capacity(spec.top_k),
             gates: Vec::with_capacity(spec.top_k),
             hidden: vec![0.0; spec.expert_hidden],
-            expert_out: vec![0.0; spec.d_model],
         }
     }
 }
@@ -120,15 +118,19 @@ fn attention(spec: &MoeSpec, theta: &[f64], layer: usize, input: &[f64], ws: &mu
     matmul_square(&ws.context, &theta[wo..wo + dd], d, &mut ws.attn);
 }
 
-/// `E_j(z)` into `out`.
-fn expert(spec: &MoeSpec, params: &[f64], z: &[f64], hidden: &mut [f64], out: &mut [f64]) {
+/// `out += gate · E_j(z)`, accumulated in place (no intermediate buffer).
+fn add_expert(spec: &MoeSpec, params: &[f64], z: &[f64], gate: f64, hidden: &mut [f64], out: &mut [f64]) {
     let (d, h) = (spec.d_model, spec.expert_hidden);
     match spec.expert {
-        ExpertKind::Constant => out.copy_from_slice(&params[..d]),
+        ExpertKind::Constant => {
+            for (o, &c) in out.iter_mut().zip(&params[..d]) {
+                *o += gate * c;
+            }
+        }
         ExpertKind::Linear => {
             let (weight, bias) = params.split_at(d * d);
             for ((o, row), &b) in out.iter_mut().zip(weight.chunks_exact(d)).zip(bias) {
-                *o = row.iter().zip(z).map(|(w, x)| w * x).sum::<f64>() + b;
+                *o += gate * (row.iter().zip(z).map(|(w, x)| w * x).sum::<f64>() + b);
             }
         }
         ExpertKind::Mlp => {
@@ -139,7 +141,7 @@ fn expert(spec: &MoeSpec, params: &[f64], z: &[f64], hidden: &mut [f64], out: &m
                 *a = (row.iter().zip(z).map(|(w, x)| w * x).sum::<f64>() + b).max(0.0);
             }
             for ((o, row), &b) in out.iter_mut().zip(w2.chunks_exact(h)).zip(&b2[..d]) {
-                *o = row.iter().zip(hidden.iter()).map(|(w, a)| w * a).sum::<f64>() + b;
+                *o += gate * (row.iter().zip(hidden.iter()).map(|(w, a)| w * a).sum::<f64>() + b);
             }
         }
     }
@@ -191,8 +193,9 @@ fn mixture(spec: &MoeSpec, theta: &[f64], layer: usize, input: &[f64], ws: &mut 
                 } else {
                     ws.gates.iter().sum()
                 };
+                let inverse = 1.0 / normaliser;
                 for g in ws.gates.iter_mut() {
-                    *g /= normaliser;
+                    *g *= inverse;
                 }
             }
         }
@@ -200,16 +203,7 @@ fn mixture(spec: &MoeSpec, theta: &[f64], layer: usize, input: &[f64], ws: &mut 
         out.fill(0.0);
         for (&j, &gate) in ws.selected.iter().zip(&ws.gates) {
             let start = offsets.experts + j * expert_size;
-            expert(
-                spec,
-                &theta[start..start + expert_size],
-                z,
-                &mut ws.hidden,
-                &mut ws.expert_out,
-            );
-            for (o, &e) in out.iter_mut().zip(&ws.expert_out) {
-                *o += gate * e;
-            }
+            add_expert(spec, &theta[start..start + expert_size], z, gate, &mut ws.hidden, out);
         }
     }
 }
