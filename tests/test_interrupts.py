@@ -20,3 +20,12 @@ CALLS = {
 @pytest.mark.parametrize("name", sorted(CALLS))
 def test_sigint_stops_within_a_second(name):
     assert seconds_to_stop(SETUP, CALLS[name]) < 1.0
+
+
+def test_sigint_stops_exact_patterns_within_a_second():
+    setup = """
+    import numpy as np, moecover
+    spec = moecover.MoESpec(experts=3, top_k=1, d_model=2, expert="constant")
+    x = np.random.default_rng(0).normal(size=(20, 1, 2))  # about 20 s of search
+    """
+    assert seconds_to_stop(setup, "moecover.routing.exact_patterns(spec, x, n_threads=2)") < 1.0

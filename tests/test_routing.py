@@ -89,3 +89,54 @@ BAD_ROUTES = [np.zeros((3, 2, 1)), np.zeros((3, 2, 1, 1), dtype=float), np.full(
 def test_count_patterns_rejects_bad_routes(routes):
     with pytest.raises(ValueError, match="routes"):
         routing.count_patterns(routes)
+
+
+@pytest.mark.parametrize(("n", "d_model"), [(5, 1), (7, 2), (8, 3), (12, 2)])
+def test_exact_two_expert_patterns_are_covers_count(n, d_model):
+    from moecover import MoESpec
+
+    spec = MoESpec(experts=2, top_k=1, d_model=d_model, expert="constant")
+    inputs = np.random.default_rng(n * d_model).normal(size=(n, 1, d_model))
+    exact = routing.exact_patterns(spec, inputs)
+    assert exact.count == 2 * sum(math.comb(n - 1, i) for i in range(d_model + 1))
+    assert exact.count <= exact.arrangement_bound
+
+
+@pytest.mark.parametrize(("experts", "top_k", "d_model", "n", "seq_len"), [(3, 1, 1, 4, 1), (3, 2, 2, 3, 1), (4, 2, 1, 2, 2)])
+def test_exact_contains_every_sampled_pattern_and_equals_on_small_cases(experts, top_k, d_model, n, seq_len):
+    from moecover import MoESpec, evaluate_sampled
+
+    spec = MoESpec(experts=experts, top_k=top_k, d_model=d_model, seq_len=seq_len, expert="constant")
+    inputs = np.random.default_rng(experts + n).normal(size=(n, seq_len, d_model))
+    exact = routing.exact_patterns(spec, inputs, return_patterns=True, n_threads=2)
+    assert exact.patterns is not None and exact.patterns.shape == (exact.count, n, 1, seq_len)
+    assert len({p.tobytes() for p in exact.patterns}) == exact.count  # listed once each
+    sampled = evaluate_sampled(spec, inputs, 300_000, rng=0).routes
+    seen = {row.tobytes() for row in np.unique(sampled.reshape(len(sampled), -1), axis=0)}
+    listed = {p.reshape(-1).tobytes() for p in exact.patterns}
+    assert seen <= listed  # every sampled pattern is realisable
+    assert len(seen) == exact.count  # and, on these small cases, every realisable one is sampled
+    assert exact.count <= exact.arrangement_bound
+
+
+def test_exact_patterns_same_for_one_and_two_threads():
+    from moecover import MoESpec
+
+    spec = MoESpec(experts=3, top_k=1, d_model=2, expert="constant")
+    inputs = np.random.default_rng(1).normal(size=(7, 1, 2))
+    one = routing.exact_patterns(spec, inputs, return_patterns=True, n_threads=1)
+    two = routing.exact_patterns(spec, inputs, return_patterns=True, n_threads=2)
+    assert one.count == two.count
+    np.testing.assert_array_equal(one.patterns, two.patterns)
+
+
+def test_exact_patterns_refuses_specs_outside_its_scope_and_overflows():
+    from moecover import MoESpec
+
+    x = np.zeros((3, 1, 2))
+    for spec in (MoESpec(layers=2), MoESpec(heads=1)):
+        with pytest.raises(ValueError, match="one layer without attention"):
+            routing.exact_patterns(spec, x)
+    spec = MoESpec(experts=3, d_model=2)
+    with pytest.raises(ValueError, match="max_patterns"):
+        routing.exact_patterns(spec, np.random.default_rng(0).normal(size=(8, 1, 2)), max_patterns=5)

@@ -62,3 +62,12 @@ def unrank(rank: int, top_k: int) -> list[int]: ...
 def count_patterns(
     routes: NDArray[np.uint32], m: int, n: int, width: int, n_threads: int
 ) -> tuple[list[int], NDArray[np.uint32], list[int]]: ...
+def exact_patterns(
+    experts: int,
+    top_k: int,
+    d_model: int,
+    tokens: NDArray[np.float64],
+    max_patterns: int,
+    return_patterns: bool,
+    n_threads: int,
+) -> tuple[int, NDArray[np.uint32] | None]: ...

@@ -18,7 +18,16 @@ from . import _core
 from ._checks import check_bytes, positive_int, resolve_threads
 from ._spec import MoESpec
 
-__all__ = ["PatternCounts", "arrangement_bound", "count_patterns", "rank", "subsets", "unrank"]
+__all__ = [
+    "ExactPatterns",
+    "PatternCounts",
+    "arrangement_bound",
+    "count_patterns",
+    "exact_patterns",
+    "rank",
+    "subsets",
+    "unrank",
+]
 
 _MAX_PATTERNS = 2**32
 
@@ -160,4 +169,57 @@ def count_patterns(routes: Any, spec: MoESpec | None = None, n_threads: int | No
         discovery=seen[grid - 1] if m else np.zeros(0, np.int64),
         union_bound_per_input=union,
         arrangement_bound=arrangement,
+    )
+
+
+@dataclass(frozen=True, repr=False)
+class ExactPatterns:
+    """The realisable dataset-wide routing patterns of one linear router on given inputs.
+
+    Attributes:
+        count: how many patterns some router weights realise (strictly: ties have measure zero).
+        patterns: uint32 (count, n, 1, seq_len) colex ranks, in search order, when requested.
+        arrangement_bound: the hyperplane-arrangement bound it must not exceed (MATH.md §2).
+    """
+
+    count: int
+    patterns: NDArray[np.uint32] | None
+    arrangement_bound: int
+
+    def __repr__(self) -> str:
+        return f"ExactPatterns(count={self.count}, arrangement_bound={self.arrangement_bound})"
+
+
+def exact_patterns(
+    spec: MoESpec,
+    inputs: Any,
+    n_threads: int | None = None,
+    max_patterns: int = 10**7,
+    return_patterns: bool = False,
+) -> ExactPatterns:
+    """Exactly the dataset-wide routing patterns that some router weights realise on `inputs`
+    (n, seq_len, d_model), for specs with layers = 1 and heads = 0 (the router then sees the raw
+    tokens). Depth-first search over tokens with an LP feasibility test per node (MATH.md §2);
+    stops with ValueError past `max_patterns`."""
+    from ._evaluate import _check_inputs, _check_spec
+
+    spec = _check_spec(spec)
+    if spec.layers != 1 or spec.heads != 0:
+        raise ValueError(
+            f"spec: exact_patterns handles one layer without attention (the router must see the raw "
+            f"tokens); got layers={spec.layers}, heads={spec.heads}"
+        )
+    x = _check_inputs(spec, inputs)
+    max_patterns = positive_int("max_patterns", max_patterns)
+    n = x.shape[0]
+    if return_patterns:
+        check_bytes("max_patterns", 4 * max_patterns * n * spec.seq_len, f"up to {max_patterns} patterns")
+    count, flat = _core.exact_patterns(
+        spec.experts, spec.top_k, spec.d_model, x.ravel(), max_patterns, return_patterns, resolve_threads(n_threads)
+    )
+    patterns = None if flat is None else flat.reshape(count, n, 1, spec.seq_len)
+    return ExactPatterns(
+        count=int(count),
+        patterns=patterns,
+        arrangement_bound=arrangement_bound(spec.experts, spec.d_model, n * spec.seq_len),
     )

@@ -8,6 +8,7 @@
 //! - [`cover`]: exact greedy ℓ∞ nets at many scales, streamed (MATH.md §3), and box counts;
 //! - [`routing`]: top-k expert sets as colex ranks (MATH.md §2);
 //! - [`patterns`]: exact counts of realised routing patterns over samples and inputs;
+//! - [`exact`]: exact enumeration of a linear router's realisable patterns (LP per search node);
 //! - [`parallel`]: thread pools and the chunk loop every long call runs in.
 //!
 //! Every function that can run long takes an interrupt check (see [`parallel::Interrupt`]) and a
@@ -16,6 +17,7 @@
 pub mod cover;
 pub mod error;
 pub mod evaluate;
+pub mod exact;
 pub mod model;
 pub mod parallel;
 pub mod patterns;

@@ -6,7 +6,7 @@
 use moecover_core::cover::{self, MultiNet, Real};
 use moecover_core::parallel::Interrupt;
 use moecover_core::sampling::Pinned;
-use moecover_core::{evaluate, patterns, routing, Error, MoeSpec, SpecOptions};
+use moecover_core::{evaluate, exact, patterns, routing, Error, MoeSpec, SpecOptions};
 use numpy::{Element, IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -335,6 +335,39 @@ fn count_patterns<'py>(
     Ok((counts.per_input, counts.group.into_pyarray(py), counts.growth))
 }
 
+type FlatExactPatterns<'py> = (u64, Option<Bound<'py, PyArray1<u32>>>);
+
+/// `(count, flat patterns or None)` for tokens `(N × d_model)` flattened.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn exact_patterns<'py>(
+    py: Python<'py>,
+    experts: usize,
+    top_k: usize,
+    d_model: usize,
+    tokens: PyReadonlyArray1<'py, f64>,
+    max_patterns: u64,
+    return_patterns: bool,
+    n_threads: usize,
+) -> PyResult<FlatExactPatterns<'py>> {
+    let tokens = tokens
+        .as_slice()
+        .map_err(|e| PyValueError::new_err(format!("inputs: {e}")))?;
+    let found = detach_interruptible(py, |interrupt| {
+        exact::exact_patterns(
+            experts,
+            top_k,
+            d_model,
+            tokens,
+            max_patterns,
+            return_patterns,
+            n_threads,
+            interrupt,
+        )
+    })?;
+    Ok((found.count, found.patterns.map(|p| p.into_pyarray(py))))
+}
+
 #[pymodule]
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<CoreSpec>()?;
@@ -347,5 +380,6 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(rank, module)?)?;
     module.add_function(wrap_pyfunction!(unrank, module)?)?;
     module.add_function(wrap_pyfunction!(count_patterns, module)?)?;
+    module.add_function(wrap_pyfunction!(exact_patterns, module)?)?;
     Ok(())
 }
