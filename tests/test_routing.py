@@ -43,7 +43,7 @@ def unique_ids_in_first_appearance_order(rows):
     return order[inverse.ravel()], len(first)
 
 
-@pytest.mark.parametrize(("m", "n", "layers", "seq_len", "levels"), [(500, 6, 1, 1, 3), (2000, 4, 2, 2, 2), (300, 1, 1, 3, 5), (1, 3, 1, 1, 4)])
+@pytest.mark.parametrize(("m", "n", "layers", "seq_len", "levels"), [(500, 6, 1, 1, 3), (2000, 4, 2, 2, 2), (300, 1, 1, 3, 5), (1, 3, 1, 1, 4), (800, 5, 2, 3, 2)])
 def test_count_patterns_matches_numpy_unique(m, n, layers, seq_len, levels):
     rng = np.random.default_rng(m + n)
     routes = rng.integers(0, levels, size=(m, n, layers, seq_len)).astype(np.uint32)

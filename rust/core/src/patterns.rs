@@ -63,19 +63,48 @@ pub fn count_patterns(
     let per_input: Vec<(Vec<u32>, u64)> = pool.install(|| {
         (0..n)
             .into_par_iter()
-            .map(|i| first_appearance_ids(m, |s| &routes[(s * n + i) * width..(s * n + i + 1) * width]))
+            .map(|i| {
+                let row = |s: usize| &routes[(s * n + i) * width..(s * n + i + 1) * width];
+                if width <= 4 {
+                    // Up to four 32-bit ranks pack exactly into one u128: a cheaper key to hash.
+                    first_appearance_ids(m, |s| row(s).iter().fold(0u128, |key, &r| key << 32 | u128::from(r)))
+                } else {
+                    first_appearance_ids(m, row)
+                }
+            })
             .collect()
     });
     let mut growth = Vec::with_capacity(n);
     let mut group = per_input[0].0.clone();
     growth.push(per_input[0].1);
+    let mut sizes: Vec<u32> = Vec::new();
+    let mut pairs: FxHashMap<(u32, u32), u32> = FxHashMap::default();
     for (ids, _) in &per_input[1..] {
         if interrupt() {
             return Err(Error::Interrupted);
         }
-        let (refined, count) = first_appearance_ids(m, |s| (group[s], ids[s]));
-        group = refined;
-        growth.push(count);
+        // A group of one sample stays alone under every refinement: it needs no hashing, just the
+        // next id. Once the groups fragment (quickly, on real routes) almost nothing is hashed.
+        let count = *growth.last().unwrap_or(&0) as usize;
+        sizes.clear();
+        sizes.resize(count, 0);
+        for &g in &group {
+            sizes[g as usize] += 1;
+        }
+        pairs.clear();
+        let mut next = 0u32;
+        for (g, &pattern) in group.iter_mut().zip(ids) {
+            *g = if sizes[*g as usize] == 1 {
+                next += 1;
+                next - 1
+            } else {
+                *pairs.entry((*g, pattern)).or_insert_with(|| {
+                    next += 1;
+                    next - 1
+                })
+            };
+        }
+        growth.push(u64::from(next));
     }
     Ok(PatternCounts {
         per_input: per_input.iter().map(|(_, count)| *count).collect(),
