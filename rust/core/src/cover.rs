@@ -5,8 +5,10 @@
 //! a distance of exactly δ covers (closed balls).
 //!
 //! Speed comes from two exact devices, neither of which changes the answer:
-//! - a hash grid on three coordinates: `d(x, c) <= δ` in ℓ∞ implies `|x_j − c_j| <= δ` for every
-//!   coordinate j, so only the 27 cells around a point can hold a covering centre;
+//! - a hash grid on a few coordinates: `d(x, c) <= δ` in ℓ∞ implies `|x_j − c_j| <= δ` for every
+//!   coordinate j, so only the cells next to a point's own can hold a covering centre. Each centre
+//!   is listed under every cell around its own (3^axes lists): centres are few and queries many,
+//!   so a query costs one lookup and one scan of an ascending list;
 //! - blocks: for a block of points, the earliest covering centre among those opened *before* the
 //!   block is found in parallel; the points left uncovered are then resolved in order against the
 //!   centres opened inside the block. Old centres precede new ones, so this is the sequential net.
@@ -137,16 +139,10 @@ impl<T: Real> ScaleNet<T> {
                 scan(&all, &mut best);
             }
             Some(key) => {
-                for offset in 0..3usize.pow(axes.len() as u32) {
-                    let mut neighbour = key;
-                    let mut rest = offset;
-                    for k in neighbour.iter_mut().take(axes.len()) {
-                        *k += (rest % 3) as i64 - 1;
-                        rest /= 3;
-                    }
-                    if let Some(list) = self.cells.get(&neighbour) {
-                        scan(list, &mut best);
-                    }
+                // Every centre is listed in all the cells around its own, so one lookup finds
+                // every candidate, in opening order.
+                if let Some(list) = self.cells.get(&key) {
+                    scan(list, &mut best);
                 }
                 scan(&self.wild, &mut best);
             }
@@ -157,7 +153,17 @@ impl<T: Real> ScaleNet<T> {
     fn open(&mut self, point: &[T], axes: &[usize], index: u64) -> u32 {
         let id = self.opened_at.len() as u32;
         match self.key(point, axes) {
-            Some(key) => self.cells.entry(key).or_default().push(id),
+            Some(key) => {
+                for offset in 0..3usize.pow(axes.len() as u32) {
+                    let mut neighbour = key;
+                    let mut rest = offset;
+                    for k in neighbour.iter_mut().take(axes.len()) {
+                        *k += (rest % 3) as i64 - 1;
+                        rest /= 3;
+                    }
+                    self.cells.entry(neighbour).or_default().push(id);
+                }
+            }
             None => self.wild.push(id),
         }
         self.centres.extend_from_slice(point);
