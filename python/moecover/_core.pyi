@@ -1,8 +1,25 @@
 """Type stubs of the private native module (rust/py). Users import from `moecover`."""
 
+from typing import final
+
 import numpy as np
 from numpy.typing import NDArray
 
+__all__ = [
+    "CoreSpec",
+    "CoverEngine",
+    "box_count",
+    "count_patterns",
+    "evaluate",
+    "evaluate_sampled",
+    "exact_patterns",
+    "rank",
+    "sample_params",
+    "subsets",
+    "unrank",
+]
+
+@final
 class CoreSpec:
     def __new__(
         cls,
@@ -45,6 +62,7 @@ def evaluate_sampled(
     n_threads: int,
 ) -> tuple[NDArray[np.float64], NDArray[np.uint32]]: ...
 
+@final
 class CoverEngine:
     def __new__(cls, deltas: list[float], dim: int, double: bool, keep_assignment: bool) -> CoverEngine: ...
     def add(self, points: NDArray[np.float32] | NDArray[np.float64], n_threads: int) -> None: ...
