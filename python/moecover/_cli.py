@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -43,6 +45,45 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    """Run every grid point of a config that the database does not hold yet."""
+    from . import batch
+
+    points = batch.expand_config(batch.load_config(args.config))
+    db = args.db or str(Path(args.config).with_suffix(".db"))
+    if args.dry_run:
+        for point in points:
+            print(batch.key_of(point), json.dumps(point, sort_keys=True))
+        return 0
+    if args.jobs < 1:
+        raise ValueError(f"--jobs: must be >= 1, got {args.jobs}")
+    ran = batch.run_grid(points, db, jobs=args.jobs, progress=not args.quiet)
+    print(f"{ran} estimate(s) run, {len(points) - ran} already stored; results in {db}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    """Print what a results database holds."""
+    from . import batch
+
+    if not Path(args.db).exists():
+        raise ValueError(f"DB: no such file {args.db!r}")
+    summaries = list(batch.iter_summary(batch.stored_rows(args.db)))
+    if args.format == "json":
+        print(json.dumps(summaries, indent=1))
+        return 0
+    print(f"{'key':16}  {'experts':>7} {'top_k':>5} {'layers':>6}  {'slope':>6}  {'interval':>15}  predicted")
+    for row in summaries:
+        spec = row["settings"]["spec"]
+        lo, hi = row["slope_interval"]
+        interval = "n/a" if lo is None else f"[{lo:.2f}, {hi:.2f}]"
+        slope = "n/a" if row["slope"] is None else f"{row['slope']:.2f}"
+        predicted = " ".join(f"{k}={v}" for k, v in row["predicted_slopes"].items())
+        print(f"{row['key']:16}  {spec['experts']:>7} {spec['top_k']:>5} {spec['layers']:>6}  {slope:>6}  "
+              f"{interval:>15}  {predicted}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moecover", description=__doc__)
     parser.add_argument("--version", action="version", version=f"moecover {__version__}")
@@ -55,6 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
     demo.set_defaults(handler=_demo)
+
+    run = commands.add_parser("run", help="run a grid of estimates from a TOML config, resuming")
+    run.add_argument("config", help="the TOML config (see examples/)")
+    run.add_argument("--db", default=None, help="SQLite results (default: next to the config, same stem)")
+    run.add_argument("--jobs", type=int, default=1, help="processes (spawned); threads are shared out")
+    run.add_argument("--dry-run", action="store_true", help="print each grid point's key and settings")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(handler=_run)
+
+    show = commands.add_parser("show", help="print the estimates a results database holds")
+    show.add_argument("db", metavar="DB")
+    show.add_argument("--format", choices=["table", "json"], default="table")
+    show.set_defaults(handler=_show)
     return parser
 
 

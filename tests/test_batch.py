@@ -1,0 +1,158 @@
+"""Batch runs: config expansion, keys, storage, resume after SIGKILL, SIGINT, show."""
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from moecover import batch
+
+TINY = """
+[spec]
+experts = [2, 3, 4]
+top_k = [1, 2]
+d_model = 2
+expert_hidden = 2
+
+[inputs]
+sampler = "box"
+n = 6
+
+[estimate]
+samples = {samples}
+replicates = 1
+"""
+
+
+def write(tmp_path, text, name="grid.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_grid_is_the_cartesian_product_with_stable_distinct_keys(tmp_path):
+    points = batch.expand_config(batch.load_config(write(tmp_path, TINY.format(samples=100))))
+    assert len(points) == 6
+    assert {(p["spec"]["experts"], p["spec"]["top_k"]) for p in points} == {(e, k) for e in (2, 3, 4) for k in (1, 2)}
+    keys = [batch.key_of(p) for p in points]
+    assert len(set(keys)) == 6
+    again = batch.expand_config(batch.load_config(write(tmp_path, TINY.format(samples=100), "again.toml")))
+    assert [batch.key_of(p) for p in again] == keys
+    # defaults are filled in, so spelling a default out does not change the key
+    explicit = TINY.format(samples=100).replace('sampler = "box"', 'sampler = "box"\nseed = 0')
+    assert [batch.key_of(p) for p in batch.expand_config(batch.load_config(write(tmp_path, explicit, "e.toml")))] == keys
+
+
+def test_deltas_sweep_only_as_a_list_of_lists(tmp_path):
+    one = batch.expand_config({"spec": {}, "estimate": {"deltas": [1.0, 0.5]}})
+    two = batch.expand_config({"spec": {}, "estimate": {"deltas": [[1.0, 0.5], [2.0]]}})
+    assert len(one) == 1 and one[0]["estimate"]["deltas"] == [1.0, 0.5]
+    assert len(two) == 2
+
+
+@pytest.mark.parametrize(
+    ("config", "key"),
+    [
+        ({"spec": {"expertz": 3}}, "spec.expertz"),
+        ({"spec": {}, "estimate": {"sample": 3}}, "estimate.sample"),
+        ({"spec": {}, "sweep": {}}, "unknown section"),
+        ({"spec": {"experts": 2, "top_k": 3}}, "top_k"),
+        ({"spec": {}, "inputs": {"sampler": "cube"}}, "inputs.sampler"),
+        ({"spec": {}, "inputs": {"radius": 2}}, "inputs.radius"),
+        ({"spec": {}, "estimate": {"samples": 0}}, "estimate.samples"),
+        ({"spec": {}, "pinned": {"layers.0.router.bias": [1.0]}}, "pinned"),
+        ({"spec": {"d_model": 64}, "inputs": {"n": 4096}, "estimate": {"samples": 10**9}}, "estimate.samples"),
+    ],
+)
+def test_config_errors_name_the_key(config, key):
+    with pytest.raises(batch.ConfigError, match=key.replace(".", r"\.")):
+        batch.expand_config(config)
+
+
+def test_toml_syntax_errors_give_the_line(tmp_path):
+    with pytest.raises(batch.ConfigError, match="line 2"):
+        batch.load_config(write(tmp_path, "[spec]\nexperts = = 3\n"))
+
+
+def cli(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "moecover", *args], capture_output=True, text=True, **kwargs)
+
+
+def rows_without_timing(db):
+    rows = batch.stored_rows(db)
+    for row in rows:
+        row["result"]["provenance"].pop("seconds")
+        row.pop("finished")
+    return rows
+
+
+def test_sigkill_mid_grid_then_rerun_equals_an_uninterrupted_run(tmp_path):
+    config = write(tmp_path, TINY.format(samples=40_000))
+    killed, clean = tmp_path / "killed.db", tmp_path / "clean.db"
+    child = subprocess.Popen([sys.executable, "-m", "moecover", "run", str(config), "--db", str(killed), "--quiet"])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until some, not all, estimates are stored
+        time.sleep(0.2)
+        if killed.exists() and 1 <= len(batch.stored_rows(killed)) < 6:
+            break
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    partial = len(batch.stored_rows(killed))
+    assert 1 <= partial < 6
+    assert cli("run", str(config), "--db", str(killed), "--quiet").returncode == 0
+    assert cli("run", str(config), "--db", str(clean), "--quiet").returncode == 0
+    assert rows_without_timing(killed) == rows_without_timing(clean)
+    assert len({row["key"] for row in batch.stored_rows(killed)}) == 6
+
+
+def test_sigint_exits_130_quickly_and_leaves_a_consistent_db(tmp_path):
+    config = write(tmp_path, TINY.format(samples=400_000))
+    db = tmp_path / "int.db"
+    command = [sys.executable, "-m", "moecover", "run", str(config), "--db", str(db), "--quiet"]
+    with subprocess.Popen(command, stderr=subprocess.DEVNULL) as child:
+        time.sleep(3)
+        sent = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        code = child.wait(timeout=30)
+        stopped = time.monotonic() - sent
+    assert code == 130 and stopped < 2.0
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert len(batch.stored_rows(db)) < 6
+
+
+def test_dry_run_and_show(tmp_path):
+    config = write(tmp_path, TINY.format(samples=2_000))
+    dry = cli("run", str(config), "--dry-run")
+    assert dry.returncode == 0 and len(dry.stdout.splitlines()) == 6
+    keys = [line.split()[0] for line in dry.stdout.splitlines()]
+    assert cli("run", str(config), "--quiet").returncode == 0  # default db: next to the config
+    db = config.with_suffix(".db")
+    shown = json.loads(cli("show", str(db), "--format", "json").stdout)
+    assert sorted(row["key"] for row in shown) == sorted(keys)
+    for row in shown:
+        assert {"key", "settings", "slope", "slope_interval", "predicted_slopes", "deltas", "net_sizes"} <= set(row)
+        assert row["predicted_slopes"]["paper"] > 0
+    table = cli("show", str(db))
+    assert table.returncode == 0 and all(key in table.stdout for key in keys)
+    rerun = cli("run", str(config), "--quiet")
+    assert "0 estimate(s) run, 6 already stored" in rerun.stdout
+
+
+def test_jobs_use_spawned_processes_and_give_the_same_rows(tmp_path):
+    config = write(tmp_path, TINY.format(samples=2_000))
+    one, two = tmp_path / "one.db", tmp_path / "two.db"
+    assert cli("run", str(config), "--db", str(one), "--quiet").returncode == 0
+    result = cli("run", str(config), "--db", str(two), "--quiet", "--jobs", "2")
+    assert result.returncode == 0, result.stderr
+    strip = lambda rows: [{**r, "result": {**r["result"], "provenance": {}}} for r in rows]  # noqa: E731
+    assert strip(rows_without_timing(one)) == strip(rows_without_timing(two))
+
+
+def test_bad_config_exits_2_and_names_the_key(tmp_path):
+    result = cli("run", str(write(tmp_path, "[spec]\nexpertz = 3\n")))
+    assert result.returncode == 2 and "spec.expertz" in result.stderr
