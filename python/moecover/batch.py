@@ -32,6 +32,8 @@ import numpy as np
 
 from . import inputs as input_samplers
 from ._checks import physical_memory_bytes
+from ._evaluate import _check_inputs, _resolve_pinned
+from ._progress import Progress
 from ._spec import MoESpec
 
 if sys.version_info >= (3, 11):
@@ -146,8 +148,6 @@ def _validate(point: GridPoint) -> None:
     try:
         x = make_inputs(point, spec)
         pinned = make_pinned(point, spec)
-        from ._evaluate import _check_inputs, _resolve_pinned
-
         _check_inputs(spec, x)
         _resolve_pinned(spec, pinned)
     except (ValueError, TypeError) as error:
@@ -281,8 +281,9 @@ def run_grid(
     done = stored_keys(connection)
     todo = [p for p in points if key_of(p) not in done]
     threads = max(1, resolve_threads(None) // jobs)
-    started = time.perf_counter()
-    bar = _Bar(len(todo), len(points) - len(todo)) if progress else None
+    if progress and len(points) > len(todo):
+        sys.stderr.write(f"{len(points) - len(todo)} grid point(s) already stored: skipped\n")
+    bar = Progress(len(todo), "grid points") if progress else None
 
     def store(key: str, result: dict[str, Any], point: GridPoint) -> None:
         connection.execute(
@@ -291,7 +292,7 @@ def run_grid(
         )
         connection.commit()
         if bar is not None:
-            bar.advance(time.perf_counter() - started)
+            bar.advance()
 
     by_key = {key_of(p): p for p in todo}
     try:
@@ -310,23 +311,6 @@ def run_grid(
             bar.close()
         connection.close()
     return len(todo)
-
-
-class _Bar:
-    def __init__(self, total: int, skipped: int):
-        self.total, self.done, self.skipped = total, 0, skipped
-        if skipped:
-            sys.stderr.write(f"{skipped} grid point(s) already stored: skipped\n")
-
-    def advance(self, elapsed: float) -> None:
-        self.done += 1
-        eta = elapsed / self.done * (self.total - self.done)
-        filled = int(30 * self.done / max(self.total, 1))
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} grid points, ETA {eta:.0f} s ")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        sys.stderr.write("\n")
 
 
 def iter_summary(rows: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:

@@ -21,6 +21,7 @@ from . import theory
 from ._checks import positive_int, resolve_threads
 from ._cover import CoverStream, cover
 from ._evaluate import _check_inputs, _check_spec, _resolve_pinned, evaluate_sampled
+from ._progress import Progress
 from ._rng import RngLike, derive_seeds, resolve_seed
 from ._spec import MoESpec
 from .routing import PatternCounts, count_patterns
@@ -267,7 +268,7 @@ def estimate_entropy(
         if grid.ndim != 1 or grid.size == 0 or not (np.isfinite(grid).all() and (grid > 0).all()):
             raise ValueError(f"deltas: expected finite scales > 0, got {np.asarray(deltas).tolist()}")
 
-    bar = _Progress(replicates * samples) if progress else None
+    bar = Progress(replicates * samples, "samples") if progress else None
     net_sizes, tails = [], []
     groups: dict[bytes, int] = {}
     group_streams: list[CoverStream] | None = [] if by_routing else None
@@ -386,24 +387,3 @@ def estimate_entropy(
         },
     )
 
-
-class _Progress:
-    """A one-line progress bar with ETA on stderr."""
-
-    def __init__(self, total: int):
-        self.total, self.done, self.started = total, 0, time.perf_counter()
-
-    def advance(self, count: int) -> None:
-        import sys
-
-        self.done += count
-        elapsed = time.perf_counter() - self.started
-        eta = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
-        filled = int(30 * self.done / self.total)
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} samples, ETA {eta:.0f} s ")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        import sys
-
-        sys.stderr.write("\n")
