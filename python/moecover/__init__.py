@@ -9,6 +9,8 @@ The pipeline, one module per step (the Rust core in `rust/core` does the numeric
   scales, in one call or streamed in chunks;
 - `inputs`: seeded manifold input sets (box, sphere, torus, swiss_roll, grid);
 - `estimate_entropy` (`estimate`): log N(δ) with replicate error bars beside the theory;
+- `batch`, `report`: grids of estimates from a TOML config, stored in SQLite, and their report
+  (the `moecover run`, `show` and `report` commands);
 - `routing`: top-k expert sets as colex ranks;
 - `theory`: what the paper and the alternatives of MATH.md §4 predict for a class;
 - `resolve_seed` (`_rng`): every random result is a function of one integer seed.

@@ -84,6 +84,16 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    """Write report.md, report.html and the plots of a results database."""
+    from .report import write_report
+
+    report = write_report(args.db, args.out)
+    print(f"{len(report.rows)} estimate(s): {report.markdown}, {report.html}, "
+          f"{len(report.point_plots) + len(report.sweep_plots)} plots in {report.markdown.parent}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moecover", description=__doc__)
     parser.add_argument("--version", action="version", version=f"moecover {__version__}")
@@ -109,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("db", metavar="DB")
     show.add_argument("--format", choices=["table", "json"], default="table")
     show.set_defaults(handler=_show)
+
+    report = commands.add_parser("report", help="write a Markdown/HTML report with plots of a results database")
+    report.add_argument("db", metavar="DB")
+    report.add_argument("--out", required=True, help="directory for report.md, report.html and the PNGs")
+    report.set_defaults(handler=_report)
     return parser
 
 

@@ -1,0 +1,279 @@
+"""Reports of a results database: one table and a set of PNG plots, in Markdown and HTML.
+
+`write_report(db, out)` writes into `out`:
+
+- `report.md` and `report.html`: the table of every stored estimate (the settings that vary across
+  the grid, the measured slope and its replicate interval beside the paper's, the parametric and the
+  data-dependent predicted slopes), a summary of how each prediction tracks the measurements, and
+  the plots;
+- `<key>.png` per grid point: log N(δ) with its theory lines (`EntropyEstimate.plot`);
+- `slope_vs_experts.png`, `slope_vs_top_k.png`, `slope_vs_active_params.png`: the measured slope
+  (replicate interval as error bar) against each, with each prediction drawn at the same points.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import batch
+from ._spec import MoESpec
+from .estimate import EntropyEstimate
+
+__all__ = ["Report", "write_report"]
+
+PREDICTIONS = ("paper", "parametric", "data_dependent")
+ALWAYS_SHOWN = ("spec.experts", "spec.top_k", "spec.layers")
+SWEEP_AXES = {"experts": "experts M", "top_k": "top_k k", "active_params": "active parameters N_eff"}
+LINESTYLES: dict[str, Any] = {"paper": "--", "parametric": ":", "data_dependent": "-."}
+
+
+@dataclass(frozen=True)
+class Report:
+    """What `write_report` wrote: the table (header and one row of strings per estimate, in key
+    order) and the paths of every file."""
+
+    header: list[str]
+    rows: list[list[str]]
+    markdown: Path
+    html: Path
+    point_plots: dict[str, Path]
+    sweep_plots: dict[str, Path]
+
+
+def _flat(settings: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {f"{section}.{key}": value for section, table in settings.items() for key, value in table.items()}
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """The settings that vary across the grid (experts, top_k and layers always), then the results."""
+    flats = [_flat(row["settings"]) for row in rows]
+    varying = [name for name in _varying(rows) if name not in ALWAYS_SHOWN]
+    setting_columns = list(ALWAYS_SHOWN) + varying
+    header = (
+        ["key"]
+        + [name.split(".", 1)[1] for name in setting_columns]
+        + ["N_eff", "slope", "interval", "scales"]
+        + [f"{name} slope" for name in PREDICTIONS]
+        + ["plot"]
+    )
+    body = []
+    for row, flat in zip(rows, flats):
+        result = row["result"]
+        lo, hi = result["slope_interval"]
+        body.append(
+            [row["key"]]
+            + [_fmt(flat.get(name)) for name in setting_columns]
+            + [
+                str(MoESpec(**row["settings"]["spec"]).active_params),
+                _fmt(result["slope"]),
+                "n/a" if lo is None or hi is None else f"[{lo:.3f}, {hi:.3f}]",
+                str(len(result["slope_scales"])),
+            ]
+            + [str(result["predicted_slopes"][name]) for name in PREDICTIONS]
+            + [f"{row['key']}.png"]
+        )
+    return header, body
+
+
+def _grid_order(row: dict[str, Any]) -> list[tuple[int, Any]]:
+    """Sorts rows by their settings (numbers numerically), so the table reads along the grid."""
+    flat = _flat(row["settings"])
+    order = list(ALWAYS_SHOWN) + sorted(set(flat) - set(ALWAYS_SHOWN))
+    return [(0, v) if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, repr(v))
+            for v in (flat.get(name) for name in order)]
+
+
+def _tracking(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """Per prediction: the median and range of measured / predicted slope over the grid points
+    with a slope (a prediction that tracks the data keeps the ratio constant across the grid)."""
+    lines = []
+    for name in PREDICTIONS:
+        ratios = [
+            row["result"]["slope"] / row["result"]["predicted_slopes"][name]
+            for row in rows
+            if row["result"]["slope"] is not None and row["result"]["predicted_slopes"][name] > 0
+        ]
+        if ratios:
+            lines.append((name, f"{np.median(ratios):.3f}", f"{min(ratios):.3f} … {max(ratios):.3f}"))
+        else:
+            lines.append((name, "n/a", "n/a"))
+    return lines
+
+
+def _varying(rows: list[dict[str, Any]]) -> list[str]:
+    """The flat setting names ("section.key") whose value differs between stored estimates."""
+    flats = [_flat(row["settings"]) for row in rows]
+    names = sorted({name for flat in flats for name in flat})
+    return [name for name in names if len({repr(flat.get(name)) for flat in flats}) > 1]
+
+
+def _series(rows: list[dict[str, Any]], axis: str) -> dict[str, list[int]]:
+    """Rows grouped by every varying setting that does not move along `axis` (so that each line
+    joins points that differ in the axis only); active_params moves with every spec field but experts."""
+    if axis == "active_params":
+        fixed = [n for n in _varying(rows) if not n.startswith("spec.") or n == "spec.experts"]
+    else:
+        fixed = [n for n in _varying(rows) if n != f"spec.{axis}"]
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        flat = _flat(row["settings"])
+        label = ", ".join(f"{n.split('.', 1)[1]}={_fmt(flat.get(n))}" for n in fixed) or "all"
+        groups.setdefault(label, []).append(i)
+    return groups
+
+
+def _sweep_plot(rows: list[dict[str, Any]], axis: str, path: Path) -> None:
+    """Measured slope (solid, replicate range as error bars) and the three predictions (one line
+    style each) against `axis`, one colour per series of otherwise equal settings; log y so that
+    a constant ratio measured/predicted shows as parallel lines."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    x_all = np.array([getattr(MoESpec(**row["settings"]["spec"]), axis) for row in rows], dtype=float)
+    fig, ax = plt.subplots(figsize=(7, 4.6))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    series = _series(rows, axis)
+    for number, (label, members) in enumerate(series.items()):
+        colour = colours[number % len(colours)]
+        members = sorted(members, key=lambda i: x_all[i])
+        x = x_all[members]
+        results = [rows[i]["result"] for i in members]
+        slope = np.array([np.nan if r["slope"] is None else r["slope"] for r in results])
+        low = np.array([np.nan if r["slope_interval"][0] is None else r["slope_interval"][0] for r in results])
+        high = np.array([np.nan if r["slope_interval"][1] is None else r["slope_interval"][1] for r in results])
+        yerr = np.nan_to_num(np.vstack([slope - low, high - slope]), nan=0.0).clip(min=0)
+        ax.errorbar(x, slope, yerr=yerr, fmt="o-", color=colour, capsize=3, label=label if len(series) > 1 else None)
+        for name in PREDICTIONS:
+            style = LINESTYLES[name]
+            ax.plot(x, [r["predicted_slopes"][name] for r in results], style, marker="x", color=colour, alpha=0.8)
+    ax.set_yscale("log")
+    ax.set_xlabel(SWEEP_AXES[axis])
+    ax.set_ylabel("slope of log N(δ) in log(1/δ)")
+    kinds = [Line2D([], [], color="black", marker="o", label="measured (replicate range)")] + [
+        Line2D([], [], color="black", linestyle=LINESTYLES[name], marker="x", label=f"{name} prediction")
+        for name in PREDICTIONS
+    ]
+    first = ax.legend(handles=kinds, fontsize=8, loc="upper left")
+    if len(series) > 1:
+        ax.add_artist(first)
+        ax.legend(fontsize=8, loc="best", title="series")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+
+
+def _markdown(db: str, header: list[str], body: list[list[str]], tracking: list[tuple[str, str, str]],
+              sweeps: dict[str, Path]) -> str:
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(cells) + " |"
+
+    table = [line(header), line(["---"] * len(header))]
+    for cells in body:
+        table.append(line(cells[:-1] + [f"[{cells[-1]}]({cells[-1]})"]))
+    parts = [
+        f"# moecover report: {db}",
+        "",
+        f"{len(body)} estimate(s). Slopes are of log N(δ) (nats) against log(1/δ) over the scales that "
+        "are not saturated; the interval is the range of the same fit over each replicate alone.",
+        "",
+        *table,
+        "",
+        "## How each prediction tracks the measurements",
+        "",
+        line(["prediction", "median measured/predicted", "range"]),
+        line(["---"] * 3),
+        *(line(list(t)) for t in tracking),
+        "",
+        "## Slope against the grid",
+        "",
+        *(f"![{axis}]({path.name})" for axis, path in sweeps.items()),
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def _html(db: str, header: list[str], body: list[list[str]], tracking: list[tuple[str, str, str]],
+          sweeps: dict[str, Path]) -> str:
+    e = html.escape
+
+    def row(cells: Sequence[str], tag: str = "td") -> str:
+        return "<tr>" + "".join(f"<{tag}>{c}</{tag}>" for c in cells) + "</tr>"
+
+    table = [row([e(h) for h in header], "th")]
+    for cells in body:
+        table.append(row([e(c) for c in cells[:-1]] + [f'<a href="{e(cells[-1])}">{e(cells[-1])}</a>']))
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html><head><meta charset="utf-8"><title>moecover report</title>',
+            "<style>table{border-collapse:collapse}td,th{border:1px solid #999;padding:2px 6px;"
+            "font-family:monospace}</style></head><body>",
+            f"<h1>moecover report: {e(db)}</h1>",
+            f"<p>{len(body)} estimate(s). Slopes are of log N(δ) (nats) against log(1/δ) over the scales "
+            "that are not saturated; the interval is the range of the same fit over each replicate alone.</p>",
+            '<table id="estimates">',
+            *table,
+            "</table>",
+            "<h2>How each prediction tracks the measurements</h2>",
+            '<table id="tracking">',
+            row(["prediction", "median measured/predicted", "range"], "th"),
+            *(row([e(c) for c in t]) for t in tracking),
+            "</table>",
+            "<h2>Slope against the grid</h2>",
+            *(f'<img src="{e(path.name)}" alt="{e(axis)}">' for axis, path in sweeps.items()),
+            "<h2>Each grid point</h2>",
+            *(f'<h3>{e(cells[0])}</h3><img src="{e(cells[-1])}" alt="{e(cells[0])}">' for cells in body),
+            "</body></html>",
+            "",
+        ]
+    )
+
+
+def write_report(db: str | os.PathLike[str], out: str | os.PathLike[str]) -> Report:
+    """Writes the report of every estimate in the database `db` into the directory `out` (created
+    if missing). Needs matplotlib (`pip install "moecover[plot]"`)."""
+    if not Path(db).exists():
+        raise ValueError(f"db: no such file {str(db)!r}")
+    rows = sorted(batch.stored_rows(db), key=_grid_order)
+    if not rows:
+        raise ValueError(f"db: {str(db)!r} holds no estimates yet (run `moecover run CONFIG` first)")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError('moecover report needs matplotlib: pip install "moecover[plot]"') from error
+    directory = Path(out)
+    directory.mkdir(parents=True, exist_ok=True)
+    header, body = _table(rows)
+    point_plots = {}
+    for row in rows:
+        path = directory / f"{row['key']}.png"
+        EntropyEstimate.from_dict(row["result"]).plot(str(path))
+        point_plots[row["key"]] = path
+    sweep_plots = {axis: directory / f"slope_vs_{axis}.png" for axis in SWEEP_AXES}
+    for axis, path in sweep_plots.items():
+        _sweep_plot(rows, axis, path)
+    tracking = _tracking(rows)
+    markdown = directory / "report.md"
+    markdown.write_text(_markdown(str(db), header, body, tracking, sweep_plots), encoding="utf-8")
+    page = directory / "report.html"
+    page.write_text(_html(str(db), header, body, tracking, sweep_plots), encoding="utf-8")
+    return Report(header, body, markdown, page, point_plots, sweep_plots)
