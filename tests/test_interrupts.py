@@ -1,4 +1,6 @@
-"""Ctrl-C stops every long call within a second (SIGINT sent to a child process)."""
+"""Ctrl-C stops every long call within a second (SIGINT sent to a child process).
+
+`cover` is tested in test_cover.py; the rest of the long calls are here."""
 
 import pytest
 from interrupts import seconds_to_stop
@@ -29,3 +31,40 @@ def test_sigint_stops_exact_patterns_within_a_second():
     x = np.random.default_rng(0).normal(size=(20, 1, 2))  # about 20 s of search
     """
     assert seconds_to_stop(setup, "moecover.routing.exact_patterns(spec, x, n_threads=2)") < 1.0
+
+
+POINTS = """
+import numpy as np, moecover
+rng = np.random.default_rng(0)
+points = rng.uniform(-1, 1, size=(400_000, 8)) @ rng.normal(size=(8, 64))  # several seconds per net
+"""
+
+COVER_CALLS = {
+    "greedy_net": "moecover.greedy_net(points, 0.5, n_threads=2)",
+    "CoverStream.add": "moecover.CoverStream([4.0, 1.0, 0.5], dim=64, n_threads=2).add(points)",
+}
+
+
+@pytest.mark.parametrize("name", sorted(COVER_CALLS))
+def test_sigint_stops_covering_calls_within_a_second(name):
+    assert seconds_to_stop(POINTS, COVER_CALLS[name]) < 1.0
+
+
+def test_sigint_stops_count_patterns_within_a_second():
+    # all-equal routes: no group ever splits, so every input re-hashes all 8e6 samples (>10 s);
+    # np.zeros pages are never written, so the 2 GB cost no memory
+    setup = """
+    import numpy as np, moecover
+    routes = np.zeros((8_000_000, 64, 1, 1), dtype=np.uint32)
+    """
+    assert seconds_to_stop(setup, "moecover.routing.count_patterns(routes, n_threads=2)") < 1.0
+
+
+def test_sigint_stops_estimate_entropy_within_a_second():
+    setup = """
+    import numpy as np, moecover
+    spec = moecover.MoESpec(experts=4, top_k=2, d_model=4, expert_hidden=8)
+    x = moecover.inputs.box(32, d_model=4, rng=0)
+    """
+    call = "moecover.estimate_entropy(spec, x, 2_000_000, replicates=3, rng=0, n_threads=2)"
+    assert seconds_to_stop(setup, call, delay=2.0) < 1.0

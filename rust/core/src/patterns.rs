@@ -8,7 +8,7 @@
 //!    the last step the dataset-wide groups, numbered in order of first appearance.
 
 use crate::error::{Error, Result};
-use crate::parallel::{pool, Interrupt};
+use crate::parallel::{chunk_len, pool, run_chunked, Interrupt};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
@@ -57,23 +57,21 @@ pub fn count_patterns(
         });
     }
     let pool = pool(n_threads)?;
-    if interrupt() {
-        return Err(Error::Interrupted);
-    }
-    let per_input: Vec<(Vec<u32>, u64)> = pool.install(|| {
-        (0..n)
-            .into_par_iter()
-            .map(|i| {
-                let row = |s: usize| &routes[(s * n + i) * width..(s * n + i + 1) * width];
-                if width <= 4 {
-                    // Up to four 32-bit ranks pack exactly into one u128: a cheaper key to hash.
-                    first_appearance_ids(m, |s| row(s).iter().fold(0u128, |key, &r| key << 32 | u128::from(r)))
-                } else {
-                    first_appearance_ids(m, row)
-                }
-            })
-            .collect()
-    });
+    // One input's ids take O(m) hashing; a chunk gives each thread about one input (more when m
+    // is small), so Ctrl-C is answered after at most one input's work per thread.
+    let chunk = (chunk_len(m, n_threads) / 4).max(n_threads);
+    let mut per_input: Vec<(Vec<u32>, u64)> = Vec::with_capacity(n);
+    run_chunked(&pool, n, chunk, interrupt, |inputs| {
+        per_input.par_extend(inputs.into_par_iter().map(|i| {
+            let row = |s: usize| &routes[(s * n + i) * width..(s * n + i + 1) * width];
+            if width <= 4 {
+                // Up to four 32-bit ranks pack exactly into one u128: a cheaper key to hash.
+                first_appearance_ids(m, |s| row(s).iter().fold(0u128, |key, &r| key << 32 | u128::from(r)))
+            } else {
+                first_appearance_ids(m, row)
+            }
+        }))
+    })?;
     let mut growth = Vec::with_capacity(n);
     let mut group = per_input[0].0.clone();
     growth.push(per_input[0].1);
