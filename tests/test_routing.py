@@ -29,6 +29,24 @@ def test_rank_accepts_any_order_and_rejects_bad_sets():
             routing.rank(bad)
 
 
+@pytest.mark.timeout(10)
+def test_large_ranks_are_exact_or_refused_never_slow_or_wrapped():
+    # ranks of large expert indices against the closed form Σ C(s_i, i) in Python integers
+    big = (7, 1_000_000, 2_000_000)  # C(2e6, 3) ≈ 1.3e18 < 2^64
+    assert routing.rank(big) == reference.colex_rank(big)
+    assert routing.unrank(reference.colex_rank(big), 3) == big
+    assert routing.unrank(2**32 - 1, 1) == (2**32 - 1,)
+    # past that an expert index would need 33 bits: a linear search would run for 2^63 steps
+    for rank, top_k in ((2**32, 1), (2**63, 1), (2**64 - 1, 2)):
+        with pytest.raises(ValueError, match="rank"):
+            routing.unrank(rank, top_k)
+    # C(2^32 − 1, 4) > 2^64: refused, not saturated to a wrong value
+    with pytest.raises(ValueError, match="subset"):
+        routing.rank([1, 2, 3_000_000_000, 2**32 - 1])
+    with pytest.raises(ValueError, match="top_k"):
+        routing.unrank(0, 10**12)
+
+
 def test_sizes_that_do_not_fit_uint32_are_refused():
     with pytest.raises(ValueError, match="top_k"):
         routing.subsets(64, 16)

@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 _MAX_PATTERNS = 2**32
+_MAX_TOP_K = 2**16  # the core refuses larger sizes (spec.rs MAX_SIZE)
 
 
 def _check_sizes(experts: int, top_k: int) -> tuple[int, int]:
@@ -67,6 +68,8 @@ def unrank(rank: int, top_k: int) -> tuple[int, ...]:
     """The top_k-subset (ascending) whose colex rank is `rank`."""
     rank = positive_int("rank", rank, minimum=0)
     top_k = positive_int("top_k", top_k)
+    if top_k > _MAX_TOP_K:
+        raise ValueError(f"top_k: must be <= {_MAX_TOP_K} (the largest MoESpec), got {top_k}")
     if rank >= 2**64:
         raise ValueError(f"rank: must be < 2**64, got {rank}")
     return tuple(_core.unrank(rank, top_k))

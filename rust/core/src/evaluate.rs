@@ -43,6 +43,17 @@ fn check_inputs(spec: &MoeSpec, inputs: &[f64]) -> Result<usize> {
     Ok(inputs.len() / per)
 }
 
+/// Sample indices `start .. start + m` must all exist (they key each sample's random stream).
+fn check_range(start: u64, m: usize) -> Result<()> {
+    if start.checked_add(m as u64).is_none() {
+        return Err(Error::invalid(
+            "start",
+            format!("start + m = {start} + {m} exceeds the 2^64 sample indices of a seed"),
+        ));
+    }
+    Ok(())
+}
+
 fn check_pinned(spec: &MoeSpec, pinned: &Pinned) -> Result<()> {
     let total = spec.total_params();
     for (offset, values) in pinned {
@@ -145,6 +156,7 @@ pub fn evaluate_sampled(
     interrupt: Interrupt,
 ) -> Result<Evaluation> {
     check_pinned(spec, pinned)?;
+    check_range(start, m)?;
     run(
         spec,
         inputs,
@@ -166,6 +178,7 @@ pub fn sample_params(
     interrupt: Interrupt,
 ) -> Result<Vec<f64>> {
     check_pinned(spec, pinned)?;
+    check_range(start, m)?;
     let p = spec.total_params();
     let mut params = vec![0.0; checked_len("m", &[m, p])?];
     if m == 0 || p == 0 {
@@ -248,5 +261,17 @@ mod tests {
             sample_params(&spec, 0, 0, 1, &pinned, 1, &mut never()),
             Err(Error::InvalidArgument { argument: "pinned", .. })
         ));
+        // found by the evaluate_input fuzz target: start + m past 2^64 overflowed a sample index
+        for m in [2, 1 << 20] {
+            assert!(matches!(
+                evaluate_sampled(&spec, &x, 0, u64::MAX, m, &Vec::new(), 2, &mut never()),
+                Err(Error::InvalidArgument { argument: "start", .. })
+            ));
+            assert!(matches!(
+                sample_params(&spec, 0, u64::MAX - 1, m, &Vec::new(), 1, &mut never()),
+                Err(Error::InvalidArgument { argument: "start", .. })
+            ));
+        }
+        assert!(evaluate_sampled(&spec, &x, 0, u64::MAX - 1, 1, &Vec::new(), 1, &mut never()).is_ok());
     }
 }

@@ -29,23 +29,44 @@ pub fn rank(subset: &[u32]) -> Result<u64> {
         if i > 0 && subset[i - 1] >= s {
             return Err(Error::invalid("subset", "must be strictly increasing expert indices"));
         }
-        total = total.saturating_add(binomial(u64::from(s), i as u64 + 1));
+        // binomial saturates at u64::MAX; a rank that large does not fit, so it is an error
+        let term = binomial(u64::from(s), i as u64 + 1);
+        total = total
+            .checked_add(term)
+            .filter(|_| term < u64::MAX)
+            .ok_or_else(|| Error::invalid("subset", "its colex rank does not fit in 64 bits"))?;
     }
     Ok(total)
 }
 
-/// The subset of size `top_k` with the given colex rank, written into `out` (ascending).
-/// Greedy from the largest element: `s_k` is the largest s with `C(s, k) <= rank`.
-pub fn unrank(mut rank: u64, out: &mut [u32]) {
+/// The subset of size `top_k = out.len()` with the given colex rank, written into `out` (ascending).
+/// From the largest element down, `s_i` is the largest s with `C(s, i) <= rank` (the rest of the
+/// rank); a binary search over s keeps this O(k log) for any rank, where a linear scan would run
+/// for up to 2^32 steps. Errors when an element would not fit in u32 (the rank is too large for k).
+pub fn unrank(mut rank: u64, out: &mut [u32]) -> Result<()> {
     let k = out.len();
-    for i in (1..=k).rev() {
-        let mut s = i as u64 - 1; // C(i−1, i) = 0 is always <= rank
-        while binomial(s + 1, i as u64) <= rank {
-            s += 1;
+    let beyond = u64::from(u32::MAX) + 1;
+    for i in (1..=k as u64).rev() {
+        if binomial(beyond, i) <= rank {
+            return Err(Error::invalid(
+                "rank",
+                format!("rank {rank} of a {k}-subset needs an expert index of 2^32 or more"),
+            ));
         }
-        rank -= binomial(s, i as u64);
-        out[i - 1] = s as u32;
+        // C(s, i) is non-decreasing in s >= i − 1 with C(i − 1, i) = 0 <= rank < C(beyond, i).
+        let (mut low, mut high) = (i - 1, beyond);
+        while high - low > 1 {
+            let middle = low + (high - low) / 2;
+            if binomial(middle, i) <= rank {
+                low = middle;
+            } else {
+                high = middle;
+            }
+        }
+        rank -= binomial(low, i);
+        out[i as usize - 1] = low as u32;
     }
+    Ok(())
 }
 
 /// Every `top_k`-subset of `0..experts` in colex order, flat (`C(experts, top_k) × top_k`).
@@ -59,7 +80,7 @@ pub fn subsets(experts: u32, top_k: usize) -> Result<Vec<u32>> {
     }
     let mut out = vec![0u32; count as usize * top_k];
     for (r, subset) in out.chunks_exact_mut(top_k).enumerate() {
-        unrank(r as u64, subset);
+        unrank(r as u64, subset)?;
     }
     Ok(out)
 }
@@ -111,6 +132,24 @@ mod tests {
     }
 
     #[test]
+    fn unrank_is_fast_and_refuses_ranks_past_u32_experts() {
+        let mut one = [0u32; 1];
+        unrank(u64::from(u32::MAX), &mut one).expect("the largest u32 expert");
+        assert_eq!(one, [u32::MAX]);
+        // a linear scan would take 2^32 steps for the first and never end for the second
+        assert!(unrank(u64::from(u32::MAX) + 1, &mut one).is_err());
+        assert!(unrank(u64::MAX, &mut one).is_err());
+        let mut three = [0u32; 3];
+        let big = [7u32, 1_000_000, 2_000_000]; // C(2·10^6, 3) ≈ 1.3·10^18 < 2^64
+        unrank(rank(&big).expect("increasing"), &mut three).expect("fits");
+        assert_eq!(three, big);
+        assert!(
+            rank(&[1, 2, 3_000_000_000, u32::MAX]).is_err(),
+            "C(2^32 − 1, 4) > 2^64: no silent saturation"
+        );
+    }
+
+    #[test]
     fn rank_is_position_in_colex_order_and_unrank_inverts_it() {
         for m in 1..=12u32 {
             for k in 1..=m as usize {
@@ -122,7 +161,7 @@ mod tests {
                     assert_eq!(rank(subset).expect("increasing"), position as u64);
                     let as_usize: Vec<usize> = subset.iter().map(|&s| s as usize).collect();
                     assert_eq!(table.rank(&as_usize) as usize, position);
-                    unrank(position as u64, &mut out);
+                    unrank(position as u64, &mut out).expect("ranks below C(M, k) unrank");
                     assert_eq!(&out, subset);
                 }
             }

@@ -79,7 +79,7 @@ proptest! {
         for (r, subset) in all.chunks_exact(k).enumerate() {
             prop_assert!(subset.windows(2).all(|w| w[0] < w[1]) && subset[k - 1] < experts);
             prop_assert_eq!(rank(subset).expect("increasing"), r as u64);
-            unrank(r as u64, &mut out);
+            unrank(r as u64, &mut out).expect("a rank below C(M, k)");
             prop_assert_eq!(&out[..], subset);
             if let Some(before) = &previous {
                 // colex: compare from the largest element down

@@ -308,10 +308,10 @@ fn rank(subset: Vec<u32>) -> PyResult<u64> {
 
 /// The `top_k`-subset with colex rank `rank`.
 #[pyfunction]
-fn unrank(rank: u64, top_k: usize) -> Vec<u32> {
+fn unrank(rank: u64, top_k: usize) -> PyResult<Vec<u32>> {
     let mut out = vec![0u32; top_k];
-    routing::unrank(rank, &mut out);
-    out
+    routing::unrank(rank, &mut out).map_err(to_pyerr)?;
+    Ok(out)
 }
 
 type FlatPatternCounts<'py> = (Vec<u64>, Bound<'py, PyArray1<u32>>, Vec<u64>);
