@@ -171,3 +171,29 @@ def test_sigint_stops_cover_within_a_second():
     points = rng.uniform(-1, 1, size=(400_000, 8)) @ rng.normal(size=(8, 64))
     """
     assert seconds_to_stop(setup, "moecover.cover(points, np.geomspace(4, 0.5, 12), n_threads=2)") < 1.0
+
+
+def test_nets_that_outgrow_memory_stop_with_too_large_error(monkeypatch):
+    import moecover._cover as cover_module
+    from moecover import TooLargeError
+
+    # pretend the machine has 200 kB: 6000 distinct points at a tiny scale are 6000 centres
+    monkeypatch.setattr(cover_module, "physical_memory_bytes", lambda: 200_000)
+    points = np.random.default_rng(0).normal(size=(6000, 4))
+    with pytest.raises(TooLargeError, match=r"deltas: the nets hold \[\d+\] centres \(about .* MiB\)"):
+        cover(points, [1e-6])
+    stream = CoverStream([1e-6], dim=4)
+    with pytest.raises(MemoryError, match="MiB"):
+        stream.add(points)
+    # at a coarse scale the net is small and the same limit is no obstacle
+    assert cover(points, [10.0]).net_sizes.tolist() == [1]
+
+
+def test_greedy_net_refuses_an_assignment_larger_than_memory(monkeypatch):
+    import moecover._cover as cover_module
+    from moecover import TooLargeError
+
+    monkeypatch.setattr(cover_module, "physical_memory_bytes", lambda: 1000)
+    monkeypatch.setattr("moecover._checks.physical_memory_bytes", lambda: 1000)
+    with pytest.raises(TooLargeError, match="points: .* GiB"):
+        greedy_net(np.zeros((100, 2)), 0.5)

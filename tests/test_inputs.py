@@ -67,3 +67,11 @@ def test_same_seed_same_points_and_plain_arrays_in_numpy():
 def test_bad_sizes_name_the_argument(call, name):
     with pytest.raises(ValueError, match=name):
         call()
+
+
+@pytest.mark.parametrize("sampler", ["box", "sphere", "torus", "swiss_roll", "grid"])
+def test_sizes_beyond_memory_are_refused_before_any_work(sampler):
+    from moecover import TooLargeError
+
+    with pytest.raises(TooLargeError, match=r"^n: .* GiB"):
+        getattr(inputs, sampler)(10**13)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ._checks import positive_int
+from ._checks import check_bytes, positive_int
 from ._rng import RngLike, resolve_seed
 
 __all__ = ["Inputs", "box", "grid", "sphere", "swiss_roll", "torus"]
@@ -43,6 +43,8 @@ def _sizes(n: int, seq_len: int, d_model: int, intrinsic: int | None = None, min
         raise ValueError(f"d_model: this manifold needs d_model >= {minimum_ambient}, got {d_model}")
     if intrinsic is not None and intrinsic > d_model:
         raise ValueError(f"dim: intrinsic dimension {intrinsic} exceeds d_model = {d_model}")
+    # the tokens, their intrinsic coordinates and one temporary of the embedding
+    check_bytes("n", 3 * 8 * n * seq_len * d_model, f"{n} inputs of {seq_len} x {d_model}")
     return n, seq_len, d_model
 
 

@@ -195,12 +195,22 @@ impl<T: Real> ScaleNet<T> {
     }
 }
 
+fn human_bytes(bytes: usize) -> String {
+    let mib = bytes as f64 / f64::from(1u32 << 20);
+    if mib >= 1024.0 {
+        format!("{:.3} GiB", mib / 1024.0)
+    } else {
+        format!("{mib:.3} MiB")
+    }
+}
+
 /// Greedy nets at several scales over a stream of points of fixed dimension.
 pub struct MultiNet<T: Real> {
     dim: usize,
     scales: Vec<ScaleNet<T>>,
     axes: Option<Vec<usize>>,
     n_points: u64,
+    memory_limit: usize,
 }
 
 /// The coordinates with the largest spread in `points` (ties to the lower index): the grid axes.
@@ -255,7 +265,25 @@ impl<T: Real> MultiNet<T> {
             scales,
             axes: None,
             n_points: 0,
+            memory_limit: usize::MAX,
         })
+    }
+
+    /// Stops `add` with [`Error::TooLarge`] once the nets would hold more than `bytes`: how
+    /// large a net grows depends on the data, so this is checked as it grows, after each block.
+    pub fn with_memory_limit(mut self, bytes: usize) -> Self {
+        self.memory_limit = bytes;
+        self
+    }
+
+    /// Approximate bytes held: per centre its coordinates, its index, and its id in the 3^axes
+    /// grid cells around it; per point its assignment when kept.
+    pub fn memory_bytes(&self) -> usize {
+        let per_centre = self.dim * std::mem::size_of::<T>() + 8 + 4 * 3usize.pow(GRID_AXES.min(self.dim) as u32);
+        self.scales
+            .iter()
+            .map(|s| s.opened_at.len() * per_centre + s.assignment.as_ref().map_or(0, |a| 8 * a.len()))
+            .sum()
     }
 
     /// Scans `points` (row-major, `len = rows × dim`) after everything added before.
@@ -289,6 +317,20 @@ impl<T: Real> MultiNet<T> {
                     .for_each(|scale| scale.add_block(block, dim, &axes, first))
             });
             self.n_points += (block.len() / dim) as u64;
+            let held = self.memory_bytes();
+            if held > self.memory_limit {
+                return Err(Error::TooLarge {
+                    argument: "deltas",
+                    message: format!(
+                        "the nets hold {:?} centres (about {}) after {} points, more than the limit of {}; \
+                         use fewer or larger scales, or fewer points",
+                        self.net_sizes(),
+                        human_bytes(held),
+                        self.n_points,
+                        human_bytes(self.memory_limit)
+                    ),
+                });
+            }
         }
         Ok(())
     }
@@ -394,6 +436,25 @@ mod tests {
                 ((state >> 40) % 64) as f64 / 16.0
             })
             .collect()
+    }
+
+    #[test]
+    fn nets_past_the_memory_limit_stop_with_too_large() {
+        let points: Vec<f64> = (0..3 * 5000).map(|i| i as f64).collect(); // 5000 distinct points, dim 3
+        let mut nets = MultiNet::<f64>::new(&[0.5, 0.25], 3, false)
+            .expect("valid")
+            .with_memory_limit(100_000);
+        let error = nets
+            .add(&points, 1, &mut never())
+            .expect_err("5000 centres per scale exceed 100 kB");
+        assert!(matches!(error, Error::TooLarge { argument: "deltas", .. }), "{error:?}");
+        // a generous limit changes nothing
+        let mut roomy = MultiNet::<f64>::new(&[0.5, 0.25], 3, false)
+            .expect("valid")
+            .with_memory_limit(1 << 30);
+        roomy.add(&points, 1, &mut never()).expect("fits");
+        assert_eq!(roomy.net_sizes(), vec![5000, 5000]);
+        assert!(roomy.memory_bytes() >= 2 * 5000 * 3 * 8);
     }
 
     #[test]

@@ -7,6 +7,9 @@ pub enum Error {
     /// A user-supplied value is out of its domain. `argument` names it as the Python API does.
     #[error("{argument}: {message}")]
     InvalidArgument { argument: &'static str, message: String },
+    /// A computation would need more memory than its limit; `argument` names what to change.
+    #[error("{argument}: {message}")]
+    TooLarge { argument: &'static str, message: String },
     /// The interrupt check between chunks asked the computation to stop (Ctrl-C in Python).
     #[error("interrupted")]
     Interrupted,

@@ -8,12 +8,13 @@ use moecover_core::parallel::Interrupt;
 use moecover_core::sampling::Pinned;
 use moecover_core::{evaluate, exact, patterns, routing, Error, MoeSpec, SpecOptions};
 use numpy::{Element, IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
-use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyMemoryError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
 fn to_pyerr(error: Error) -> PyErr {
     match error {
         Error::InvalidArgument { .. } => PyValueError::new_err(error.to_string()),
+        Error::TooLarge { .. } => PyMemoryError::new_err(error.to_string()),
         Error::Interrupted => PyKeyboardInterrupt::new_err("interrupted"),
         Error::ThreadPool(_) => PyRuntimeError::new_err(error.to_string()),
     }
@@ -211,11 +212,19 @@ fn add_points<T: Real + Element>(
 #[pymethods]
 impl CoverEngine {
     #[new]
-    fn new(deltas: Vec<f64>, dim: usize, double: bool, keep_assignment: bool) -> PyResult<Self> {
+    fn new(deltas: Vec<f64>, dim: usize, double: bool, keep_assignment: bool, memory_limit: usize) -> PyResult<Self> {
         let nets = if double {
-            Nets::F64(MultiNet::new(&deltas, dim, keep_assignment).map_err(to_pyerr)?)
+            Nets::F64(
+                MultiNet::new(&deltas, dim, keep_assignment)
+                    .map_err(to_pyerr)?
+                    .with_memory_limit(memory_limit),
+            )
         } else {
-            Nets::F32(MultiNet::new(&deltas, dim, keep_assignment).map_err(to_pyerr)?)
+            Nets::F32(
+                MultiNet::new(&deltas, dim, keep_assignment)
+                    .map_err(to_pyerr)?
+                    .with_memory_limit(memory_limit),
+            )
         };
         Ok(CoverEngine { nets })
     }
