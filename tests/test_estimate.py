@@ -56,6 +56,16 @@ def test_fields_have_documented_shapes_and_invariants(small):
     assert est.provenance["samples"] == 8_000 and est.provenance["seed"] == 5
 
 
+def test_replicates_are_independent_samples(small):
+    spec, x, est = small
+    seeds = est.provenance["replicate_seeds"]
+    assert len(set(seeds)) == len(seeds) == 2 and est.provenance["seed"] not in seeds
+    # different samples give different nets at some scale (equal everywhere would mean the
+    # replicates re-ran the same samples, and the error bars would be zero by construction)
+    assert (est.net_sizes[0] != est.net_sizes[1]).any()
+    assert est.log_covering_min.sum() < est.log_covering_max.sum()
+
+
 def test_too_many_groups_leave_the_union_ratio_unknown(small):
     spec, x, est = small
     assert est.routing["dataset_all_samples"] > 3

@@ -111,6 +111,20 @@ def test_sub_range_regenerates_rows_of_the_full_run():
     np.testing.assert_array_equal(part.routes, full_eval.routes[350:])
 
 
+def test_sub_range_replay_holds_across_work_chunks():
+    # 1000 inputs make each sample's work large enough that 5000 samples span a few of the core's
+    # chunks (about 2400 samples each at one thread here); each sample is still keyed by its index
+    # in the seed, not by its place in a chunk
+    spec = MoESpec(experts=2, top_k=1, d_model=1, expert="constant")
+    x = np.linspace(-1, 1, 1000).reshape(1000, 1, 1)
+    full = evaluate_sampled(spec, x, 5000, rng=3, n_threads=1)
+    for start in (0, 2500, 4900):
+        part = evaluate_sampled(spec, x, 100, rng=3, start=start, n_threads=1)
+        np.testing.assert_array_equal(part.values, full.values[start:start + 100])
+    direct = evaluate(spec, sample_params(spec, 5000, rng=3), x, n_threads=2)
+    assert direct.values.tobytes() == full.values.tobytes()
+
+
 def test_pinned_blocks_replace_values_and_leave_the_rest_alone():
     weight = np.arange(20.0).reshape(5, 4) / 20
     free = sample_params(SPEC, 10, rng=1)

@@ -61,6 +61,7 @@ pub fn flops_per_input(spec: &MoeSpec) -> usize {
 }
 
 /// `out = a · W` for `a` (rows × D) and `W` (D × D) row-major.
+#[inline(always)]
 fn matmul_square(a: &[f64], w: &[f64], d: usize, out: &mut [f64]) {
     for (row, out_row) in a.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
         out_row.fill(0.0);
@@ -86,8 +87,9 @@ fn softmax(values: &mut [f64]) {
 }
 
 /// `Attn(H) = concat_h softmax_rows(Q_h K_hᵀ / √d_h) V_h · W_O`, written into `ws.attn`.
-fn attention(spec: &MoeSpec, theta: &[f64], layer: usize, input: &[f64], ws: &mut Workspace) {
-    let (l, d) = (spec.seq_len, spec.d_model);
+#[inline(always)]
+fn attention<const D: usize>(spec: &MoeSpec, theta: &[f64], layer: usize, input: &[f64], ws: &mut Workspace) {
+    let (l, d) = (spec.seq_len, d_model::<D>(spec));
     let dd = d * d;
     let [wq, wk, wv, wo] = spec.offsets(layer).attn;
     matmul_square(input, &theta[wq..wq + dd], d, &mut ws.q);
@@ -119,8 +121,16 @@ fn attention(spec: &MoeSpec, theta: &[f64], layer: usize, input: &[f64], ws: &mu
 }
 
 /// `out += gate · E_j(z)`, accumulated in place (no intermediate buffer).
-fn add_expert(spec: &MoeSpec, params: &[f64], z: &[f64], gate: f64, hidden: &mut [f64], out: &mut [f64]) {
-    let (d, h) = (spec.d_model, spec.expert_hidden);
+#[inline(always)]
+fn add_expert<const D: usize, const H: usize>(
+    spec: &MoeSpec,
+    params: &[f64],
+    z: &[f64],
+    gate: f64,
+    hidden: &mut [f64],
+    out: &mut [f64],
+) {
+    let (d, h) = (d_model::<D>(spec), expert_hidden::<H>(spec));
     match spec.expert {
         ExpertKind::Constant => {
             for (o, &c) in out.iter_mut().zip(&params[..d]) {
@@ -149,22 +159,50 @@ fn add_expert(spec: &MoeSpec, params: &[f64], z: &[f64], gate: f64, hidden: &mut
 
 /// The `k` highest scores as `(score, expert)`, highest first; equal scores rank the lower expert
 /// first (insertion after every kept score that is >= the new one), as MATH.md §1 requires.
+#[inline(always)]
 fn select_top_k(scores: &[f64], k: usize, top: &mut Vec<(f64, usize)>) {
     top.clear();
     for (j, &s) in scores.iter().enumerate() {
-        if top.len() == k && s <= top[k - 1].0 {
-            continue;
+        if top.len() == k {
+            if s <= top[k - 1].0 {
+                continue;
+            }
+            top.pop();
         }
-        let position = top.iter().position(|&(kept, _)| s > kept).unwrap_or(top.len());
-        top.insert(position, (s, j));
-        top.truncate(k);
+        // insertion sort by hand: a Vec::insert calls memmove, which dominated this loop
+        top.push((s, j));
+        let mut i = top.len() - 1;
+        while i > 0 && top[i - 1].0 < s {
+            top[i] = top[i - 1];
+            i -= 1;
+        }
+        top[i] = (s, j);
     }
+}
+
+/// Writes the top-k experts of `scores` into `selected` in ascending expert order (ties to the
+/// lower expert, MATH.md §1) and returns the highest score.
+#[inline(always)]
+fn select_experts(scores: &[f64], k: usize, selected: &mut Vec<usize>, top: &mut Vec<(f64, usize)>) -> f64 {
+    select_top_k(scores, k, top);
+    selected.clear();
+    selected.extend(top.iter().map(|&(_, j)| j));
+    selected.sort_unstable();
+    top[0].0
 }
 
 /// `MoE(Z)_t = Σ_{j∈S_t} g_{t,j} E_j(z_t)` for every token, into `ws.moe`; the colex rank of each
 /// token's expert set into `routes` (length ℓ).
-fn mixture(spec: &MoeSpec, theta: &[f64], layer: usize, input: &[f64], ws: &mut Workspace, routes: &mut [u32]) {
-    let d = spec.d_model;
+#[inline(always)]
+fn mixture<const D: usize, const H: usize>(
+    spec: &MoeSpec,
+    theta: &[f64],
+    layer: usize,
+    input: &[f64],
+    ws: &mut Workspace,
+    routes: &mut [u32],
+) {
+    let d = d_model::<D>(spec);
     let offsets = spec.offsets(layer);
     let weight = &theta[offsets.router_weight..offsets.router_bias];
     let bias = &theta[offsets.router_bias..offsets.experts];
@@ -173,15 +211,12 @@ fn mixture(spec: &MoeSpec, theta: &[f64], layer: usize, input: &[f64], ws: &mut 
         for ((s, row), &b) in ws.scores.iter_mut().zip(weight.chunks_exact(d)).zip(bias) {
             *s = row.iter().zip(z).map(|(w, x)| w * x).sum::<f64>() + b;
         }
-        select_top_k(&ws.scores, spec.top_k, &mut ws.top);
-        ws.selected.clear();
-        ws.selected.extend(ws.top.iter().map(|&(_, j)| j));
-        ws.selected.sort_unstable();
+        // The largest selected score (the overall maximum) is the softmax shift below.
+        let shift = select_experts(&ws.scores, spec.top_k, &mut ws.selected, &mut ws.top);
         routes[t] = ws.ranks.rank(&ws.selected);
 
-        // Gate weights in ascending expert order; each exponential is taken once. The largest
-        // selected score (the overall maximum) is the softmax shift, so no exponent overflows.
-        let shift = ws.top[0].0;
+        // Gate weights in ascending expert order; each exponential is taken once, and the shift
+        // keeps every exponent <= 0, so none overflows.
         ws.gates.clear();
         match spec.gate {
             Gate::Uniform => ws.gates.resize(spec.top_k, 1.0 / spec.top_k as f64),
@@ -203,14 +238,71 @@ fn mixture(spec: &MoeSpec, theta: &[f64], layer: usize, input: &[f64], ws: &mut 
         out.fill(0.0);
         for (&j, &gate) in ws.selected.iter().zip(&ws.gates) {
             let start = offsets.experts + j * expert_size;
-            add_expert(spec, &theta[start..start + expert_size], z, gate, &mut ws.hidden, out);
+            add_expert::<D, H>(spec, &theta[start..start + expert_size], z, gate, &mut ws.hidden, out);
         }
+    }
+}
+
+/// `D` when it is not 0, else the spec's d_model: [`forward`] instantiates the pass for the small
+/// widths so that every loop over D has a trip count known at compile time (unrolled, vectorised).
+#[inline(always)]
+fn d_model<const D: usize>(spec: &MoeSpec) -> usize {
+    if D == 0 {
+        spec.d_model
+    } else {
+        D
+    }
+}
+
+/// `H` when it is not 0, else the spec's expert_hidden (as [`d_model`]).
+#[inline(always)]
+fn expert_hidden<const H: usize>(spec: &MoeSpec) -> usize {
+    if H == 0 {
+        spec.expert_hidden
+    } else {
+        H
     }
 }
 
 /// Evaluates `f_θ(X)`: writes the readout into `values` (length `output_dim`) and the routing
 /// pattern, layer-major (`layers × seq_len` colex ranks), into `routes`.
 pub fn forward(spec: &MoeSpec, theta: &[f64], x: &[f64], ws: &mut Workspace, values: &mut [f64], routes: &mut [u32]) {
+    // The same code at each width, the same operations in the same order: the same bits.
+    match spec.d_model {
+        1 => forward_with_d::<1>(spec, theta, x, ws, values, routes),
+        2 => forward_with_d::<2>(spec, theta, x, ws, values, routes),
+        3 => forward_with_d::<3>(spec, theta, x, ws, values, routes),
+        4 => forward_with_d::<4>(spec, theta, x, ws, values, routes),
+        8 => forward_with_d::<8>(spec, theta, x, ws, values, routes),
+        _ => forward_with_d::<0>(spec, theta, x, ws, values, routes),
+    }
+}
+
+fn forward_with_d<const D: usize>(
+    spec: &MoeSpec,
+    theta: &[f64],
+    x: &[f64],
+    ws: &mut Workspace,
+    values: &mut [f64],
+    routes: &mut [u32],
+) {
+    match spec.expert_hidden {
+        2 => forward_at::<D, 2>(spec, theta, x, ws, values, routes),
+        4 => forward_at::<D, 4>(spec, theta, x, ws, values, routes),
+        8 => forward_at::<D, 8>(spec, theta, x, ws, values, routes),
+        16 => forward_at::<D, 16>(spec, theta, x, ws, values, routes),
+        _ => forward_at::<D, 0>(spec, theta, x, ws, values, routes),
+    }
+}
+
+fn forward_at<const D: usize, const H: usize>(
+    spec: &MoeSpec,
+    theta: &[f64],
+    x: &[f64],
+    ws: &mut Workspace,
+    values: &mut [f64],
+    routes: &mut [u32],
+) {
     let l = spec.seq_len;
     ws.h.copy_from_slice(x);
     for layer in 0..spec.layers {
@@ -218,7 +310,7 @@ pub fn forward(spec: &MoeSpec, theta: &[f64], x: &[f64], ws: &mut Workspace, val
         let with_attention = spec.heads > 0;
         if with_attention {
             let h = std::mem::take(&mut ws.h);
-            attention(spec, theta, layer, &h, ws);
+            attention::<D>(spec, theta, layer, &h, ws);
             ws.h = h;
         }
         match spec.block {
@@ -231,7 +323,7 @@ pub fn forward(spec: &MoeSpec, theta: &[f64], x: &[f64], ws: &mut Workspace, val
                     }
                 }
                 let y = std::mem::take(&mut ws.y);
-                mixture(spec, theta, layer, &y, ws, layer_routes);
+                mixture::<D, H>(spec, theta, layer, &y, ws, layer_routes);
                 for ((h, y), m) in ws.h.iter_mut().zip(&y).zip(&ws.moe) {
                     *h = y + m;
                 }
@@ -240,7 +332,7 @@ pub fn forward(spec: &MoeSpec, theta: &[f64], x: &[f64], ws: &mut Workspace, val
             Block::Parallel => {
                 // H' = H + Attn(H) + MoE(H)
                 let h = std::mem::take(&mut ws.h);
-                mixture(spec, theta, layer, &h, ws, layer_routes);
+                mixture::<D, H>(spec, theta, layer, &h, ws, layer_routes);
                 ws.h = h;
                 for (i, h) in ws.h.iter_mut().enumerate() {
                     let attn = if with_attention { ws.attn[i] } else { 0.0 };
@@ -251,7 +343,7 @@ pub fn forward(spec: &MoeSpec, theta: &[f64], x: &[f64], ws: &mut Workspace, val
     }
     match spec.readout {
         Readout::Scalar => values[0] = ws.h[0],
-        Readout::Token0 => values.copy_from_slice(&ws.h[..spec.d_model]),
+        Readout::Token0 => values.copy_from_slice(&ws.h[..d_model::<D>(spec)]),
         Readout::All => values.copy_from_slice(&ws.h),
     }
 }
