@@ -48,6 +48,23 @@ def test_evaluate_matches_numpy_reference(case, options):
     np.testing.assert_allclose(got.values, want_values, rtol=1e-12, atol=1e-12 * np.abs(want_values).max())
 
 
+@pytest.mark.parametrize("heads", [0, 1])
+@pytest.mark.parametrize("expert_hidden", [2, 3, 4, 8, 16])
+@pytest.mark.parametrize("d_model", [1, 2, 3, 4, 5, 8])
+def test_every_compiled_width_matches_numpy_reference(d_model, expert_hidden, heads):
+    # the core compiles the forward pass separately for small d_model and expert_hidden (and
+    # folds one head's W_Q W_Kᵀ, W_V W_O per θ); each instance must compute the same function
+    spec = MoESpec(layers=2, experts=5, top_k=2, d_model=d_model, seq_len=3, heads=heads, expert_hidden=expert_hidden,
+                   readout="all")
+    rng = np.random.default_rng(d_model * 100 + expert_hidden)
+    inputs = rng.normal(size=(6, 3, d_model))
+    params = sample_params(spec, 5, rng=d_model)
+    got = evaluate(spec, params, inputs, n_threads=1)
+    want_values, want_routes = reference.evaluate(spec, params, inputs)
+    np.testing.assert_array_equal(got.routes, want_routes)
+    np.testing.assert_allclose(got.values, want_values, rtol=1e-12, atol=1e-12 * np.abs(want_values).max())
+
+
 def test_every_option_value_is_covered_by_the_reference_grid():
     specs = [random_spec(case, *options) for case, options in enumerate(OPTION_GRID)]
     assert {s.readout for s in specs} == {"scalar", "token0", "all"}

@@ -4,7 +4,7 @@
 //! from its own keyed stream, so the result is the same bits for any thread count or chunking.
 
 use crate::error::{Error, Result};
-use crate::model::{flops_per_input, forward, Workspace};
+use crate::model::{flops_per_input, forward, prepare, Workspace};
 use crate::parallel::{chunk_len, pool, run_chunked, Interrupt};
 use crate::sampling::{sample_row, Pinned};
 use crate::spec::MoeSpec;
@@ -104,6 +104,7 @@ fn run(
                             theta
                         }
                     };
+                    prepare(spec, theta, ws);
                     for ((x, v), rt) in inputs
                         .chunks_exact(x_len)
                         .zip(sample_values.chunks_exact_mut(o))

@@ -23,6 +23,8 @@ pub struct Workspace {
     selected: Vec<usize>,
     gates: Vec<f64>,
     hidden: Vec<f64>,
+    /// Per layer, for one head: `W_Q W_Kᵀ` then `W_V W_O` (D × D each), set by [`prepare`].
+    folded: Vec<f64>,
 }
 
 impl Workspace {
@@ -44,6 +46,14 @@ impl Workspace {
             selected: Vec::with_capacity(spec.top_k),
             gates: Vec::with_capacity(spec.top_k),
             hidden: vec![0.0; spec.expert_hidden],
+            folded: vec![
+                0.0;
+                if spec.heads == 1 {
+                    2 * spec.layers * spec.d_model * spec.d_model
+                } else {
+                    0
+                }
+            ],
         }
     }
 }
@@ -91,6 +101,9 @@ fn softmax(values: &mut [f64]) {
 fn attention<const D: usize>(spec: &MoeSpec, theta: &[f64], layer: usize, input: &[f64], ws: &mut Workspace) {
     let (l, d) = (spec.seq_len, d_model::<D>(spec));
     let dd = d * d;
+    if spec.heads == 1 {
+        return attention_one_head(l, d, layer, input, ws);
+    }
     let [wq, wk, wv, wo] = spec.offsets(layer).attn;
     matmul_square(input, &theta[wq..wq + dd], d, &mut ws.q);
     matmul_square(input, &theta[wk..wk + dd], d, &mut ws.k);
@@ -118,6 +131,57 @@ fn attention<const D: usize>(spec: &MoeSpec, theta: &[f64], layer: usize, input:
         }
     }
     matmul_square(&ws.context, &theta[wo..wo + dd], d, &mut ws.attn);
+}
+
+/// One head, with the per-θ products of [`prepare`]: scores `(x_t A) · x_u / √D` with
+/// `A = W_Q W_Kᵀ`, output `Σ_u p_tu (x_u B)` with `B = W_V W_O`. Two D × D products per token
+/// instead of four (the same function; the rounding differs from the four-product form only in the
+/// last bits).
+#[inline(always)]
+fn attention_one_head(l: usize, d: usize, layer: usize, input: &[f64], ws: &mut Workspace) {
+    let dd = d * d;
+    let (a, b) = ws.folded[2 * layer * dd..2 * (layer + 1) * dd].split_at(dd);
+    matmul_square(input, a, d, &mut ws.q);
+    matmul_square(input, b, d, &mut ws.v);
+    let scale = 1.0 / (d as f64).sqrt();
+    for t in 0..l {
+        let qa_t = &ws.q[t * d..(t + 1) * d];
+        for (u, x_u) in input.chunks_exact(d).enumerate() {
+            let dot: f64 = qa_t.iter().zip(x_u).map(|(a, b)| a * b).sum();
+            ws.attention_weights[u] = dot * scale;
+        }
+        softmax(&mut ws.attention_weights);
+        let out = &mut ws.attn[t * d..(t + 1) * d];
+        out.fill(0.0);
+        for (u, vb_u) in ws.v.chunks_exact(d).enumerate() {
+            let p = ws.attention_weights[u];
+            for (o, &v) in out.iter_mut().zip(vb_u) {
+                *o += p * v;
+            }
+        }
+    }
+}
+
+/// The per-θ work of a forward pass, done once before evaluating θ on many inputs: for one head,
+/// `W_Q W_Kᵀ` and `W_V W_O` of every layer (see [`attention_one_head`]). [`forward`] needs it.
+pub fn prepare(spec: &MoeSpec, theta: &[f64], ws: &mut Workspace) {
+    if spec.heads != 1 {
+        return;
+    }
+    let d = spec.d_model;
+    let dd = d * d;
+    for layer in 0..spec.layers {
+        let [wq, wk, wv, wo] = spec.offsets(layer).attn;
+        let (a, b) = ws.folded[2 * layer * dd..2 * (layer + 1) * dd].split_at_mut(dd);
+        for i in 0..d {
+            for j in 0..d {
+                let q_i = &theta[wq + i * d..wq + (i + 1) * d];
+                let k_j = &theta[wk + j * d..wk + (j + 1) * d];
+                a[i * d + j] = q_i.iter().zip(k_j).map(|(x, y)| x * y).sum();
+            }
+        }
+        matmul_square(&theta[wv..wv + dd], &theta[wo..wo + dd], d, b);
+    }
 }
 
 /// `out += gate · E_j(z)`, accumulated in place (no intermediate buffer).
@@ -265,7 +329,8 @@ fn expert_hidden<const H: usize>(spec: &MoeSpec) -> usize {
 }
 
 /// Evaluates `f_θ(X)`: writes the readout into `values` (length `output_dim`) and the routing
-/// pattern, layer-major (`layers × seq_len` colex ranks), into `routes`.
+/// pattern, layer-major (`layers × seq_len` colex ranks), into `routes`. Call [`prepare`] with
+/// this θ and workspace first (once per θ, however many inputs follow).
 pub fn forward(spec: &MoeSpec, theta: &[f64], x: &[f64], ws: &mut Workspace, values: &mut [f64], routes: &mut [u32]) {
     // The same code at each width, the same operations in the same order: the same bits.
     match spec.d_model {
@@ -369,6 +434,7 @@ mod tests {
         // router weight [1, 0, -1], bias [0, 0.5, 0], constants [10, 20, 40]
         let theta = [1.0, 0.0, -1.0, 0.0, 0.5, 0.0, 10.0, 20.0, 40.0];
         let mut ws = Workspace::new(&spec);
+        prepare(&spec, &theta, &mut ws);
         let (mut value, mut route) = ([0.0], [0u32]);
         // x = 2: scores [2, 0.5, -2] -> {0, 1}, colex rank 0
         forward(&spec, &theta, &[2.0], &mut ws, &mut value, &mut route);
@@ -394,6 +460,7 @@ mod tests {
         // All router scores 0: expert 0 wins; the gate of the one selected expert is 1.
         let theta = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0];
         let mut ws = Workspace::new(&spec);
+        prepare(&spec, &theta, &mut ws);
         let (mut value, mut route) = ([0.0], [9u32]);
         forward(&spec, &theta, &[0.25], &mut ws, &mut value, &mut route);
         assert_eq!((value[0], route[0]), (1.25, 0));
