@@ -28,3 +28,24 @@ impl Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// A zeroed vector of `factors.iter().product()` elements, for sizes that come from the user: a
+/// product that overflows, or an allocation the system refuses, is an error naming `argument`
+/// (Python sees a MemoryError) instead of an abort of the whole process.
+pub fn allocate<T: Clone + Default>(argument: &'static str, factors: &[usize]) -> Result<Vec<T>> {
+    let len = factors
+        .iter()
+        .try_fold(1usize, |acc, &f| acc.checked_mul(f))
+        .ok_or_else(|| Error::invalid(argument, "output size overflows the address space"))?;
+    let mut out = Vec::new();
+    out.try_reserve_exact(len).map_err(|_| Error::TooLarge {
+        argument,
+        message: format!(
+            "could not allocate {len} elements of {} bytes ({:.3} GiB)",
+            std::mem::size_of::<T>(),
+            (len as f64) * std::mem::size_of::<T>() as f64 / f64::from(1u32 << 30)
+        ),
+    })?;
+    out.resize(len, T::default());
+    Ok(out)
+}

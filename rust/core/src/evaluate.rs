@@ -3,7 +3,7 @@
 //! Work is split over samples: each sample's outputs occupy their own rows, each sample's θ comes
 //! from its own keyed stream, so the result is the same bits for any thread count or chunking.
 
-use crate::error::{Error, Result};
+use crate::error::{allocate, Error, Result};
 use crate::model::{flops_per_input, forward, prepare, Workspace};
 use crate::parallel::{chunk_len, pool, run_chunked, Interrupt};
 use crate::sampling::{sample_row, Pinned};
@@ -23,13 +23,6 @@ enum Source<'a> {
     Given(&'a [f64]),
     /// Drawn from `(seed, start + s)`, with pinned blocks.
     Sampled { seed: u64, start: u64, pinned: &'a Pinned },
-}
-
-fn checked_len(argument: &'static str, factors: &[usize]) -> Result<usize> {
-    factors
-        .iter()
-        .try_fold(1usize, |acc, &f| acc.checked_mul(f))
-        .ok_or_else(|| Error::invalid(argument, "output size overflows the address space"))
 }
 
 fn check_inputs(spec: &MoeSpec, inputs: &[f64]) -> Result<usize> {
@@ -77,8 +70,8 @@ fn run(
 ) -> Result<Evaluation> {
     let n = check_inputs(spec, inputs)?;
     let (o, r, p) = (spec.output_dim(), spec.routes_per_input(), spec.total_params());
-    let mut values = vec![0.0; checked_len("m", &[m, n, o])?];
-    let mut routes = vec![0u32; checked_len("m", &[m, n, r])?];
+    let mut values: Vec<f64> = allocate("m", &[m, n, o])?;
+    let mut routes: Vec<u32> = allocate("m", &[m, n, r])?;
     if m == 0 || n == 0 {
         return Ok(Evaluation { values, routes });
     }
@@ -181,7 +174,7 @@ pub fn sample_params(
     check_pinned(spec, pinned)?;
     check_range(start, m)?;
     let p = spec.total_params();
-    let mut params = vec![0.0; checked_len("m", &[m, p])?];
+    let mut params: Vec<f64> = allocate("m", &[m, p])?;
     if m == 0 || p == 0 {
         return Ok(params);
     }
@@ -274,5 +267,14 @@ mod tests {
             ));
         }
         assert!(evaluate_sampled(&spec, &x, 0, u64::MAX - 1, 1, &Vec::new(), 1, &mut never()).is_ok());
+        // sizes that fit usize but no machine's memory: an error naming m, not an abort
+        assert!(matches!(
+            sample_params(&spec, 0, 0, 1 << 50, &Vec::new(), 1, &mut never()),
+            Err(Error::TooLarge { argument: "m", .. })
+        ));
+        assert!(matches!(
+            evaluate_sampled(&spec, &x, 0, 0, 1 << 58, &Vec::new(), 1, &mut never()),
+            Err(Error::TooLarge { argument: "m", .. } | Error::InvalidArgument { argument: "m", .. })
+        ));
     }
 }

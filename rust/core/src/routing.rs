@@ -78,7 +78,7 @@ pub fn subsets(experts: u32, top_k: usize) -> Result<Vec<u32>> {
             format!("need 1 <= top_k <= experts and C(experts, top_k) < 2^32, got C({experts}, {top_k})"),
         ));
     }
-    let mut out = vec![0u32; count as usize * top_k];
+    let mut out: Vec<u32> = crate::error::allocate("top_k", &[count as usize, top_k])?;
     for (r, subset) in out.chunks_exact_mut(top_k).enumerate() {
         unrank(r as u64, subset)?;
     }

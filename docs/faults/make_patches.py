@@ -1,0 +1,58 @@
+"""Writes docs/faults/*.patch: each a one-line fault and the command that should catch it.
+
+Run from anywhere: python docs/faults/make_patches.py. Each FAULTS entry is (name, file, the exact
+text to break, its broken form, what the fault means, the test command). Re-run it when the code
+under a patch moves, then docs/faults/inject.sh NAME to check that the fault is still caught."""
+import subprocess, pathlib, sys
+root = pathlib.Path(__file__).resolve().parents[2]
+FAULTS = [
+ ("cover-strict-tie", "rust/core/src/cover.rs", "        if worst > delta {\n            return false;", "        if worst >= delta {\n            return false;",
+  "ties at exactly δ count as uncovered (MATH.md §3 says ≤ δ covers)",
+  "pytest tests/test_cover.py tests/test_properties.py -q -x -p no:randomly"),
+ ("cover-strict-tie-rust", "rust/core/src/cover.rs", "        if worst > delta {\n            return false;", "        if worst >= delta {\n            return false;",
+  "the same fault, against the Rust property tests alone",
+  "cargo test -q -p moecover-core --test properties"),
+ ("rank-off-by-one", "rust/core/src/routing.rs", "let term = binomial(u64::from(s), i as u64 + 1);", "let term = binomial(u64::from(s), i as u64);",
+  "colex rank uses C(s_i, i−1) instead of C(s_i, i)",
+  "cargo test -q -p moecover-core"),
+ ("gate-not-renormalised", "rust/core/src/model.rs", "                    ws.gates.iter().sum()", "                    1.0",
+  "renormalized_softmax gates are left unnormalised",
+  "pytest tests/test_evaluate.py -q -x"),
+ ("sample-index-in-chunk", "rust/core/src/evaluate.rs", "sample_row(*seed, start + s as u64,", "sample_row(*seed, start + i as u64,",
+  "evaluate_sampled keys each sample's stream by its position in the chunk, not in the seed",
+  "pytest tests/test_evaluate.py -q -x"),
+ ("no-signal-check", "rust/py/src/lib.rs", "        let mut check = || match Python::attach(|py| py.check_signals()) {", "        let mut check = || match Ok::<(), PyErr>(()) {",
+  "the glue never runs Python's signal handlers during a long call",
+  "pytest tests/test_interrupts.py -q -x"),
+ ("global-rayon-pool", "rust/core/src/parallel.rs", "        pool.install(|| work(start..end));", "        let _ = pool;\n        work(start..end);",
+  "chunks run on rayon's global pool (which outlives calls) instead of the call's own pool",
+  "pytest tests/test_fork.py -q -x"),
+ ("pattern-singleton-id", "rust/core/src/patterns.rs", "            *g = if sizes[*g as usize] == 1 {\n                next += 1;\n                next - 1", "            *g = if sizes[*g as usize] == 1 {\n                next",
+  "a singleton group takes the next id without reserving it (two groups share an id)",
+  "cargo test -q -p moecover-core --test properties"),
+ ("nan-accepted", "python/moecover/_checks.py", "    if not np.isfinite(array).all():", "    if False:",
+  "NaN and infinite inputs are passed to the core",
+  "pytest tests/test_evaluate.py tests/test_cover.py -q -x"),
+ ("no-memory-check", "python/moecover/_checks.py", "    if nbytes > limit:", "    if False:",
+  "sizes beyond physical memory are not refused up front",
+  "pytest tests/test_evaluate.py tests/test_inputs.py -q -x"),
+ ("commit-at-end", "python/moecover/batch.py", "        )\n        connection.commit()\n        if bar is not None:", "        )\n        if bar is not None:",
+  "estimates are committed only when the connection closes (a kill loses all)",
+  "pytest tests/test_batch.py -q -x -k sigkill"),
+ ("report-wrong-slope", "python/moecover/report.py", '                _fmt(result["slope"]),', '                _fmt(result["slope_interval"][0]),',
+  "the report's slope column shows the replicate minimum",
+  "pytest tests/test_report.py -q -x"),
+ ("replicates-share-a-seed", "python/moecover/_rng.py", "    return [int(child.generate_state(1, dtype=np.uint64)[0]) for child in children]", "    return [int(children[0].generate_state(1, dtype=np.uint64)[0]) for child in children]",
+  "every replicate of an estimate uses the same seed (error bars of zero width)",
+  "pytest tests/test_estimate.py -q -x"),
+]
+for name, path, old, new, what, catch in FAULTS:
+    text = (root / path).read_text()
+    assert text.count(old) == 1, (name, text.count(old))
+    (root / path).write_text(text.replace(old, new))
+    try:
+        diff = subprocess.run(["git", "diff", "--", path], cwd=root, capture_output=True, text=True, check=True).stdout
+    finally:
+        (root / path).write_text(text)
+    (root / "docs/faults" / f"{name}.patch").write_text(f"fault: {what}\ncatch: {catch}\n\n{diff}")
+print(len(FAULTS), "patches")
