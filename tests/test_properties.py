@@ -79,3 +79,39 @@ def test_cover_rejects_junk_with_value_or_type_errors_only(points, deltas):
         moecover.cover(points, deltas)
     except (ValueError, TypeError):
         pass
+
+
+ESTIMATE_SETTINGS = settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@ESTIMATE_SETTINGS
+@given(
+    experts=st.integers(2, 4),
+    top_k=st.integers(1, 2),
+    d_model=st.integers(1, 2),
+    n=st.integers(1, 5),
+    seed=st.integers(0, 2**32),
+)
+def test_sampled_routing_patterns_never_exceed_the_exact_count(experts, top_k, d_model, n, seed):
+    spec = moecover.MoESpec(experts=experts, top_k=min(top_k, experts), d_model=d_model, expert="constant")
+    x = np.random.default_rng(seed).normal(size=(n, 1, d_model))
+    routes = moecover.evaluate_sampled(spec, x, 3000, rng=seed).routes
+    sampled = routing.count_patterns(routes, spec).dataset
+    exact = routing.exact_patterns(spec, x, n_threads=1)
+    assert 1 <= sampled <= exact.count <= exact.arrangement_bound
+
+
+@ESTIMATE_SETTINGS
+@given(experts=st.integers(1, 3), n=st.integers(2, 6), seed=st.integers(0, 2**32))
+def test_estimate_is_a_function_of_the_seed_alone(experts, n, seed):
+    spec = moecover.MoESpec(experts=experts, top_k=1, d_model=2, expert_hidden=2)
+    x = moecover.inputs.box(n, d_model=2, rng=seed)
+    runs = [
+        moecover.estimate_entropy(spec, x, 1500, deltas=[2.0, 1.0, 0.5], replicates=2, rng=seed, n_threads=threads)
+        for threads in (1, 2, 1)
+    ]
+    dicts = [run.to_dict() for run in runs]
+    for d in dicts:
+        d["provenance"].pop("seconds")
+        d["provenance"].pop("n_threads")
+    assert dicts[0] == dicts[1] == dicts[2]
