@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from . import _core
-from ._checks import TooLargeError, as_float64, check_bytes, physical_memory_bytes, resolve_threads
+from ._checks import as_float64, check_bytes, physical_memory_bytes, resolve_threads
 
 __all__ = ["CoverResult", "CoverStream", "Net", "box_count", "cover", "greedy_net"]
 
@@ -74,6 +74,14 @@ def _as_deltas(deltas: ArrayLike) -> NDArray[np.float64]:
     return np.sort(array)[::-1].copy()
 
 
+def _engine(deltas: NDArray[np.float64], dim: int, dtype: DTypeLike, keep_assignment: bool) -> _core.CoverEngine:
+    """The core's nets, stopped with TooLargeError once they outgrow physical memory (how large a
+    net grows depends on the data, so the engine checks as it grows, block by block)."""
+    return _core.CoverEngine(
+        deltas.tolist(), dim, np.dtype(dtype) == np.float64, keep_assignment, physical_memory_bytes()
+    )
+
+
 class CoverStream:
     """Greedy nets at several scales built from chunks of points, in memory O(net size × dim).
 
@@ -91,9 +99,7 @@ class CoverStream:
             raise TypeError(f"dtype: expected float32 or float64, got {self._dtype}")
         self._dim = int(dim)
         self._threads = resolve_threads(n_threads)
-        self._engine = _core.CoverEngine(
-            self._deltas.tolist(), self._dim, self._dtype == np.float64, False, physical_memory_bytes()
-        )
+        self._engine = _engine(self._deltas, self._dim, self._dtype, keep_assignment=False)
 
     @property
     def n_points(self) -> int:
@@ -105,7 +111,7 @@ class CoverStream:
         array = _as_points(chunk, "chunk")
         if array.shape[1] != self._dim:
             raise ValueError(f"chunk: expected {self._dim} columns (dim), got shape {array.shape}")
-        _add(self._engine, np.ascontiguousarray(array, dtype=self._dtype), self._threads)
+        self._engine.add(np.ascontiguousarray(array, dtype=self._dtype), self._threads)
 
     def result(self) -> CoverResult:
         """Net sizes and tail discovery of everything added so far."""
@@ -116,15 +122,6 @@ class CoverStream:
             n_points=self.n_points,
             dim=self._dim,
         )
-
-
-def _add(engine: _core.CoverEngine, array: NDArray[Any], threads: int) -> None:
-    """engine.add; the engine stops with MemoryError once its nets outgrow physical memory (how
-    large a net grows depends on the data, so this is checked as it grows, block by block)."""
-    try:
-        engine.add(array, threads)
-    except MemoryError as error:
-        raise TooLargeError(str(error)) from None
 
 
 def cover(points: ArrayLike, deltas: ArrayLike, n_threads: int | None = None) -> CoverResult:
@@ -151,10 +148,8 @@ def greedy_net(points: ArrayLike, delta: float, n_threads: int | None = None) ->
     deltas = _as_deltas([delta])
     rows, dim = array.shape
     check_bytes("points", rows * (8 + 8 + dim * array.itemsize), f"the assignment and worst-case net of {rows} points")
-    engine = _core.CoverEngine(
-        deltas.tolist(), array.shape[1], array.dtype == np.float64, True, physical_memory_bytes()
-    )
-    _add(engine, array, resolve_threads(n_threads))
+    engine = _engine(deltas, dim, array.dtype, keep_assignment=True)
+    engine.add(array, resolve_threads(n_threads))
     assignment = engine.assignment(0)
     assert assignment is not None  # the engine was built with keep_assignment=True
     return Net(delta=float(deltas[0]), centers=engine.centres(0).astype(np.int64), assignment=assignment)

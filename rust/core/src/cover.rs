@@ -15,7 +15,7 @@
 //!
 //! Scales are independent, so they run in parallel with each other as well.
 
-use crate::error::{Error, Result};
+use crate::error::{human_bytes, Error, Result};
 use crate::parallel::{pool, Interrupt};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
@@ -192,15 +192,6 @@ impl<T: Real> ScaleNet<T> {
                 assignment.push(i64::from(centre));
             }
         }
-    }
-}
-
-fn human_bytes(bytes: usize) -> String {
-    let mib = bytes as f64 / f64::from(1u32 << 20);
-    if mib >= 1024.0 {
-        format!("{:.3} GiB", mib / 1024.0)
-    } else {
-        format!("{mib:.3} MiB")
     }
 }
 

@@ -41,11 +41,21 @@ pub fn allocate<T: Clone + Default>(argument: &'static str, factors: &[usize]) -
     out.try_reserve_exact(len).map_err(|_| Error::TooLarge {
         argument,
         message: format!(
-            "could not allocate {len} elements of {} bytes ({:.3} GiB)",
+            "could not allocate {len} elements of {} bytes ({})",
             std::mem::size_of::<T>(),
-            (len as f64) * std::mem::size_of::<T>() as f64 / f64::from(1u32 << 30)
+            human_bytes(len.saturating_mul(std::mem::size_of::<T>()))
         ),
     })?;
     out.resize(len, T::default());
     Ok(out)
+}
+
+/// Bytes as MiB below 1 GiB, as GiB from there, for messages.
+pub fn human_bytes(bytes: usize) -> String {
+    let mib = bytes as f64 / f64::from(1u32 << 20);
+    if mib >= 1024.0 {
+        format!("{:.3} GiB", mib / 1024.0)
+    } else {
+        format!("{mib:.3} MiB")
+    }
 }

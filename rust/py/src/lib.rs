@@ -10,14 +10,29 @@ use moecover_core::{evaluate, exact, patterns, routing, Error, MoeSpec, SpecOpti
 use numpy::{Element, IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyMemoryError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyType;
 
 fn to_pyerr(error: Error) -> PyErr {
     match error {
         Error::InvalidArgument { .. } => PyValueError::new_err(error.to_string()),
-        Error::TooLarge { .. } => PyMemoryError::new_err(error.to_string()),
+        Error::TooLarge { .. } => too_large(error.to_string()),
         Error::Interrupted => PyKeyboardInterrupt::new_err("interrupted"),
         Error::ThreadPool(_) => PyRuntimeError::new_err(error.to_string()),
     }
+}
+
+/// `moecover.TooLargeError` (a ValueError and a MemoryError, as the Python-side size checks raise),
+/// or a plain MemoryError should the package module be missing.
+fn too_large(message: String) -> PyErr {
+    Python::attach(|py| {
+        py.import("moecover._checks")
+            .and_then(|module| module.getattr("TooLargeError"))
+            .and_then(|class| Ok(class.cast_into::<PyType>()?))
+            .map_or_else(
+                |_| PyMemoryError::new_err(message.clone()),
+                |class| PyErr::from_type(class, message.clone()),
+            )
+    })
 }
 
 /// Runs `work` with the GIL released. Between chunks the core asks the interrupt check, which
