@@ -1,8 +1,9 @@
 //! Thread pools and the chunk loop that makes long calls interruptible.
 //!
-//! Every parallel call builds its own rayon pool and drops it when done. That costs tens of
-//! microseconds per call and buys two things: `n_threads` is honoured exactly, and no pool survives
-//! a call, so a process forked afterwards never inherits a pool whose threads are gone.
+//! Every parallel call builds its own rayon pool and joins its threads when done. That costs tens
+//! of microseconds per call and buys two things: `n_threads` is honoured exactly, and no thread
+//! outlives a call, so a process forked afterwards never inherits a pool whose threads are gone
+//! (and a leak checker never finds a half-exited worker still holding its allocations).
 
 use crate::error::{Error, Result};
 use std::ops::Range;
@@ -16,22 +17,60 @@ pub fn never() -> impl FnMut() -> bool {
     || false
 }
 
-pub fn pool(n_threads: usize) -> Result<rayon::ThreadPool> {
+/// A rayon pool whose threads are joined when it is dropped. rayon's own pool only asks its threads
+/// to exit on drop; they finish on their own time, after the call that used them has returned.
+pub struct Pool {
+    pool: Option<rayon::ThreadPool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl std::ops::Deref for Pool {
+    type Target = rayon::ThreadPool;
+    fn deref(&self) -> &rayon::ThreadPool {
+        self.pool.as_ref().expect("the pool lives until Pool is dropped")
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        drop(self.pool.take()); // tells the threads to exit once idle; they are idle between calls
+        for thread in self.threads.drain(..) {
+            // A worker that panicked has already reported it through `install`.
+            let _ = thread.join();
+        }
+    }
+}
+
+pub fn pool(n_threads: usize) -> Result<Pool> {
     if n_threads == 0 {
         return Err(Error::invalid("n_threads", "must be >= 1"));
     }
-    rayon::ThreadPoolBuilder::new()
+    let mut threads = Vec::with_capacity(n_threads);
+    let built = rayon::ThreadPoolBuilder::new()
         .num_threads(n_threads)
-        .thread_name(|i| format!("moecover-{i}"))
-        .build()
-        .map_err(|e| Error::ThreadPool(e.to_string()))
+        .spawn_handler(|thread| {
+            let handle = std::thread::Builder::new()
+                .name(format!("moecover-{}", thread.index()))
+                .spawn(move || thread.run())?;
+            threads.push(handle);
+            Ok(())
+        })
+        .build();
+    match built {
+        Ok(pool) => Ok(Pool {
+            pool: Some(pool),
+            threads,
+        }),
+        // Threads spawned before the failure exit on their own once the half-built pool is gone.
+        Err(e) => Err(Error::ThreadPool(e.to_string())),
+    }
 }
 
 /// Runs `work` over `0..total` in consecutive ranges of `chunk` items inside `pool`, asking
 /// `interrupt` before each range. Results must not depend on `chunk`: callers key all randomness
 /// and all output positions to item indices.
 pub fn run_chunked(
-    pool: &rayon::ThreadPool,
+    pool: &Pool,
     total: usize,
     chunk: usize,
     interrupt: Interrupt,
