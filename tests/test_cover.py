@@ -158,6 +158,28 @@ BAD = [
 ]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_value_is_named_with_its_row(dtype, bad):
+    # The core makes this check (a block at a time), not NumPy: the row must still be exact,
+    # in the first block, the middle of a later one and the last value, and the argument named
+    # as the caller knows it.
+    for row in (0, 1234, 2999):
+        points = np.zeros((3000, 3), dtype=dtype)
+        points[row, 2] = bad
+        with pytest.raises(ValueError, match=rf"^points: row {row} holds a NaN or infinite value"):
+            cover(points, [1.0])
+        with pytest.raises(ValueError, match=rf"^points: row {row} holds"):
+            greedy_net(points, 1.0)
+        stream = CoverStream([1.0], dim=3, dtype=dtype)
+        stream.add(np.zeros((5, 3), dtype=dtype))
+        with pytest.raises(ValueError, match=rf"^chunk: row {row} holds"):
+            stream.add(points)
+        assert stream.n_points == 5  # nothing of the bad chunk was scanned
+        with pytest.raises(ValueError, match="^points: "):
+            box_count(points, [1.0])
+
+
 @pytest.mark.parametrize(("call", "error", "name"), BAD)
 def test_bad_input(call, error, name):
     with pytest.raises(error, match=name):

@@ -47,12 +47,18 @@ def positive_int(argument: str, value: Any, *, minimum: int = 1) -> int:
 
 
 def as_float64(
-    argument: str, value: Any, ndim: int | tuple[int, ...], keep_float32: bool = False
+    argument: str,
+    value: Any,
+    ndim: int | tuple[int, ...],
+    keep_float32: bool = False,
+    check_finite: bool = True,
 ) -> NDArray[np.float64]:
     """A C-contiguous float64 copy (or the array itself when it already is one), checked finite.
 
     Accepts any real integer or floating dtype; non-contiguous arrays are converted once, and so is
     float32 unless `keep_float32` (for computations done in the input's own precision).
+    `check_finite=False` leaves the check to the core, which makes it while reading the array
+    anyway (for large point sets, where `np.isfinite` would allocate a mask as large as the input).
     """
     array = np.asarray(value)
     if array.dtype == np.bool_ or not (
@@ -65,7 +71,7 @@ def as_float64(
         raise ValueError(f"{argument}: expected {expected} dimensions, got shape {array.shape}")
     dtype = np.float32 if keep_float32 and array.dtype == np.float32 else np.float64
     array = np.ascontiguousarray(array, dtype=dtype)
-    if not np.isfinite(array).all():
+    if check_finite and not np.isfinite(array).all():
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
         raise ValueError(f"{argument}: contains {bad} NaN or infinite value(s)")
     return array

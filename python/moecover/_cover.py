@@ -60,9 +60,10 @@ class CoverResult:
         return f"CoverResult(n_points={self.n_points}, dim={self.dim}, net_sizes={{{pairs}}})"
 
 
-def _as_points(points: ArrayLike, argument: str = "points") -> NDArray[Any]:
-    """(m, d) float32 or float64, C-contiguous (copied once only when it is not), finite."""
-    return as_float64(argument, points, ndim=2, keep_float32=True)
+def _as_points(points: ArrayLike, argument: str = "points", check_finite: bool = True) -> NDArray[Any]:
+    """(m, d) float32 or float64, C-contiguous (copied once only when it is not), finite; with
+    `check_finite=False` the finiteness check is left to the core (`CoverEngine.add` makes it)."""
+    return as_float64(argument, points, ndim=2, keep_float32=True, check_finite=check_finite)
 
 
 def _as_deltas(deltas: ArrayLike) -> NDArray[np.float64]:
@@ -108,10 +109,13 @@ class CoverStream:
 
     def add(self, chunk: ArrayLike) -> None:
         """Scans `chunk` (m_i, dim) after everything added before."""
-        array = _as_points(chunk, "chunk")
+        self._add(chunk, "chunk")
+
+    def _add(self, chunk: ArrayLike, argument: str) -> None:
+        array = _as_points(chunk, argument, check_finite=False)
         if array.shape[1] != self._dim:
-            raise ValueError(f"chunk: expected {self._dim} columns (dim), got shape {array.shape}")
-        self._engine.add(np.ascontiguousarray(array, dtype=self._dtype), self._threads)
+            raise ValueError(f"{argument}: expected {self._dim} columns (dim), got shape {array.shape}")
+        self._engine.add(np.ascontiguousarray(array, dtype=self._dtype), self._threads, argument)
 
     def result(self) -> CoverResult:
         """Net sizes and tail discovery of everything added so far."""
@@ -130,17 +134,17 @@ def cover(points: ArrayLike, deltas: ArrayLike, n_threads: int | None = None) ->
     Exactly the sequential net of MATH.md §3 at each scale; scales run in parallel. float32 input
     is covered in float32, anything else in float64.
     """
-    array = _as_points(points)
+    array = _as_points(points, check_finite=False)
     if array.shape[1] == 0:
         raise ValueError("points: need at least one column")
     stream = CoverStream(deltas, array.shape[1], dtype=array.dtype, n_threads=n_threads)
-    stream.add(array)
+    stream._add(array, "points")
     return stream.result()
 
 
 def greedy_net(points: ArrayLike, delta: float, n_threads: int | None = None) -> Net:
     """The greedy δ-net of the rows of `points` (m, d), scanned in order, with each point's centre."""
-    array = _as_points(points)
+    array = _as_points(points, check_finite=False)
     if array.shape[1] == 0:
         raise ValueError("points: need at least one column")
     if isinstance(delta, (Sequence, np.ndarray)):
@@ -149,7 +153,7 @@ def greedy_net(points: ArrayLike, delta: float, n_threads: int | None = None) ->
     rows, dim = array.shape
     check_bytes("points", rows * (8 + 8 + dim * array.itemsize), f"the assignment and worst-case net of {rows} points")
     engine = _engine(deltas, dim, array.dtype, keep_assignment=True)
-    engine.add(array, resolve_threads(n_threads))
+    engine.add(array, resolve_threads(n_threads), "points")
     assignment = engine.assignment(0)
     assert assignment is not None  # the engine was built with keep_assignment=True
     return Net(delta=float(deltas[0]), centers=engine.centres(0).astype(np.int64), assignment=assignment)

@@ -216,12 +216,24 @@ fn add_points<T: Real + Element>(
     nets: &mut MultiNet<T>,
     points: &Bound<'_, PyAny>,
     n_threads: usize,
+    argument: &str,
 ) -> PyResult<()> {
     let array: PyReadonlyArray2<T> = points.extract()?;
     let slice = array
         .as_slice()
-        .map_err(|e| PyValueError::new_err(format!("points: {e}")))?;
-    detach_interruptible(py, |interrupt| nets.add(slice, n_threads, interrupt))
+        .map_err(|e| PyValueError::new_err(format!("{argument}: {e}")))?;
+    // The core names its input `points`; the caller's name for it may differ (`chunk`).
+    detach_interruptible(py, |interrupt| nets.add(slice, n_threads, interrupt)).map_err(|error| {
+        if error.is_instance_of::<PyValueError>(py) {
+            let message = error.value(py).to_string();
+            match message.strip_prefix("points: ") {
+                Some(rest) => PyValueError::new_err(format!("{argument}: {rest}")),
+                None => error,
+            }
+        } else {
+            error
+        }
+    })
 }
 
 #[pymethods]
@@ -245,10 +257,10 @@ impl CoverEngine {
     }
 
     /// Scans a C-contiguous (rows, dim) array of the engine's dtype.
-    fn add(&mut self, py: Python<'_>, points: &Bound<'_, PyAny>, n_threads: usize) -> PyResult<()> {
+    fn add(&mut self, py: Python<'_>, points: &Bound<'_, PyAny>, n_threads: usize, argument: &str) -> PyResult<()> {
         match &mut self.nets {
-            Nets::F32(nets) => add_points(py, nets, points, n_threads),
-            Nets::F64(nets) => add_points(py, nets, points, n_threads),
+            Nets::F32(nets) => add_points(py, nets, points, n_threads, argument),
+            Nets::F64(nets) => add_points(py, nets, points, n_threads, argument),
         }
     }
 
