@@ -90,6 +90,8 @@ fn first_non_finite<T: Real>(values: &[T]) -> Option<usize> {
 }
 
 const GRID_AXES: usize = 3;
+/// Coordinates per centre in its sketch (see `Axes`).
+const SKETCH: usize = 8;
 type CellKey = [i64; GRID_AXES];
 /// Points whose grid coordinate is this many cells from the origin have cell indices that rounding
 /// could shift; they are kept out of the grid ("wild") and compared with everything.
@@ -104,23 +106,30 @@ const BLOCK: usize = 2048;
 /// The net at one scale.
 struct ScaleNet<T: Real> {
     delta: T,
-    cell: f64,
+    /// 1 / cell side. The side is a little more than δ (see `CELL_SLACK`), which also absorbs the
+    /// rounding of multiplying by the inverse instead of dividing.
+    inverse_cell: f64,
     cells: FxHashMap<CellKey, Vec<u32>>,
     wild: Vec<u32>,
     centres: Vec<T>,
+    /// Per centre its `SKETCH` most telling coordinates, contiguous: small enough to stay in
+    /// cache, so most candidates are rejected without touching their full row.
+    sketches: Vec<T>,
     opened_at: Vec<u64>,
     assignment: Option<Vec<i64>>,
 }
 
 impl<T: Real> ScaleNet<T> {
-    fn key(&self, point: &[T], axes: &[usize]) -> Option<CellKey> {
+    fn key(&self, point: &[T], axes: &Axes) -> Option<CellKey> {
         let mut key = [0i64; GRID_AXES];
-        for (k, &axis) in key.iter_mut().zip(axes) {
-            let index = (point[axis].to_f64() / self.cell).floor();
-            if index.abs() > MAX_CELL_INDEX {
+        for (k, &axis) in key.iter_mut().zip(&axes.grid) {
+            let scaled = point[axis].to_f64() * self.inverse_cell;
+            if scaled.abs() > MAX_CELL_INDEX {
                 return None;
             }
-            *k = index as i64;
+            // floor(scaled), without a call to libm's floor (this runs once per point and axis).
+            let truncated = scaled as i64;
+            *k = truncated - i64::from(truncated as f64 > scaled);
         }
         Some(key)
     }
@@ -131,8 +140,14 @@ impl<T: Real> ScaleNet<T> {
     }
 
     /// The earliest centre with index >= `from` within δ of `point`.
-    fn earliest_covering(&self, point: &[T], axes: &[usize], from: u32) -> Option<u32> {
+    fn earliest_covering(&self, point: &[T], axes: &Axes, from: u32) -> Option<u32> {
         let dim = point.len();
+        let width = axes.sketch.len();
+        let mut sketch = [point[0]; SKETCH];
+        for (v, &axis) in sketch.iter_mut().zip(&axes.sketch) {
+            *v = point[axis];
+        }
+        let sketch = &sketch[..width];
         let mut best: Option<u32> = None;
         let scan = |list: &[u32], best: &mut Option<u32>| {
             let first = list.partition_point(|&c| c < from);
@@ -140,7 +155,8 @@ impl<T: Real> ScaleNet<T> {
                 if best.is_some_and(|b| c >= b) {
                     break;
                 }
-                if within(point, self.centre(c, dim), self.delta) {
+                let c_sketch = &self.sketches[c as usize * width..(c as usize + 1) * width];
+                if within(sketch, c_sketch, self.delta) && within(point, self.centre(c, dim), self.delta) {
                     *best = Some(c);
                     break;
                 }
@@ -163,14 +179,14 @@ impl<T: Real> ScaleNet<T> {
         best
     }
 
-    fn open(&mut self, point: &[T], axes: &[usize], index: u64) -> u32 {
+    fn open(&mut self, point: &[T], axes: &Axes, index: u64) -> u32 {
         let id = self.opened_at.len() as u32;
         match self.key(point, axes) {
             Some(key) => {
-                for offset in 0..3usize.pow(axes.len() as u32) {
+                for offset in 0..3usize.pow(axes.grid.len() as u32) {
                     let mut neighbour = key;
                     let mut rest = offset;
-                    for k in neighbour.iter_mut().take(axes.len()) {
+                    for k in neighbour.iter_mut().take(axes.grid.len()) {
                         *k += (rest % 3) as i64 - 1;
                         rest /= 3;
                     }
@@ -180,12 +196,13 @@ impl<T: Real> ScaleNet<T> {
             None => self.wild.push(id),
         }
         self.centres.extend_from_slice(point);
+        self.sketches.extend(axes.sketch.iter().map(|&axis| point[axis]));
         self.opened_at.push(index);
         id
     }
 
     /// Adds a block of points whose first has global index `first_index`.
-    fn add_block(&mut self, block: &[T], dim: usize, axes: &[usize], first_index: u64) {
+    fn add_block(&mut self, block: &[T], dim: usize, axes: &Axes, first_index: u64) {
         let old = self.opened_at.len() as u32;
         let covered_by_old: Vec<Option<u32>> = if old == 0 {
             vec![None; block.len() / dim]
@@ -212,18 +229,26 @@ impl<T: Real> ScaleNet<T> {
 pub struct MultiNet<T: Real> {
     dim: usize,
     scales: Vec<ScaleNet<T>>,
-    axes: Option<Vec<usize>>,
+    axes: Option<Axes>,
     n_points: u64,
     memory_limit: usize,
 }
 
-/// The grid axes: coordinates picked one at a time, each the one with the most variance left
-/// once the coordinates already picked are regressed out (a pivoted Cholesky factorisation of the
-/// sample covariance; ties to the lower index). Outputs of a model are strongly correlated, and the
-/// coordinates with the largest spread often carry the same direction twice; a grid on such axes
-/// prunes little. Coordinates with no variance left are not picked. Any choice gives the same nets:
-/// this only decides how many candidate centres a query compares.
-fn choose_axes<T: Real>(points: &[T], dim: usize) -> Vec<usize> {
+/// The coordinates a net looks at before a full comparison: `grid` (at most `GRID_AXES`) hash the
+/// cells, `sketch` (at most `SKETCH`, beginning with `grid`) are copied per centre for a first test.
+#[derive(Clone, Debug)]
+struct Axes {
+    grid: Vec<usize>,
+    sketch: Vec<usize>,
+}
+
+/// Picks coordinates one at a time, each the one with the most variance left once those already
+/// picked are regressed out (a pivoted Cholesky factorisation of the sample covariance; ties to the
+/// lower index), until nothing is left; then, while the sketch has room, the widest remaining ones.
+/// Outputs of a model are strongly correlated, and the coordinates with the largest spread often
+/// carry the same direction twice: a grid on those prunes little. Any choice gives the same nets;
+/// this only decides how many candidate centres a query compares in full.
+fn choose_axes<T: Real>(points: &[T], dim: usize) -> Axes {
     // A sample of rows: at most 4096, and at most 2^22 values, whatever the dimension.
     let rows = (points.len() / dim).min(4096).min((1 << 22) / dim).max(1);
     // Column-major and centred: column j is coordinate j over the sample.
@@ -235,30 +260,36 @@ fn choose_axes<T: Real>(points: &[T], dim: usize) -> Vec<usize> {
         })
         .collect();
     let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
-    let mut axes: Vec<usize> = Vec::with_capacity(GRID_AXES);
-    let mut first_variance = 0.0;
-    while axes.len() < GRID_AXES.min(dim) {
-        let (variance, pivot) = columns
-            .iter()
-            .enumerate()
-            .map(|(j, c)| (dot(c, c), j))
-            .fold((0.0, usize::MAX), |best, c| if c.0 > best.0 { c } else { best });
+    let variances: Vec<f64> = columns.iter().map(|c| dot(c, c)).collect();
+    let widest_first = |candidates: &mut dyn Iterator<Item = (f64, usize)>| {
+        candidates.fold((0.0, usize::MAX), |best, c| if c.0 > best.0 { c } else { best })
+    };
+    let wanted = SKETCH.min(dim);
+    let mut picked: Vec<usize> = Vec::with_capacity(wanted);
+    while picked.len() < wanted {
+        let (variance, pivot) = widest_first(&mut columns.iter().enumerate().map(|(j, c)| (dot(c, c), j)));
         // Nothing left, or only the rounding noise of the directions already picked.
-        if pivot == usize::MAX || variance <= 1e-12 * first_variance {
+        if pivot == usize::MAX || variance <= 1e-12 * variances[picked.first().copied().unwrap_or(pivot)] {
             break;
         }
-        if axes.is_empty() {
-            first_variance = variance;
+        picked.push(pivot);
+        let column = std::mem::replace(&mut columns[pivot], vec![0.0; rows]);
+        for other in columns.iter_mut() {
+            let coefficient = dot(&column, other) / variance;
+            other.iter_mut().zip(&column).for_each(|(v, p)| *v -= coefficient * p);
         }
-        axes.push(pivot);
-        let picked = std::mem::take(&mut columns[pivot]);
-        for column in columns.iter_mut().filter(|c| !c.is_empty()) {
-            let coefficient = dot(&picked, column) / variance;
-            column.iter_mut().zip(&picked).for_each(|(v, p)| *v -= coefficient * p);
-        }
-        columns[pivot] = vec![0.0; rows];
     }
-    axes
+    let grid = picked[..picked.len().min(GRID_AXES)].to_vec();
+    while picked.len() < wanted {
+        let pivot = widest_first(&mut (0..dim).filter(|j| !picked.contains(j)).map(|j| (variances[j], j))).1;
+        // All the rest are constant: any of them will do.
+        picked.push(if pivot == usize::MAX {
+            (0..dim).find(|j| !picked.contains(j)).unwrap_or(0)
+        } else {
+            pivot
+        });
+    }
+    Axes { grid, sketch: picked }
 }
 
 impl<T: Real> MultiNet<T> {
@@ -282,10 +313,11 @@ impl<T: Real> MultiNet<T> {
             .iter()
             .map(|&delta| ScaleNet {
                 delta: T::from_f64(delta),
-                cell: delta * (1.0 + CELL_SLACK),
+                inverse_cell: 1.0 / (delta * (1.0 + CELL_SLACK)),
                 cells: FxHashMap::default(),
                 wild: Vec::new(),
                 centres: Vec::new(),
+                sketches: Vec::new(),
                 opened_at: Vec::new(),
                 assignment: keep_assignment.then(Vec::new),
             })
@@ -309,7 +341,9 @@ impl<T: Real> MultiNet<T> {
     /// Approximate bytes held: per centre its coordinates, its index, and its id in the 3^axes
     /// grid cells around it; per point its assignment when kept.
     pub fn memory_bytes(&self) -> usize {
-        let per_centre = self.dim * std::mem::size_of::<T>() + 8 + 4 * 3usize.pow(GRID_AXES.min(self.dim) as u32);
+        let per_centre = (self.dim + SKETCH.min(self.dim)) * std::mem::size_of::<T>()
+            + 8
+            + 4 * 3usize.pow(GRID_AXES.min(self.dim) as u32);
         self.scales
             .iter()
             .map(|s| s.opened_at.len() * per_centre + s.assignment.as_ref().map_or(0, |a| 8 * a.len()))
@@ -502,6 +536,72 @@ mod tests {
                     assert_eq!(net.centres(s), &centres[..], "dim {dim} delta {delta}");
                     assert_eq!(net.assignment(s).expect("kept"), &assignment[..]);
                 }
+            }
+        }
+    }
+
+    /// `rows` points in R^12 that are integer combinations of 3 quantised coordinates (exact in
+    /// binary, so ties at δ occur), some negative, one coordinate constant and two equal.
+    fn correlated_points(rows: usize) -> Vec<f64> {
+        const MIX: [[f64; 3]; 12] = [
+            [1.0, 0.0, 0.0],
+            [1.0, 0.0, 0.0],
+            [0.0, 2.0, -1.0],
+            [-1.0, 1.0, 0.0],
+            [0.0, 0.0, 0.0],
+            [2.0, -2.0, 1.0],
+            [0.0, 1.0, 1.0],
+            [-2.0, 0.0, 1.0],
+            [1.0, 1.0, 1.0],
+            [0.0, -1.0, 2.0],
+            [1.0, -1.0, 0.0],
+            [0.0, 0.0, -2.0],
+        ];
+        lcg_points(rows, 3, 11)
+            .chunks(3)
+            .flat_map(|z| MIX.iter().map(move |a| a[0] * z[0] + a[1] * z[1] + a[2] * z[2] - 3.0))
+            .collect()
+    }
+
+    #[test]
+    fn grid_axes_follow_the_independent_directions() {
+        let points = correlated_points(2000);
+        let axes = choose_axes(&points, 12);
+        // Three independent directions: three grid axes, never the duplicate pair 0/1 together,
+        // never the constant coordinate 4; the sketch holds 8 distinct coordinates.
+        assert_eq!(axes.grid.len(), 3, "{axes:?}");
+        assert!(!(axes.grid.contains(&0) && axes.grid.contains(&1)), "{axes:?}");
+        assert!(!axes.grid.contains(&4), "{axes:?}");
+        assert_eq!(&axes.sketch[..3], &axes.grid[..]);
+        let mut distinct = axes.sketch.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 8, "{axes:?}");
+        // Constant points: no grid axis, a sketch all the same.
+        let constant = vec![1.5; 12 * 100];
+        let axes = choose_axes(&constant, 12);
+        assert!(axes.grid.is_empty());
+        assert_eq!(axes.sketch.len(), 8);
+    }
+
+    #[test]
+    fn correlated_points_in_twelve_coordinates_give_the_sequential_net() {
+        let points = correlated_points(4000);
+        let deltas = [0.5, 1.0, 2.5];
+        for threads in [1, 2] {
+            let mut net = MultiNet::<f64>::new(&deltas, 12, true).expect("valid");
+            for chunk in points.chunks(1500 * 12) {
+                net.add(chunk, threads, &mut never()).expect("ok");
+            }
+            for (s, &delta) in deltas.iter().enumerate() {
+                let (centres, assignment) = sequential_net(&points, 12, delta);
+                assert!(
+                    centres.len() > 10 && centres.len() < 4000,
+                    "delta {delta}: {}",
+                    centres.len()
+                );
+                assert_eq!(net.centres(s), &centres[..], "delta {delta}");
+                assert_eq!(net.assignment(s).expect("kept"), &assignment[..]);
             }
         }
     }
