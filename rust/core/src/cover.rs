@@ -58,22 +58,25 @@ impl Real for f64 {
     }
 }
 
-/// `max_j |a_j − b_j| <= delta`, stopping at the first block of coordinates that exceeds δ.
+/// `max_j |a_j − b_j| <= delta`, deciding eight coordinates at a time: within a group of eight
+/// the test has no branch, so the compiler turns it into packed compares; between groups it stops
+/// at the first that exceeds δ. The values are finite (checked on entry), so `>` is the negation
+/// of `<=`.
 #[inline]
 pub fn within<T: Real>(a: &[T], b: &[T], delta: T) -> bool {
-    for (ca, cb) in a.chunks(8).zip(b.chunks(8)) {
-        let mut worst = ca[0].abs_diff(cb[0]);
-        for (&x, &y) in ca.iter().zip(cb).skip(1) {
-            let d = x.abs_diff(y);
-            if d > worst {
-                worst = d;
-            }
+    const LANES: usize = 8;
+    let (mut groups_a, mut groups_b) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    for (ga, gb) in (&mut groups_a).zip(&mut groups_b) {
+        let mut far = false;
+        for lane in 0..LANES {
+            far |= ga[lane].abs_diff(gb[lane]) > delta;
         }
-        if worst > delta {
+        if far {
             return false;
         }
     }
-    true
+    let (rest_a, rest_b) = (groups_a.remainder(), groups_b.remainder());
+    rest_a.iter().zip(rest_b).all(|(&x, &y)| x.abs_diff(y) <= delta)
 }
 
 /// The position of the first NaN or infinite value. Checked a block at a time without an early exit
@@ -92,10 +95,11 @@ fn first_non_finite<T: Real>(values: &[T]) -> Option<usize> {
 const GRID_AXES: usize = 3;
 /// Coordinates per centre in its sketch (see `Axes`).
 const SKETCH: usize = 8;
-type CellKey = [i64; GRID_AXES];
-/// Points whose grid coordinate is this many cells from the origin have cell indices that rounding
-/// could shift; they are kept out of the grid ("wild") and compared with everything.
-const MAX_CELL_INDEX: f64 = (1u64 << 40) as f64;
+type CellKey = [i32; GRID_AXES];
+/// Beyond this many cells from the origin, rounding in `x / cell` could move a point by more than
+/// `CELL_SLACK` of a cell (2 × 2^36 × 2^-53 < 10^-4 holds here); such points are kept out of the
+/// grid ("wild") and compared with every centre.
+const MAX_CELL_INDEX: f64 = (1u64 << 36) as f64;
 /// Cells are a little wider than δ so that rounding in `x / cell` can never hide a centre at
 /// distance exactly δ (the neighbourhood test is then conservative, never wrong).
 const CELL_SLACK: f64 = 1e-4;
@@ -121,7 +125,7 @@ struct ScaleNet<T: Real> {
 
 impl<T: Real> ScaleNet<T> {
     fn key(&self, point: &[T], axes: &Axes) -> Option<CellKey> {
-        let mut key = [0i64; GRID_AXES];
+        let mut key = [0i32; GRID_AXES];
         for (k, &axis) in key.iter_mut().zip(&axes.grid) {
             let scaled = point[axis].to_f64() * self.inverse_cell;
             if scaled.abs() > MAX_CELL_INDEX {
@@ -129,7 +133,11 @@ impl<T: Real> ScaleNet<T> {
             }
             // floor(scaled), without a call to libm's floor (this runs once per point and axis).
             let truncated = scaled as i64;
-            *k = truncated - i64::from(truncated as f64 > scaled);
+            let index = truncated - i64::from(truncated as f64 > scaled);
+            // Keys wrap to 32 bits (small keys hash and compare faster): cells 2^32 apart share a
+            // key, which only adds candidates, all compared exactly, and neighbours modulo 2^32
+            // are still found as neighbours (`open` lists them with wrapping offsets).
+            *k = index as i32;
         }
         Some(key)
     }
@@ -150,7 +158,14 @@ impl<T: Real> ScaleNet<T> {
         let sketch = &sketch[..width];
         let mut best: Option<u32> = None;
         let scan = |list: &[u32], best: &mut Option<u32>| {
-            let first = list.partition_point(|&c| c < from);
+            // Centres opened since `from` sit at the tail of an ascending list and are few (they
+            // opened within the current block); counting them from the end touches only them,
+            // where a binary search would miss the cache at every step of a long list.
+            let first = if from == 0 {
+                0
+            } else {
+                list.len() - list.iter().rev().take_while(|&&c| c >= from).count()
+            };
             for &c in &list[first..] {
                 if best.is_some_and(|b| c >= b) {
                     break;
@@ -187,7 +202,7 @@ impl<T: Real> ScaleNet<T> {
                     let mut neighbour = key;
                     let mut rest = offset;
                     for k in neighbour.iter_mut().take(axes.grid.len()) {
-                        *k += (rest % 3) as i64 - 1;
+                        *k = k.wrapping_add((rest % 3) as i32 - 1);
                         rest /= 3;
                     }
                     self.cells.entry(neighbour).or_default().push(id);
@@ -249,8 +264,8 @@ struct Axes {
 /// carry the same direction twice: a grid on those prunes little. Any choice gives the same nets;
 /// this only decides how many candidate centres a query compares in full.
 fn choose_axes<T: Real>(points: &[T], dim: usize) -> Axes {
-    // A sample of rows: at most 4096, and at most 2^22 values, whatever the dimension.
-    let rows = (points.len() / dim).min(4096).min((1 << 22) / dim).max(1);
+    // A sample of rows: at most 1024, and at most 2^22 values, whatever the dimension.
+    let rows = (points.len() / dim).min(1024).min((1 << 22) / dim).max(1);
     // Column-major and centred: column j is coordinate j over the sample.
     let mut columns: Vec<Vec<f64>> = (0..dim)
         .map(|j| {
@@ -601,6 +616,30 @@ mod tests {
                     centres.len()
                 );
                 assert_eq!(net.centres(s), &centres[..], "delta {delta}");
+                assert_eq!(net.assignment(s).expect("kept"), &assignment[..]);
+            }
+        }
+    }
+
+    #[test]
+    fn far_from_the_origin_and_tiny_scales_give_the_sequential_net() {
+        // Points q quanta (q = 0 … 63) from a base, covered at scales of a few quanta: cell indices
+        // around 2^32 (keys wrap to 0) and around 2^31 (keys wrap from i32::MAX to i32::MIN), with
+        // ties at exactly δ between neighbouring cells across the wrap.
+        let quantum = (-20f64).exp2();
+        let cells_per_unit = 1.0 / (quantum * (1.0 + CELL_SLACK));
+        for base in [4096.0, ((31f64).exp2() - 30.0) / cells_per_unit] {
+            let base = (base / quantum).round() * quantum;
+            let points: Vec<f64> = lcg_points(3000, 2, 5)
+                .iter()
+                .map(|v| base + v * 16.0 * quantum)
+                .collect();
+            let deltas = [quantum, 2.5 * quantum, 7.0 * quantum];
+            let mut net = MultiNet::<f64>::new(&deltas, 2, true).expect("valid");
+            net.add(&points, 2, &mut never()).expect("ok");
+            for (s, &delta) in deltas.iter().enumerate() {
+                let (centres, assignment) = sequential_net(&points, 2, delta);
+                assert_eq!(net.centres(s), &centres[..], "base {base}, delta {delta}");
                 assert_eq!(net.assignment(s).expect("kept"), &assignment[..]);
             }
         }
