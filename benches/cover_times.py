@@ -1,26 +1,39 @@
-"""Quick timings of the greedy-net cases that print as they go (the pytest-benchmark file prints
-only at the end, and its case (c) cKDTree baseline runs for more than ten minutes).
+"""The timings of `test_bench_cover.py`, printed as they go, each moecover figure beside the
+baseline's: `python benches/cover_times.py` from the repository root (release build installed).
+moecover: the minimum of 5 rounds (3 for case (b)); baselines: one round."""
 
-Run from the repository root: python benches/cover_times.py
-"""
-import sys, time
+import sys
+import time
+
 sys.path.insert(0, "benches")
-import numpy as np, moecover
-from test_bench_cover import POINTS_A, DELTAS_A, POINTS_C, DELTAS_C, cube_in_r64
-from baselines import ckdtree_net, cdist_net
+import moecover  # noqa: E402
+from baselines import ckdtree_cover_net  # noqa: E402
+from test_bench_cover import DELTAS_A, DELTAS_B, DELTAS_C, POINTS_A, POINTS_C, cube_in_r64  # noqa: E402
 
-def best(f, rounds=3):
-    t = []
+
+def seconds(call, rounds):
+    times = []
     for _ in range(rounds):
-        s = time.perf_counter(); f(); t.append(time.perf_counter() - s)
-    return min(t)
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return min(times)
 
-for th in (1, 2):
-    print("a moecover", th, round(best(lambda: moecover.cover(POINTS_A, DELTAS_A, n_threads=th)), 3), flush=True)
-    print("c moecover", th, round(best(lambda: moecover.cover(POINTS_C, DELTAS_C, n_threads=th)), 3), flush=True)
-P = cube_in_r64(1_000_000)
-for d in (1.2, 0.6):
-    for th in (1, 2):
-        s = time.perf_counter(); n = moecover.greedy_net(P, d, n_threads=th); print("b moecover", d, th, len(n), round(time.perf_counter() - s, 3), flush=True)
-s = time.perf_counter(); [ckdtree_net(POINTS_A, d) for d in DELTAS_A]; print("a ckdtree", round(time.perf_counter() - s, 1), flush=True)
-s = time.perf_counter(); [cdist_net(POINTS_A, d) for d in DELTAS_A[:6]]; print("a cdist (first 6 scales)", round(time.perf_counter() - s, 1), flush=True)
+
+def compare(name, points, deltas, rounds):
+    baseline = seconds(lambda: [ckdtree_cover_net(points, d) for d in deltas], 1)
+    sizes = moecover.cover(points, deltas).net_sizes.tolist()
+    ours = {t: seconds(lambda: moecover.cover(points, deltas, n_threads=t), rounds) for t in (1, 2)}
+    print(
+        f"{name}: nets {sizes[0]}…{sizes[-1]}; ckdtree_cover_net {baseline:.2f} s; "
+        f"moecover 1 thread {ours[1]:.3f} s ({baseline / ours[1]:.1f}x), "
+        f"2 threads {ours[2]:.3f} s ({baseline / ours[2]:.1f}x, {ours[1] / ours[2]:.2f}x from 1 to 2)",
+        flush=True,
+    )
+
+
+compare("a", POINTS_A, DELTAS_A, 5)
+compare("c", POINTS_C, DELTAS_C, 5)
+points_b = cube_in_r64(1_000_000)
+for delta in DELTAS_B:
+    compare(f"b delta={delta}", points_b, [delta], 3)
