@@ -4,11 +4,14 @@
 //! else it joins the earliest centre within δ. Distances are taken in the input's precision and
 //! a distance of exactly δ covers (closed balls).
 //!
-//! Speed comes from two exact devices, neither of which changes the answer:
+//! Speed comes from three exact devices, none of which changes the answer:
 //! - a hash grid on a few coordinates: `d(x, c) <= δ` in ℓ∞ implies `|x_j − c_j| <= δ` for every
 //!   coordinate j, so only the cells next to a point's own can hold a covering centre. Each centre
 //!   is listed under every cell around its own (3^axes lists): centres are few and queries many,
-//!   so a query costs one lookup and one scan of an ascending list;
+//!   so a query costs one lookup and one scan of an ascending list. The axes are the most
+//!   independent coordinates of a sample (`choose_axes`);
+//! - a sketch: the same implication on 8 telling coordinates per centre, kept contiguous and small
+//!   enough to stay in cache, rejects most candidates before their full row is read;
 //! - blocks: for a block of points, the earliest covering centre among those opened *before* the
 //!   block is found in parallel; the points left uncovered are then resolved in order against the
 //!   centres opened inside the block. Old centres precede new ones, so this is the sequential net.
