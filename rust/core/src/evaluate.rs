@@ -3,8 +3,9 @@
 //! Work is split over samples: each sample's outputs occupy their own rows, each sample's θ comes
 //! from its own keyed stream, so the result is the same bits for any thread count or chunking.
 
+use crate::batch::{forward_batch, prepare, Workspace};
 use crate::error::{allocate, Error, Result};
-use crate::model::{flops_per_input, forward, prepare, Workspace};
+use crate::model::flops_per_input;
 use crate::parallel::{chunk_len, pool, run_chunked, Interrupt};
 use crate::sampling::{sample_row, Pinned};
 use crate::spec::MoeSpec;
@@ -77,7 +78,6 @@ fn run(
     }
     let pool = pool(n_threads)?;
     let chunk = chunk_len(n * flops_per_input(spec) + p, n_threads);
-    let x_len = spec.input_len();
     let source = &source;
     run_chunked(&pool, m, chunk, interrupt, |samples| {
         let values = &mut values[samples.start * n * o..samples.end * n * o];
@@ -98,13 +98,7 @@ fn run(
                         }
                     };
                     prepare(spec, theta, ws);
-                    for ((x, v), rt) in inputs
-                        .chunks_exact(x_len)
-                        .zip(sample_values.chunks_exact_mut(o))
-                        .zip(sample_routes.chunks_exact_mut(r))
-                    {
-                        forward(spec, theta, x, ws, v, rt);
-                    }
+                    forward_batch(spec, theta, inputs, ws, sample_values, sample_routes);
                 },
             );
     })?;

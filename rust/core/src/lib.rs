@@ -4,6 +4,7 @@
 //! - [`spec`]: the MoE function class of MATH.md §1, its parameter counts and flat layout;
 //! - [`sampling`]: parameters uniform in the box, one keyed stream per sample;
 //! - [`model`]: the forward pass of one θ on one input (values and routing pattern);
+//! - [`batch`]: the same pass on a batch of inputs in SIMD lanes (the same bits, faster);
 //! - [`evaluate`]: many samples on many inputs, multithreaded and interruptible;
 //! - [`cover`]: exact greedy ℓ∞ nets at many scales, streamed (MATH.md §3), and box counts;
 //! - [`routing`]: top-k expert sets as colex ranks (MATH.md §2);
@@ -14,6 +15,7 @@
 //! Every function that can run long takes an interrupt check (see [`parallel::Interrupt`]) and a
 //! thread count; none of their results depend on the thread count.
 
+pub mod batch;
 pub mod cover;
 pub mod error;
 pub mod evaluate;

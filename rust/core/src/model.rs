@@ -19,12 +19,14 @@ pub struct Workspace {
     moe: Vec<f64>,
     attention_weights: Vec<f64>,
     scores: Vec<f64>,
-    top: Vec<(f64, usize)>,
+    /// The top-k scores, highest first, and their experts, ascending (see [`select_top_k`]).
+    top_scores: Vec<f64>,
+    top_experts: Vec<f64>,
     selected: Vec<usize>,
     gates: Vec<f64>,
     hidden: Vec<f64>,
     /// Per layer, for one head: `W_Q W_Kᵀ` then `W_V W_O` (D × D each), set by [`prepare`].
-    folded: Vec<f64>,
+    pub(crate) folded: Vec<f64>,
 }
 
 impl Workspace {
@@ -42,8 +44,9 @@ impl Workspace {
             moe: vec![0.0; hd],
             attention_weights: vec![0.0; spec.seq_len],
             scores: vec![0.0; spec.experts],
-            top: Vec::with_capacity(spec.top_k + 1),
-            selected: Vec::with_capacity(spec.top_k),
+            top_scores: vec![0.0; spec.top_k],
+            top_experts: vec![0.0; spec.top_k],
+            selected: vec![0; spec.top_k],
             gates: Vec::with_capacity(spec.top_k),
             hidden: vec![0.0; spec.expert_hidden],
             folded: vec![
@@ -221,38 +224,58 @@ fn add_expert<const D: usize, const H: usize>(
     }
 }
 
-/// The `k` highest scores as `(score, expert)`, highest first; equal scores rank the lower expert
-/// first (insertion after every kept score that is >= the new one), as MATH.md §1 requires.
+/// Per lane, the `k` highest of one token's router scores (`[expert][lane]`, `W` lanes; the
+/// one-input pass uses one lane): their scores into
+/// `top_scores` (`[place][lane]`, highest first) and their experts, ascending, into `top_experts`.
+///
+/// Each expert in turn is carried down the kept list and enters at the first place whose score is
+/// strictly lower; everything below moves down one place and the last falls off. So equal scores
+/// keep the lower expert first, as MATH.md §1 requires, and every lane always ends with `k`
+/// distinct experts (even if a score is NaN, which MATH.md leaves undefined). Written as a
+/// compare-and-select over lanes: no branch depends on a score.
 #[inline(always)]
-fn select_top_k(scores: &[f64], k: usize, top: &mut Vec<(f64, usize)>) {
-    top.clear();
-    for (j, &s) in scores.iter().enumerate() {
-        if top.len() == k {
-            if s <= top[k - 1].0 {
-                continue;
+pub(crate) fn select_top_k<const W: usize>(scores: &[f64], k: usize, top_scores: &mut [f64], top_experts: &mut [f64]) {
+    let (top_scores, top_experts) = (top_scores.as_chunks_mut::<W>().0, top_experts.as_chunks_mut::<W>().0);
+    for (j, score) in scores.as_chunks::<W>().0.iter().enumerate() {
+        // One lane: skip a score that cannot enter. The kept scores that are not NaN are in
+        // descending order, so one that is <= the last kept (not NaN) is <= all of them.
+        if W == 1 && j >= k && (score[0] <= top_scores[k - 1][0] || score[0].is_nan()) {
+            continue;
+        }
+        let mut carried_score = *score;
+        let mut carried_expert = [j as f64; W];
+        // all ones in a lane once its carried entry has entered the list (then everything moves)
+        let mut moving = [0u64; W];
+        let kept = j.min(k);
+        for (place_score, place_expert) in top_scores.iter_mut().zip(top_experts.iter_mut()).take(kept) {
+            for lane in 0..W {
+                let enter = moving[lane] | 0u64.wrapping_sub(u64::from(carried_score[lane] > place_score[lane]));
+                let swap = |a: &mut f64, b: &mut f64| {
+                    let (x, y) = (a.to_bits(), b.to_bits());
+                    *a = f64::from_bits((y & enter) | (x & !enter));
+                    *b = f64::from_bits((x & enter) | (y & !enter));
+                };
+                swap(&mut place_score[lane], &mut carried_score[lane]);
+                swap(&mut place_expert[lane], &mut carried_expert[lane]);
+                moving[lane] = enter;
             }
-            top.pop();
         }
-        // insertion sort by hand: a Vec::insert calls memmove, which dominated this loop
-        top.push((s, j));
-        let mut i = top.len() - 1;
-        while i > 0 && top[i - 1].0 < s {
-            top[i] = top[i - 1];
-            i -= 1;
+        if kept < k {
+            top_scores[kept] = carried_score;
+            top_experts[kept] = carried_expert;
         }
-        top[i] = (s, j);
     }
-}
-
-/// Writes the top-k experts of `scores` into `selected` in ascending expert order (ties to the
-/// lower expert, MATH.md §1) and returns the highest score.
-#[inline(always)]
-fn select_experts(scores: &[f64], k: usize, selected: &mut Vec<usize>, top: &mut Vec<(f64, usize)>) -> f64 {
-    select_top_k(scores, k, top);
-    selected.clear();
-    selected.extend(top.iter().map(|&(_, j)| j));
-    selected.sort_unstable();
-    top[0].0
+    // the k experts of each lane into ascending order (odd-even transposition sort)
+    for pass in 0..k {
+        for place in (pass % 2..k.saturating_sub(1)).step_by(2) {
+            let (low, high) = top_experts[place..place + 2].split_at_mut(1);
+            for (a, b) in low[0].iter_mut().zip(high[0].iter_mut()) {
+                let (min, max) = (a.min(*b), a.max(*b));
+                *a = min;
+                *b = max;
+            }
+        }
+    }
 }
 
 /// `MoE(Z)_t = Σ_{j∈S_t} g_{t,j} E_j(z_t)` for every token, into `ws.moe`; the colex rank of each
@@ -275,9 +298,13 @@ fn mixture<const D: usize, const H: usize>(
         for ((s, row), &b) in ws.scores.iter_mut().zip(weight.chunks_exact(d)).zip(bias) {
             *s = row.iter().zip(z).map(|(w, x)| w * x).sum::<f64>() + b;
         }
-        // The largest selected score (the overall maximum) is the softmax shift below.
-        let shift = select_experts(&ws.scores, spec.top_k, &mut ws.selected, &mut ws.top);
+        select_top_k::<1>(&ws.scores, spec.top_k, &mut ws.top_scores, &mut ws.top_experts);
+        for (s, &j) in ws.selected.iter_mut().zip(&ws.top_experts) {
+            *s = j as usize;
+        }
         routes[t] = ws.ranks.rank(&ws.selected);
+        // The largest selected score (the overall maximum) is the softmax shift below.
+        let shift = ws.top_scores[0];
 
         // Gate weights in ascending expert order; each exponential is taken once, and the shift
         // keeps every exponent <= 0, so none overflows.

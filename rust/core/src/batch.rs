@@ -1,0 +1,654 @@
+//! The forward pass of [`model`](crate::model) on a batch of inputs at once, in SIMD lanes.
+//!
+//! A batch of up to 32 inputs runs side by side, stored feature-major: every activation is
+//! `[feature][token][lane]`, so each step of the pass is one operation applied across the lanes,
+//! which the compiler vectorises. Each lane sees exactly the operations of the one-input pass, in
+//! the same order (sums start at -0.0 and run over the index in ascending order, as `Iterator::sum`
+//! does), so an input's values and routes are the same bits whichever batch or lane it ran in,
+//! and the same as [`model::forward`]'s (a test checks it on every option).
+//! What differs per lane (the top-k choice, the rank, the gates) is done lane by lane; the experts
+//! then run once per expert over the tokens routed to it, gathered into lanes of their own.
+//! A few inputs go through [`model::forward`], one at a time: with most lanes idle, the lanes
+//! cost more than they save.
+
+use crate::model::{self, select_top_k};
+use crate::routing::RankTable;
+use crate::spec::{Block, ExpertKind, Gate, MoeSpec, Readout};
+
+/// The most inputs that run side by side.
+const LANES: usize = 32;
+
+/// Scratch buffers for one thread; build once with [`Workspace::new`] and reuse across calls.
+pub struct Workspace {
+    ranks: RankTable,
+    /// `[feature][token][lane]` activations, `d_model × seq_len × LANES` each.
+    h: Vec<f64>,
+    y: Vec<f64>,
+    q: Vec<f64>,
+    k: Vec<f64>,
+    v: Vec<f64>,
+    context: Vec<f64>,
+    attn: Vec<f64>,
+    moe: Vec<f64>,
+    /// One query token's attention weights, `[key token][lane]`.
+    attention_weights: Vec<f64>,
+    /// One token's router scores, `[expert][lane]`.
+    scores: Vec<f64>,
+    /// One token's top-k scores, highest first, `[place][lane]`.
+    top_scores: Vec<f64>,
+    /// Every token's top-k experts, ascending, and their gates: `[token][place][lane]`.
+    top_experts: Vec<f64>,
+    gates: Vec<f64>,
+    /// One lane's top-k experts, ascending, for ranking.
+    selected: Vec<usize>,
+    /// The `(token · LANES + lane)` slots routed to each expert and their gates, expert by expert:
+    /// expert j's `routed_len[j]` entries start at `routed_start[j]`.
+    routed_slots: Vec<usize>,
+    routed_gates: Vec<f64>,
+    routed_start: Vec<usize>,
+    routed_len: Vec<usize>,
+    /// One expert's inputs gathered from its slots, `[feature][entry]`, and its hidden layer.
+    gathered: Vec<f64>,
+    hidden: Vec<f64>,
+    sums: Vec<f64>,
+    /// The one-input pass's workspace: small batches, and the per-θ products of [`prepare`].
+    one: model::Workspace,
+}
+
+impl Workspace {
+    pub fn new(spec: &MoeSpec) -> Self {
+        let slots = spec.seq_len * LANES;
+        let activation = spec.d_model * slots;
+        Workspace {
+            ranks: RankTable::new(spec.experts, spec.top_k),
+            h: vec![0.0; activation],
+            y: vec![0.0; activation],
+            q: vec![0.0; activation],
+            k: vec![0.0; activation],
+            v: vec![0.0; activation],
+            context: vec![0.0; activation],
+            attn: vec![0.0; activation],
+            moe: vec![0.0; activation],
+            attention_weights: vec![0.0; slots],
+            scores: vec![0.0; spec.experts * LANES],
+            top_scores: vec![0.0; spec.top_k * LANES],
+            top_experts: vec![0.0; spec.top_k * slots],
+            gates: vec![0.0; spec.top_k * slots],
+            selected: vec![0; spec.top_k],
+            routed_slots: vec![0; spec.top_k * slots],
+            routed_gates: vec![0.0; spec.top_k * slots],
+            routed_start: vec![0; spec.experts],
+            routed_len: vec![0; spec.experts],
+            gathered: vec![0.0; activation],
+            hidden: vec![0.0; spec.expert_hidden * slots],
+            sums: vec![0.0; slots],
+            one: model::Workspace::new(spec),
+        }
+    }
+}
+
+/// `out += a · x`, lane by lane.
+#[inline(always)]
+fn axpy(out: &mut [f64], a: f64, x: &[f64]) {
+    for (o, &x) in out.iter_mut().zip(x) {
+        *o += x * a;
+    }
+}
+
+/// `out = input · W` for activations `[D][rest]` (each feature a plane of `rest` values) and `W`
+/// (D × D) row-major: `out[c] = Σ_i input[i] · W[i, c]`, summed over ascending i from 0.
+#[inline(always)]
+fn matmul_planes(input: &[f64], w: &[f64], d: usize, out: &mut [f64]) {
+    let plane = input.len() / d;
+    for (c, out_c) in out[..input.len()].chunks_exact_mut(plane).enumerate() {
+        out_c.fill(0.0);
+        for (i, input_i) in input.chunks_exact(plane).enumerate() {
+            axpy(out_c, w[i * d + c], input_i);
+        }
+    }
+}
+
+/// `out[lane] = Σ_c a[c][lane] · b[c][lane]` over the given feature rows (a sum from -0.0).
+#[inline(always)]
+fn dot_lanes<'a>(pairs: impl Iterator<Item = (&'a [f64], &'a [f64])>, out: &mut [f64]) {
+    out.fill(-0.0);
+    for (a, b) in pairs {
+        for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+            *o += a * b;
+        }
+    }
+}
+
+/// Softmax over the rows of `weights` (`[row][lane]`), lane by lane, with each lane's maximum
+/// subtracted first so that no exponent overflows.
+#[inline(always)]
+fn softmax_lanes<const W: usize>(weights: &mut [f64]) {
+    let mut max = [f64::NEG_INFINITY; W];
+    let mut total = [0.0; W];
+    for row in weights.chunks_exact(W) {
+        for (m, &w) in max.iter_mut().zip(row) {
+            *m = m.max(w);
+        }
+    }
+    for row in weights.chunks_exact_mut(W) {
+        for ((w, &m), t) in row.iter_mut().zip(&max).zip(&mut total) {
+            *w = (*w - m).exp();
+            *t += *w;
+        }
+    }
+    for row in weights.chunks_exact_mut(W) {
+        for (w, &t) in row.iter_mut().zip(&total) {
+            *w /= t;
+        }
+    }
+}
+
+/// The lanes of token `t` in an activation plane.
+#[inline(always)]
+fn token<const W: usize>(plane: &[f64], t: usize) -> &[f64] {
+    &plane[t * W..(t + 1) * W]
+}
+
+/// `Attn(H) = concat_h softmax_rows(Q_h K_hᵀ / √d_h) V_h · W_O`, written into `ws.attn`.
+fn attention<const W: usize>(spec: &MoeSpec, theta: &[f64], layer: usize, input: &[f64], ws: &mut Workspace) {
+    let (l, d) = (spec.seq_len, spec.d_model);
+    if spec.heads == 1 {
+        return attention_one_head::<W>(l, d, layer, input, ws);
+    }
+    let dd = d * d;
+    let plane = l * W;
+    let [wq, wk, wv, wo] = spec.offsets(layer).attn;
+    matmul_planes(input, &theta[wq..wq + dd], d, &mut ws.q);
+    matmul_planes(input, &theta[wk..wk + dd], d, &mut ws.k);
+    matmul_planes(input, &theta[wv..wv + dd], d, &mut ws.v);
+    let width = d / spec.heads;
+    let scale = 1.0 / (width as f64).sqrt();
+    for head in 0..spec.heads {
+        let cols = head * width..(head + 1) * width;
+        for t in 0..l {
+            for (u, weights) in ws.attention_weights[..l * W].chunks_exact_mut(W).enumerate() {
+                let pairs = cols
+                    .clone()
+                    .map(|c| (token::<W>(&ws.q[c * plane..], t), token::<W>(&ws.k[c * plane..], u)));
+                dot_lanes(pairs, weights);
+                weights.iter_mut().for_each(|w| *w *= scale);
+            }
+            softmax_lanes::<W>(&mut ws.attention_weights[..l * W]);
+            for c in cols.clone() {
+                let out = &mut ws.context[c * plane + t * W..][..W];
+                out.fill(0.0);
+                for (u, p) in ws.attention_weights[..l * W].chunks_exact(W).enumerate() {
+                    for ((o, &p), &v) in out.iter_mut().zip(p).zip(token::<W>(&ws.v[c * plane..], u)) {
+                        *o += p * v;
+                    }
+                }
+            }
+        }
+    }
+    matmul_planes(&ws.context[..d * plane], &theta[wo..wo + dd], d, &mut ws.attn);
+}
+
+/// One head, with the per-θ products of [`prepare`]: scores `(x_t A) · x_u / √D` with
+/// `A = W_Q W_Kᵀ`, output `Σ_u p_tu (x_u B)` with `B = W_V W_O`. Two D × D products per token
+/// instead of four (the same function; the rounding differs from the four-product form only in the
+/// last bits).
+fn attention_one_head<const W: usize>(l: usize, d: usize, layer: usize, input: &[f64], ws: &mut Workspace) {
+    let dd = d * d;
+    let plane = l * W;
+    let (a, b) = ws.one.folded[2 * layer * dd..2 * (layer + 1) * dd].split_at(dd);
+    matmul_planes(input, a, d, &mut ws.q);
+    matmul_planes(input, b, d, &mut ws.v);
+    let scale = 1.0 / (d as f64).sqrt();
+    for t in 0..l {
+        for (u, weights) in ws.attention_weights[..l * W].chunks_exact_mut(W).enumerate() {
+            let pairs = (0..d).map(|c| (token::<W>(&ws.q[c * plane..], t), token::<W>(&input[c * plane..], u)));
+            dot_lanes(pairs, weights);
+            weights.iter_mut().for_each(|w| *w *= scale);
+        }
+        softmax_lanes::<W>(&mut ws.attention_weights[..l * W]);
+        for c in 0..d {
+            let out = &mut ws.attn[c * plane + t * W..][..W];
+            out.fill(0.0);
+            for (u, p) in ws.attention_weights[..l * W].chunks_exact(W).enumerate() {
+                for ((o, &p), &v) in out.iter_mut().zip(p).zip(token::<W>(&ws.v[c * plane..], u)) {
+                    *o += p * v;
+                }
+            }
+        }
+    }
+}
+
+/// The per-θ work of a forward pass (see [`model::prepare`]), done once before evaluating θ on
+/// many inputs. [`forward_batch`] needs it.
+pub fn prepare(spec: &MoeSpec, theta: &[f64], ws: &mut Workspace) {
+    model::prepare(spec, theta, &mut ws.one);
+}
+
+/// Router scores, the top-k choice, its colex rank and the gates of every token of the first
+/// `lanes` lanes; then each expert's list of the tokens routed to it (`ws.routed_*`).
+fn route<const W: usize>(
+    spec: &MoeSpec,
+    theta: &[f64],
+    layer: usize,
+    input: &[f64],
+    lanes: usize,
+    ws: &mut Workspace,
+    routes: &mut [u32],
+) {
+    let (l, d, k, m) = (spec.seq_len, spec.d_model, spec.top_k, spec.experts);
+    let plane = l * W;
+    let offsets = spec.offsets(layer);
+    let weight = &theta[offsets.router_weight..offsets.router_bias];
+    let bias = &theta[offsets.router_bias..offsets.experts];
+    for t in 0..l {
+        for ((scores, row), &b) in ws.scores[..m * W]
+            .chunks_exact_mut(W)
+            .zip(weight.chunks_exact(d))
+            .zip(bias)
+        {
+            scores.fill(-0.0);
+            for (c, &w) in row.iter().enumerate() {
+                for (s, &x) in scores.iter_mut().zip(token::<W>(&input[c * plane..], t)) {
+                    *s += w * x;
+                }
+            }
+            scores.iter_mut().for_each(|s| *s += b);
+        }
+        let experts = &mut ws.top_experts[t * k * W..(t + 1) * k * W];
+        select_top_k::<W>(&ws.scores[..m * W], k, &mut ws.top_scores, experts);
+        for lane in 0..lanes {
+            for (place, s) in ws.selected.iter_mut().enumerate() {
+                *s = experts[place * W + lane] as usize;
+            }
+            routes[lane * spec.routes_per_input() + layer * l + t] = ws.ranks.rank(&ws.selected);
+        }
+
+        // Gate weights in ascending expert order, each exponential taken once. The shift is the
+        // highest score, so every exponent is <= 0 and none overflows.
+        let gates = &mut ws.gates[t * k * W..(t + 1) * k * W];
+        match spec.gate {
+            Gate::Uniform => gates.fill(1.0 / k as f64),
+            Gate::RenormalizedSoftmax | Gate::FullSoftmax => {
+                let shift = &ws.top_scores[..W];
+                for (gate, expert) in gates.chunks_exact_mut(W).zip(experts.chunks_exact(W)) {
+                    for lane in 0..W {
+                        let score = ws.scores[expert[lane] as usize * W + lane];
+                        gate[lane] = (score - shift[lane]).exp();
+                    }
+                }
+                let mut normaliser = [-0.0; W];
+                if spec.gate == Gate::FullSoftmax {
+                    for score in ws.scores[..m * W].chunks_exact(W) {
+                        for ((total, &s), &m) in normaliser.iter_mut().zip(score).zip(shift) {
+                            *total += (s - m).exp();
+                        }
+                    }
+                } else {
+                    for gate in gates.chunks_exact(W) {
+                        for (total, &g) in normaliser.iter_mut().zip(gate) {
+                            *total += g;
+                        }
+                    }
+                }
+                for gate in gates.chunks_exact_mut(W) {
+                    for (g, &total) in gate.iter_mut().zip(&normaliser) {
+                        *g *= 1.0 / total;
+                    }
+                }
+            }
+        }
+    }
+    // Each expert's routed tokens, by a counting sort of the choices (token, then lane order).
+    ws.routed_len.fill(0);
+    for experts in ws.top_experts[..l * k * W].chunks_exact(W) {
+        for &j in &experts[..lanes] {
+            ws.routed_len[j as usize] += 1;
+        }
+    }
+    let mut start = 0;
+    for (first, &len) in ws.routed_start.iter_mut().zip(&ws.routed_len) {
+        *first = start;
+        start += len;
+    }
+    ws.routed_len.fill(0);
+    for (i, (experts, gates)) in ws.top_experts[..l * k * W]
+        .chunks_exact(W)
+        .zip(ws.gates[..l * k * W].chunks_exact(W))
+        .enumerate()
+    {
+        let t = i / k;
+        for lane in 0..lanes {
+            let j = experts[lane] as usize;
+            let entry = ws.routed_start[j] + ws.routed_len[j];
+            ws.routed_slots[entry] = t * W + lane;
+            ws.routed_gates[entry] = gates[lane];
+            ws.routed_len[j] += 1;
+        }
+    }
+}
+
+/// `MoE(Z)_t = Σ_{j∈S_t} g_{t,j} E_j(z_t)` for every token of every lane, into `ws.moe`; the colex
+/// rank of each token's expert set into `routes` (lane-major, `routes_per_input` per lane).
+///
+/// Expert by expert in ascending order, so each token's terms are added in the order of the
+/// one-input pass (ascending expert index, from 0).
+fn mixture<const W: usize>(
+    spec: &MoeSpec,
+    theta: &[f64],
+    layer: usize,
+    input: &[f64],
+    lanes: usize,
+    ws: &mut Workspace,
+    routes: &mut [u32],
+) {
+    route::<W>(spec, theta, layer, input, lanes, ws, routes);
+    let (l, d, h) = (spec.seq_len, spec.d_model, spec.expert_hidden);
+    let plane = l * W;
+    let slots = plane;
+    let expert_size = spec.expert_params();
+    let experts_start = spec.offsets(layer).experts;
+    ws.moe[..d * plane].fill(0.0);
+    for j in 0..spec.experts {
+        let n = ws.routed_len[j];
+        if n == 0 {
+            continue;
+        }
+        let params = &theta[experts_start + j * expert_size..][..expert_size];
+        let slot_of = &ws.routed_slots[ws.routed_start[j]..][..n];
+        let gate_of = &ws.routed_gates[ws.routed_start[j]..][..n];
+        if spec.expert == ExpertKind::Constant {
+            for (c, &value) in params[..d].iter().enumerate() {
+                for (&slot, &gate) in slot_of.iter().zip(gate_of) {
+                    ws.moe[c * plane + slot] += gate * value;
+                }
+            }
+            continue;
+        }
+        // gather the routed tokens' inputs: gathered[c][entry]
+        for c in 0..d {
+            let from = &input[c * plane..(c + 1) * plane];
+            for (g, &slot) in ws.gathered[c * slots..][..n].iter_mut().zip(slot_of) {
+                *g = from[slot];
+            }
+        }
+        let routed = Routed {
+            slots: slot_of,
+            gates: gate_of,
+            stride: slots,
+        };
+        if spec.expert == ExpertKind::Linear {
+            let (weight, bias) = params.split_at(d * d);
+            routed.add_affine(weight, &bias[..d], &ws.gathered, &mut ws.sums, &mut ws.moe[..d * plane]);
+        } else {
+            let (w1, rest) = params.split_at(h * d);
+            let (b1, rest) = rest.split_at(h);
+            let (w2, b2) = rest.split_at(d * h);
+            for (a, (row, &b)) in w1.chunks_exact(d).zip(b1).enumerate() {
+                let out = &mut ws.hidden[a * slots..][..n];
+                out.fill(-0.0);
+                for (c, &w) in row.iter().enumerate() {
+                    for (o, &x) in out.iter_mut().zip(&ws.gathered[c * slots..][..n]) {
+                        *o += w * x;
+                    }
+                }
+                for o in out.iter_mut() {
+                    *o = (*o + b).max(0.0);
+                }
+            }
+            routed.add_affine(w2, &b2[..d], &ws.hidden, &mut ws.sums, &mut ws.moe[..d * plane]);
+        }
+    }
+}
+
+/// The tokens routed to one expert: their slots (`token · W + lane`) and gates.
+struct Routed<'a> {
+    slots: &'a [usize],
+    gates: &'a [f64],
+    /// The distance between features in the gathered buffers.
+    stride: usize,
+}
+
+impl Routed<'_> {
+    /// `moe[c][slot_e] += gate_e · (Σ_a rows[c, a] · x[a][e] + bias[c])` for every routed entry e,
+    /// with `x` gathered feature-major (`[a][entry]`, features `stride` apart).
+    #[inline(always)]
+    fn add_affine(&self, rows: &[f64], bias: &[f64], x: &[f64], sums: &mut [f64], moe: &mut [f64]) {
+        let n = self.slots.len();
+        let width = rows.len() / bias.len();
+        let plane = moe.len() / bias.len();
+        let sums = &mut sums[..n];
+        for ((row, &b), out) in rows.chunks_exact(width).zip(bias).zip(moe.chunks_exact_mut(plane)) {
+            sums.fill(-0.0);
+            for (a, &w) in row.iter().enumerate() {
+                for (s, &x) in sums.iter_mut().zip(&x[a * self.stride..][..n]) {
+                    *s += w * x;
+                }
+            }
+            for ((&slot, &gate), &s) in self.slots.iter().zip(self.gates).zip(sums.iter()) {
+                out[slot] += gate * (s + b);
+            }
+        }
+    }
+}
+
+/// Evaluates `f_θ` on any number of inputs (`n × seq_len × d_model`, row-major): writes each
+/// readout into `values` (`n × output_dim`) and each routing pattern, layer-major (`layers ×
+/// seq_len` colex ranks per input), into `routes`. Call [`prepare`] with this θ and workspace first
+/// (once per θ, however many inputs follow).
+pub fn forward_batch(
+    spec: &MoeSpec,
+    theta: &[f64],
+    inputs: &[f64],
+    ws: &mut Workspace,
+    values: &mut [f64],
+    routes: &mut [u32],
+) {
+    let (x_len, o, r) = (spec.input_len(), spec.output_dim(), spec.routes_per_input());
+    let n = inputs.len() / x_len;
+    assert!(inputs.len() == n * x_len && values.len() == n * o && routes.len() == n * r);
+    let mut done = 0;
+    while done < n {
+        // Lanes pay when most of them are used (measured in benches/README.md): 32 lanes for
+        // 28 or more inputs, 16 for 14 or more, else the one-input pass.
+        let take = match n - done {
+            rest @ 28.. => rest.min(LANES),
+            rest @ 14.. => rest.min(16),
+            _ => 1,
+        };
+        let (x, v, rt) = (
+            &inputs[done * x_len..(done + take) * x_len],
+            &mut values[done * o..(done + take) * o],
+            &mut routes[done * r..(done + take) * r],
+        );
+        match take {
+            1 => model::forward(spec, theta, x, &mut ws.one, v, rt),
+            ..=16 => forward_lanes::<16>(spec, theta, x, ws, v, rt),
+            _ => forward_lanes::<LANES>(spec, theta, x, ws, v, rt),
+        }
+        done += take;
+    }
+}
+
+fn forward_lanes<const W: usize>(
+    spec: &MoeSpec,
+    theta: &[f64],
+    inputs: &[f64],
+    ws: &mut Workspace,
+    values: &mut [f64],
+    routes: &mut [u32],
+) {
+    let (l, d) = (spec.seq_len, spec.d_model);
+    let plane = l * W;
+    let size = d * plane;
+    let lanes = inputs.len() / spec.input_len();
+    // transpose into [feature][token][lane]; lanes past the batch keep old (finite or not) values,
+    // which are computed on but never read out or routed
+    for (lane, x) in inputs.chunks_exact(l * d).enumerate() {
+        for (t, x_t) in x.chunks_exact(d).enumerate() {
+            for (c, &x) in x_t.iter().enumerate() {
+                ws.h[c * plane + t * W + lane] = x;
+            }
+        }
+    }
+    let with_attention = spec.heads > 0;
+    for layer in 0..spec.layers {
+        if with_attention {
+            let h = std::mem::take(&mut ws.h);
+            attention::<W>(spec, theta, layer, &h[..size], ws);
+            ws.h = h;
+        }
+        match spec.block {
+            Block::Sequential => {
+                // Y = H + Attn(H); H' = Y + MoE(Y)
+                ws.y[..size].copy_from_slice(&ws.h[..size]);
+                if with_attention {
+                    for (y, a) in ws.y[..size].iter_mut().zip(&ws.attn[..size]) {
+                        *y += a;
+                    }
+                }
+                let y = std::mem::take(&mut ws.y);
+                mixture::<W>(spec, theta, layer, &y[..size], lanes, ws, routes);
+                for ((h, y), m) in ws.h[..size].iter_mut().zip(&y[..size]).zip(&ws.moe[..size]) {
+                    *h = y + m;
+                }
+                ws.y = y;
+            }
+            Block::Parallel => {
+                // H' = H + Attn(H) + MoE(H)
+                let h = std::mem::take(&mut ws.h);
+                mixture::<W>(spec, theta, layer, &h[..size], lanes, ws, routes);
+                ws.h = h;
+                for (i, h) in ws.h[..size].iter_mut().enumerate() {
+                    let attn = if with_attention { ws.attn[i] } else { 0.0 };
+                    *h = *h + attn + ws.moe[i];
+                }
+            }
+        }
+    }
+    let o = spec.output_dim();
+    for (lane, out) in values.chunks_exact_mut(o).take(lanes).enumerate() {
+        match spec.readout {
+            Readout::Scalar => out[0] = ws.h[lane],
+            Readout::Token0 => {
+                for (c, v) in out.iter_mut().enumerate() {
+                    *v = ws.h[c * plane + lane];
+                }
+            }
+            Readout::All => {
+                for (i, v) in out.iter_mut().enumerate() {
+                    let (t, c) = (i / d, i % d);
+                    *v = ws.h[c * plane + t * W + lane];
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sampling::sample_row;
+    use crate::spec::SpecOptions;
+
+    /// Values and routes of `n` inputs through [`forward_batch`] in batches of `batch`, and one at
+    /// a time through [`model::forward`].
+    fn both_ways(spec: &MoeSpec, theta: &[f64], inputs: &[f64], batch: usize) -> [(Vec<u64>, Vec<u32>); 2] {
+        let n = inputs.len() / spec.input_len();
+        let (o, r) = (spec.output_dim(), spec.routes_per_input());
+        let mut ws = Workspace::new(spec);
+        prepare(spec, theta, &mut ws);
+        let (mut values, mut routes) = (vec![0.0; n * o], vec![0u32; n * r]);
+        for ((x, v), rt) in inputs
+            .chunks(batch * spec.input_len())
+            .zip(values.chunks_mut(batch * o))
+            .zip(routes.chunks_mut(batch * r))
+        {
+            forward_batch(spec, theta, x, &mut ws, v, rt);
+        }
+        let mut one = model::Workspace::new(spec);
+        model::prepare(spec, theta, &mut one);
+        let (mut values_one, mut routes_one) = (vec![0.0; n * o], vec![0u32; n * r]);
+        for ((x, v), rt) in inputs
+            .chunks_exact(spec.input_len())
+            .zip(values_one.chunks_exact_mut(o))
+            .zip(routes_one.chunks_exact_mut(r))
+        {
+            model::forward(spec, theta, x, &mut one, v, rt);
+        }
+        let bits = |v: Vec<f64>| v.into_iter().map(f64::to_bits).collect();
+        [(bits(values), routes), (bits(values_one), routes_one)]
+    }
+
+    #[test]
+    fn every_input_gets_the_bits_of_the_one_input_pass_in_any_batch() {
+        let mut case = 0u64;
+        for heads in [0, 1, 2] {
+            for block in ["sequential", "parallel"] {
+                for gate in ["uniform", "renormalized_softmax", "full_softmax"] {
+                    for (expert, readout) in [
+                        ("constant", "all"),
+                        ("linear", "token0"),
+                        ("mlp", "scalar"),
+                        ("mlp", "all"),
+                    ] {
+                        case += 1;
+                        let spec = MoeSpec::new(&SpecOptions {
+                            layers: 1 + (case % 2) as i64,
+                            experts: 5,
+                            top_k: 1 + (case % 3) as i64,
+                            d_model: 4,
+                            seq_len: 3,
+                            heads,
+                            expert,
+                            expert_hidden: 3,
+                            gate,
+                            block,
+                            readout,
+                            param_bound: 1.5,
+                        })
+                        .expect("valid");
+                        let mut theta = vec![0.0; spec.total_params()];
+                        sample_row(case, 0, spec.param_bound, &Vec::new(), &mut theta);
+                        let n = 37;
+                        let mut inputs = vec![0.0; n * spec.input_len()];
+                        sample_row(case, 1, 2.0, &Vec::new(), &mut inputs);
+                        // exact ties between router scores: a repeated input, and a zero input
+                        inputs.copy_within(0..spec.input_len(), 5 * spec.input_len());
+                        inputs[7 * spec.input_len()..8 * spec.input_len()].fill(0.0);
+                        for batch in [1, 13, 14, 17, 28, 37] {
+                            let [lanes, one] = both_ways(&spec, &theta, &inputs, batch);
+                            assert_eq!(lanes, one, "case {case} {spec:?}, batches of {batch}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn overflowing_activations_give_the_same_bits_and_valid_routes() {
+        // θ near f64::MAX overflows to inf and NaN: no panic, k distinct experts, the same bits
+        let spec = MoeSpec::new(&SpecOptions {
+            layers: 2,
+            experts: 6,
+            top_k: 3,
+            d_model: 2,
+            seq_len: 2,
+            heads: 1,
+            param_bound: 1e300,
+            ..Default::default()
+        })
+        .expect("valid");
+        let mut theta = vec![0.0; spec.total_params()];
+        sample_row(3, 0, spec.param_bound, &Vec::new(), &mut theta);
+        let mut inputs = vec![0.0; 20 * spec.input_len()];
+        sample_row(3, 1, 1e300, &Vec::new(), &mut inputs);
+        let [lanes, one] = both_ways(&spec, &theta, &inputs, 20);
+        assert!(
+            lanes.0.iter().any(|&v| f64::from_bits(v).is_nan()),
+            "the case should overflow"
+        );
+        assert_eq!(lanes, one);
+        assert!(lanes.1.iter().all(|&rank| rank < 20), "C(6, 3) = 20 patterns");
+    }
+}
