@@ -371,7 +371,7 @@ impl<T: Real> MultiNet<T> {
 
     /// Scans `points` (row-major, `len = rows × dim`) after everything added before.
     pub fn add(&mut self, points: &[T], n_threads: usize, interrupt: Interrupt) -> Result<()> {
-        if points.len() % self.dim != 0 {
+        if !points.len().is_multiple_of(self.dim) {
             return Err(Error::invalid(
                 "points",
                 format!("length {} is not a multiple of dim = {}", points.len(), self.dim),
@@ -457,7 +457,7 @@ impl<T: Real> MultiNet<T> {
 
 /// Occupied cells of the grid of side δ (cells `⌊x / δ⌋` in every coordinate), per δ.
 pub fn box_count<T: Real>(points: &[T], dim: usize, deltas: &[f64], n_threads: usize) -> Result<Vec<usize>> {
-    if dim == 0 || points.len() % dim != 0 {
+    if dim == 0 || !points.len().is_multiple_of(dim) {
         return Err(Error::invalid("points", "length is not a multiple of dim"));
     }
     if let Some(bad) = deltas.iter().find(|d| !(d.is_finite() && **d > 0.0)) {

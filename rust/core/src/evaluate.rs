@@ -28,7 +28,7 @@ enum Source<'a> {
 
 fn check_inputs(spec: &MoeSpec, inputs: &[f64]) -> Result<usize> {
     let per = spec.input_len();
-    if inputs.len() % per != 0 {
+    if !inputs.len().is_multiple_of(per) {
         return Err(Error::invalid(
             "inputs",
             format!("length {} is not a multiple of seq_len * d_model = {per}", inputs.len()),
@@ -114,7 +114,7 @@ pub fn evaluate(
     interrupt: Interrupt,
 ) -> Result<Evaluation> {
     let p = spec.total_params();
-    if params.len() % p != 0 {
+    if !params.len().is_multiple_of(p) {
         return Err(Error::invalid(
             "params",
             format!("length {} is not a multiple of P = {p}", params.len()),

@@ -123,7 +123,7 @@ pub fn exact_patterns(
     n_threads: usize,
     interrupt: Interrupt,
 ) -> Result<ExactPatterns> {
-    if d_model == 0 || tokens.len() % d_model != 0 {
+    if d_model == 0 || !tokens.len().is_multiple_of(d_model) {
         return Err(Error::invalid("inputs", "length is not a multiple of d_model"));
     }
     let table = subsets(experts as u32, top_k)?;

@@ -62,7 +62,7 @@ fn check(u: &mut Unstructured) -> Result<()> {
     let inputs: Vec<f64> = (0..u.int_in_range(0..=3 * spec.input_len() + 1)?)
         .map(|_| u.arbitrary())
         .collect::<Result<_>>()?;
-    let shapes_ok = params.len() % spec.total_params() == 0 && inputs.len() % spec.input_len() == 0;
+    let shapes_ok = params.len().is_multiple_of(spec.total_params()) && inputs.len().is_multiple_of(spec.input_len());
     match evaluate(&spec, &params, &inputs, 1, &mut never()) {
         Ok(out) => {
             assert!(shapes_ok);
