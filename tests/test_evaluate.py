@@ -40,7 +40,8 @@ def random_spec(case: int, heads, block, gate, expert) -> MoESpec:
 def test_evaluate_matches_numpy_reference(case, options):
     spec = random_spec(case, *options)
     rng = np.random.default_rng(1000 + case)
-    inputs = rng.normal(size=(5, spec.seq_len, spec.d_model))
+    # 37 inputs: a batch of 32 in SIMD lanes, then 5 one at a time (the core's two paths)
+    inputs = rng.normal(size=(37, spec.seq_len, spec.d_model))
     params = sample_params(spec, 4, rng=case)
     got = evaluate(spec, params, inputs, n_threads=2)
     want_values, want_routes = reference.evaluate(spec, params, inputs)
@@ -57,7 +58,7 @@ def test_every_compiled_width_matches_numpy_reference(d_model, expert_hidden, he
     spec = MoESpec(layers=2, experts=5, top_k=2, d_model=d_model, seq_len=3, heads=heads, expert_hidden=expert_hidden,
                    readout="all")
     rng = np.random.default_rng(d_model * 100 + expert_hidden)
-    inputs = rng.normal(size=(6, 3, d_model))
+    inputs = rng.normal(size=(20, 3, d_model))  # 16 in lanes, 4 one at a time
     params = sample_params(spec, 5, rng=d_model)
     got = evaluate(spec, params, inputs, n_threads=1)
     want_values, want_routes = reference.evaluate(spec, params, inputs)
