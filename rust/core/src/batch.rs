@@ -53,13 +53,26 @@ pub struct Workspace {
     sums: Vec<f64>,
     /// The one-input pass's workspace: small batches, and the per-θ products of [`prepare`].
     one: model::Workspace,
+    /// False when the lane buffers would be too large (`MAX_LANE_SCRATCH`): every input then
+    /// runs alone, and the lane buffers are empty.
+    in_lanes: bool,
 }
+
+/// The most values the lane buffers of one thread may hold (16 MiB): classes with inputs so large
+/// that the lanes would need more run one input at a time (where the lanes would not pay anyway:
+/// the work per input is then large).
+const MAX_LANE_SCRATCH: usize = 1 << 21;
 
 impl Workspace {
     pub fn new(spec: &MoeSpec) -> Self {
-        let slots = spec.seq_len * LANES;
-        let activation = spec.d_model * slots;
+        let (l, d, h, k, m) = (spec.seq_len, spec.d_model, spec.expert_hidden, spec.top_k, spec.experts);
+        // every size is at most 2^16 (MoeSpec::new), so these products cannot overflow
+        let lane_values = (9 * d + h + 4 * k + 2) * l * LANES + (m + k) * LANES;
+        let in_lanes = lane_values <= MAX_LANE_SCRATCH;
+        let slots = if in_lanes { l * LANES } else { 0 };
+        let activation = d * slots;
         Workspace {
+            in_lanes,
             ranks: RankTable::new(spec.experts, spec.top_k),
             h: vec![0.0; activation],
             y: vec![0.0; activation],
@@ -70,8 +83,8 @@ impl Workspace {
             attn: vec![0.0; activation],
             moe: vec![0.0; activation],
             attention_weights: vec![0.0; slots],
-            scores: vec![0.0; spec.experts * LANES],
-            top_scores: vec![0.0; spec.top_k * LANES],
+            scores: vec![0.0; if in_lanes { m * LANES } else { 0 }],
+            top_scores: vec![0.0; if in_lanes { k * LANES } else { 0 }],
             top_experts: vec![0.0; spec.top_k * slots],
             gates: vec![0.0; spec.top_k * slots],
             selected: vec![0; spec.top_k],
@@ -451,6 +464,7 @@ pub fn forward_batch(
         // Lanes pay when most of them are used (measured in benches/README.md): 32 lanes for
         // 28 or more inputs, 16 for 14 or more, else the one-input pass.
         let take = match n - done {
+            _ if !ws.in_lanes => 1,
             rest @ 28.. => rest.min(LANES),
             rest @ 14.. => rest.min(16),
             _ => 1,
@@ -623,6 +637,27 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn classes_with_large_inputs_run_one_input_at_a_time_in_little_memory() {
+        let spec = MoeSpec::new(&SpecOptions {
+            d_model: 256,
+            seq_len: 256,
+            experts: 2,
+            ..Default::default()
+        })
+        .expect("valid");
+        let ws = Workspace::new(&spec);
+        assert!(!ws.in_lanes && ws.h.is_empty() && ws.gathered.is_empty());
+        let small = MoeSpec::new(&SpecOptions::default()).expect("valid");
+        assert!(Workspace::new(&small).in_lanes);
+        let mut theta = vec![0.0; spec.total_params()];
+        sample_row(1, 0, 1.0, &Vec::new(), &mut theta);
+        let mut inputs = vec![0.0; 30 * spec.input_len()];
+        sample_row(1, 1, 1.0, &Vec::new(), &mut inputs);
+        let [batched, one] = both_ways(&spec, &theta, &inputs, 30);
+        assert_eq!(batched, one);
     }
 
     #[test]
