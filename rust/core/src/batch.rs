@@ -623,6 +623,12 @@ mod tests {
                         .expect("valid");
                         let mut theta = vec![0.0; spec.total_params()];
                         sample_row(case, 0, spec.param_bound, &Vec::new(), &mut theta);
+                        // experts 0 and 1 of layer 0 get the same router row: their scores tie
+                        // exactly on every token, and the tie must go to expert 0
+                        let router = spec.offsets(0);
+                        let d = spec.d_model;
+                        theta.copy_within(router.router_weight..router.router_weight + d, router.router_weight + d);
+                        theta[router.router_bias + 1] = theta[router.router_bias];
                         let n = 37;
                         let mut inputs = vec![0.0; n * spec.input_len()];
                         sample_row(case, 1, 2.0, &Vec::new(), &mut inputs);
