@@ -162,6 +162,18 @@ fn token<const W: usize>(plane: &[f64], t: usize) -> &[f64] {
     &plane[t * W..(t + 1) * W]
 }
 
+/// One query token's attention output in one feature: `out = Σ_u p[u] · v[u]` lane by lane
+/// (from 0, ascending key token u), for weights `[u][lane]` and values `[u][lane]` of that feature.
+#[inline(always)]
+fn attend<const W: usize>(weights: &[f64], values: &[f64], out: &mut [f64]) {
+    out.fill(0.0);
+    for (u, p) in weights.chunks_exact(W).enumerate() {
+        for ((o, &p), &v) in out.iter_mut().zip(p).zip(token::<W>(values, u)) {
+            *o += p * v;
+        }
+    }
+}
+
 /// `Attn(H) = concat_h softmax_rows(Q_h K_hᵀ / √d_h) V_h · W_O`, written into `ws.attn`.
 fn attention<const W: usize>(spec: &MoeSpec, theta: &[f64], layer: usize, input: &[f64], ws: &mut Workspace) {
     let (l, d) = (spec.seq_len, spec.d_model);
@@ -189,12 +201,7 @@ fn attention<const W: usize>(spec: &MoeSpec, theta: &[f64], layer: usize, input:
             softmax_lanes::<W>(&mut ws.attention_weights[..l * W]);
             for c in cols.clone() {
                 let out = &mut ws.context[c * plane + t * W..][..W];
-                out.fill(0.0);
-                for (u, p) in ws.attention_weights[..l * W].chunks_exact(W).enumerate() {
-                    for ((o, &p), &v) in out.iter_mut().zip(p).zip(token::<W>(&ws.v[c * plane..], u)) {
-                        *o += p * v;
-                    }
-                }
+                attend::<W>(&ws.attention_weights[..l * W], &ws.v[c * plane..], out);
             }
         }
     }
@@ -221,12 +228,7 @@ fn attention_one_head<const W: usize>(l: usize, d: usize, layer: usize, input: &
         softmax_lanes::<W>(&mut ws.attention_weights[..l * W]);
         for c in 0..d {
             let out = &mut ws.attn[c * plane + t * W..][..W];
-            out.fill(0.0);
-            for (u, p) in ws.attention_weights[..l * W].chunks_exact(W).enumerate() {
-                for ((o, &p), &v) in out.iter_mut().zip(p).zip(token::<W>(&ws.v[c * plane..], u)) {
-                    *o += p * v;
-                }
-            }
+            attend::<W>(&ws.attention_weights[..l * W], &ws.v[c * plane..], out);
         }
     }
 }
