@@ -12,7 +12,6 @@
 //! cost more than they save.
 
 use crate::model::{self, select_top_k};
-use crate::routing::RankTable;
 use crate::spec::{Block, ExpertKind, Gate, MoeSpec, Readout};
 
 /// The most inputs that run side by side.
@@ -20,7 +19,6 @@ const LANES: usize = 32;
 
 /// Scratch buffers for one thread; build once with [`Workspace::new`] and reuse across calls.
 pub struct Workspace {
-    ranks: RankTable,
     /// `[feature][token][lane]` activations, `d_model × seq_len × LANES` each.
     h: Vec<f64>,
     y: Vec<f64>,
@@ -39,8 +37,6 @@ pub struct Workspace {
     /// Every token's top-k experts, ascending, and their gates: `[token][place][lane]`.
     top_experts: Vec<f64>,
     gates: Vec<f64>,
-    /// One lane's top-k experts, ascending, for ranking.
-    selected: Vec<usize>,
     /// The `(token · LANES + lane)` slots routed to each expert and their gates, expert by expert:
     /// expert j's `routed_len[j]` entries start at `routed_start[j]`.
     routed_slots: Vec<usize>,
@@ -51,7 +47,8 @@ pub struct Workspace {
     gathered: Vec<f64>,
     hidden: Vec<f64>,
     sums: Vec<f64>,
-    /// The one-input pass's workspace: small batches, and the per-θ products of [`prepare`].
+    /// The one-input pass's workspace: small batches, the per-θ products of [`prepare`], and the
+    /// rank table and one lane's experts for ranking.
     one: model::Workspace,
     /// False when the lane buffers would be too large (`MAX_LANE_SCRATCH`): every input then
     /// runs alone, and the lane buffers are empty.
@@ -73,7 +70,6 @@ impl Workspace {
         let activation = d * slots;
         Workspace {
             in_lanes,
-            ranks: RankTable::new(spec.experts, spec.top_k),
             h: vec![0.0; activation],
             y: vec![0.0; activation],
             q: vec![0.0; activation],
@@ -87,7 +83,6 @@ impl Workspace {
             top_scores: vec![0.0; if in_lanes { k * LANES } else { 0 }],
             top_experts: vec![0.0; spec.top_k * slots],
             gates: vec![0.0; spec.top_k * slots],
-            selected: vec![0; spec.top_k],
             routed_slots: vec![0; spec.top_k * slots],
             routed_gates: vec![0.0; spec.top_k * slots],
             routed_start: vec![0; spec.experts],
@@ -272,10 +267,10 @@ fn route<const W: usize>(
         let experts = &mut ws.top_experts[t * k * W..(t + 1) * k * W];
         select_top_k::<W>(&ws.scores[..m * W], k, &mut ws.top_scores, experts);
         for lane in 0..lanes {
-            for (place, s) in ws.selected.iter_mut().enumerate() {
+            for (place, s) in ws.one.selected.iter_mut().enumerate() {
                 *s = experts[place * W + lane] as usize;
             }
-            routes[lane * spec.routes_per_input() + layer * l + t] = ws.ranks.rank(&ws.selected);
+            routes[lane * spec.routes_per_input() + layer * l + t] = ws.one.ranks.rank(&ws.one.selected);
         }
 
         // Gate weights in ascending expert order, each exponential taken once. The shift is the

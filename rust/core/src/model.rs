@@ -8,7 +8,7 @@ use crate::spec::{Block, ExpertKind, Gate, MoeSpec, Readout};
 
 /// Scratch buffers for one thread; build once with [`Workspace::new`] and reuse across calls.
 pub struct Workspace {
-    ranks: RankTable,
+    pub(crate) ranks: RankTable,
     h: Vec<f64>,
     y: Vec<f64>,
     q: Vec<f64>,
@@ -22,7 +22,7 @@ pub struct Workspace {
     /// The top-k scores, highest first, and their experts, ascending (see [`select_top_k`]).
     top_scores: Vec<f64>,
     top_experts: Vec<f64>,
-    selected: Vec<usize>,
+    pub(crate) selected: Vec<usize>,
     gates: Vec<f64>,
     hidden: Vec<f64>,
     /// Per layer, for one head: `W_Q W_Kᵀ` then `W_V W_O` (D × D each), set by [`prepare`].
