@@ -16,6 +16,7 @@ started = time.perf_counter()
 try:
     {call}
 except KeyboardInterrupt:
+    {after}
     print("interrupted", flush=True)
     sys.exit(0)
 print("finished after", time.perf_counter() - started, flush=True)
@@ -23,9 +24,10 @@ sys.exit(3)
 """
 
 
-def seconds_to_stop(setup: str, call: str, delay: float = 0.5) -> float:
-    """Seconds between SIGINT and the child reporting KeyboardInterrupt; fails if it never does."""
-    code = CHILD.format(setup=textwrap.dedent(setup), call=call)
+def seconds_to_stop(setup: str, call: str, delay: float = 0.5, after: str = "pass") -> float:
+    """Seconds between SIGINT and the child reporting KeyboardInterrupt; fails if it never does.
+    `after` (one statement, e.g. an assert) runs in the child once the call has been interrupted."""
+    code = CHILD.format(setup=textwrap.dedent(setup), call=call, after=after)
     with subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as child:

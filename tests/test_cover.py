@@ -195,6 +195,54 @@ def test_sigint_stops_cover_within_a_second():
     assert seconds_to_stop(setup, "moecover.cover(points, np.geomspace(4, 0.5, 12), n_threads=2)") < 1.0
 
 
+def test_an_interrupted_stream_is_left_as_it_was():
+    setup = """
+    import numpy as np, moecover
+    rng = np.random.default_rng(0)
+    points = rng.uniform(-1, 1, size=(400_000, 8)) @ rng.normal(size=(8, 64))
+    stream = moecover.CoverStream(np.geomspace(4, 0.5, 12), dim=64, n_threads=2)
+    stream.add(points[:1000])
+    before = stream.result()
+    """
+    after = (
+        "assert stream.n_points == 1000 and "
+        "(stream.result().net_sizes == before.net_sizes).all(), stream.result()"
+    )
+    assert seconds_to_stop(setup, "stream.add(points)", after=after) < 1.0
+
+
+def test_a_stream_goes_on_after_a_failed_chunk(monkeypatch):
+    import moecover._cover as cover_module
+
+    # Chunks of 6000 rows span three of the core's blocks; each failure comes after the first
+    # blocks were scanned, and must leave the stream as it was.
+    rng = np.random.default_rng(3)
+    points = quantised(rng, 13_000, 3, np.float64)
+    deltas = [0.125, 1.0]
+    good = [points[:1000], points[1000:7000], points[7000:]]
+    want = cover(points, deltas)
+    monkeypatch.setattr(cover_module, "physical_memory_bytes", lambda: 2_000_000)
+    stream = CoverStream(deltas, dim=3)
+    stream.add(good[0])
+    before = stream.result()
+    poisoned = good[1].copy()
+    poisoned[5000, 2] = np.nan
+    with pytest.raises(ValueError, match="^chunk: row 5000 holds a NaN"):
+        stream.add(poisoned)
+    assert stream.n_points == 1000
+    np.testing.assert_array_equal(stream.result().net_sizes, before.net_sizes)
+    monkeypatch.setattr(cover_module, "physical_memory_bytes", lambda: 10_000)
+    small = CoverStream(deltas, dim=3)
+    small.add(good[0][:10])
+    with pytest.raises(MemoryError):
+        small.add(good[1])
+    assert small.n_points == 10
+    for chunk in good[1:]:
+        stream.add(chunk)
+    np.testing.assert_array_equal(stream.result().net_sizes, want.net_sizes)
+    np.testing.assert_array_equal(stream.result().tail_discovery, want.tail_discovery)
+
+
 def test_nets_that_outgrow_memory_stop_with_too_large_error(monkeypatch):
     import moecover._cover as cover_module
     from moecover import TooLargeError

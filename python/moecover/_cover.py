@@ -89,6 +89,9 @@ class CoverStream:
     `add(chunk)` scans a chunk (m_i, dim) after all earlier ones; `result()` gives the same
     `CoverResult` as `cover` on the concatenated chunks, for any chunking. Distances are computed
     in `dtype` (float32 or float64); chunks of another dtype are converted.
+
+    A chunk that fails part-way (a NaN or infinite value, nets that outgrow memory, Ctrl-C) is
+    taken back whole: the stream is left as it was before that `add`, and can go on.
     """
 
     def __init__(self, deltas: ArrayLike, dim: int, dtype: DTypeLike = np.float64, n_threads: int | None = None):

@@ -82,9 +82,8 @@ pub fn within<T: Real>(a: &[T], b: &[T], delta: T) -> bool {
     rest_a.iter().zip(rest_b).all(|(&x, &y)| x.abs_diff(y) <= delta)
 }
 
-/// The position of the first NaN or infinite value, the blocks checked in parallel (in the calling
-/// pool), each without an early exit inside it, which the compiler vectorises: a scan of 10^6 × 64
-/// values costs a few ms per thread.
+/// The position of the first NaN or infinite value, pieces of 2^14 values checked in parallel (in
+/// the calling pool), each without an early exit inside it, which the compiler vectorises.
 fn first_non_finite<T: Real>(values: &[T]) -> Option<usize> {
     const BLOCK: usize = 1 << 14;
     values
@@ -220,6 +219,28 @@ impl<T: Real> ScaleNet<T> {
         id
     }
 
+    /// Forgets every centre from `size` on and every assignment from point `n_points` on. Ids
+    /// are appended in ascending order, so the newer ones are the tail of each list.
+    fn truncate(&mut self, size: usize, n_points: u64) {
+        let keep = size as u32;
+        let drop_newer = |list: &mut Vec<u32>| list.truncate(list.partition_point(|&c| c < keep));
+        self.cells.retain(|_, list| {
+            drop_newer(list);
+            !list.is_empty()
+        });
+        drop_newer(&mut self.wild);
+        let (dim, width) = match self.opened_at.len() {
+            0 => (0, 0),
+            n => (self.centres.len() / n, self.sketches.len() / n),
+        };
+        self.centres.truncate(size * dim);
+        self.sketches.truncate(size * width);
+        self.opened_at.truncate(size);
+        if let Some(assignment) = self.assignment.as_mut() {
+            assignment.truncate(n_points as usize);
+        }
+    }
+
     /// Adds a block of points whose first has global index `first_index`.
     fn add_block(&mut self, block: &[T], dim: usize, axes: &Axes, first_index: u64) {
         let old = self.opened_at.len() as u32;
@@ -251,6 +272,13 @@ pub struct MultiNet<T: Real> {
     axes: Option<Axes>,
     n_points: u64,
     memory_limit: usize,
+}
+
+/// The state of a `MultiNet` before an `add`, to return to if the `add` fails.
+struct Mark {
+    n_points: u64,
+    axes_chosen: bool,
+    net_sizes: Vec<usize>,
 }
 
 /// The coordinates a net looks at before a full comparison: `grid` (at most `GRID_AXES`) hash the
@@ -370,6 +398,9 @@ impl<T: Real> MultiNet<T> {
     }
 
     /// Scans `points` (row-major, `len = rows × dim`) after everything added before.
+    ///
+    /// On any error (a NaN or infinite value, the memory limit, an interrupt) the nets are left
+    /// exactly as they were before the call, so a stream can go on with the next chunk.
     pub fn add(&mut self, points: &[T], n_threads: usize, interrupt: Interrupt) -> Result<()> {
         if !points.len().is_multiple_of(self.dim) {
             return Err(Error::invalid(
@@ -381,19 +412,30 @@ impl<T: Real> MultiNet<T> {
             return Ok(());
         }
         let pool = pool(n_threads)?;
-        // All of `points` is checked before any is scanned: an error leaves the nets as they were.
-        if let Some(position) = pool.install(|| first_non_finite(points)) {
-            return Err(Error::invalid(
-                "points",
-                format!("row {} holds a NaN or infinite value", position / self.dim),
-            ));
+        let before = self.mark();
+        let scanned = self.scan(points, &pool, interrupt);
+        if scanned.is_err() {
+            self.roll_back(before);
         }
+        scanned
+    }
+
+    /// The blocks of `points` in order, each checked finite just before it is scanned: the check
+    /// then brings the block into cache for the scan, instead of reading all of `points` twice.
+    fn scan(&mut self, points: &[T], pool: &rayon::ThreadPool, interrupt: Interrupt) -> Result<()> {
         let dim = self.dim;
-        let axes = self.axes.get_or_insert_with(|| choose_axes(points, dim)).clone();
-        for block in points.chunks(BLOCK * dim) {
+        for (b, block) in points.chunks(BLOCK * dim).enumerate() {
             if interrupt() {
                 return Err(Error::Interrupted);
             }
+            if let Some(position) = pool.install(|| first_non_finite(block)) {
+                return Err(Error::invalid(
+                    "points",
+                    format!("row {} holds a NaN or infinite value", b * BLOCK + position / dim),
+                ));
+            }
+            // The sample `choose_axes` reads lies in the first block, just checked finite.
+            let axes = self.axes.get_or_insert_with(|| choose_axes(block, dim)).clone();
             let first = self.n_points;
             pool.install(|| {
                 self.scales
@@ -417,6 +459,25 @@ impl<T: Real> MultiNet<T> {
             }
         }
         Ok(())
+    }
+
+    /// What `roll_back` restores.
+    fn mark(&self) -> Mark {
+        Mark {
+            n_points: self.n_points,
+            axes_chosen: self.axes.is_some(),
+            net_sizes: self.net_sizes(),
+        }
+    }
+
+    fn roll_back(&mut self, to: Mark) {
+        if !to.axes_chosen {
+            self.axes = None;
+        }
+        for (scale, &size) in self.scales.iter_mut().zip(&to.net_sizes) {
+            scale.truncate(size, to.n_points);
+        }
+        self.n_points = to.n_points;
     }
 
     pub fn n_points(&self) -> u64 {
@@ -645,6 +706,70 @@ mod tests {
             for (s, &delta) in deltas.iter().enumerate() {
                 let (centres, assignment) = sequential_net(&points, 2, delta);
                 assert_eq!(net.centres(s), &centres[..], "base {base}, delta {delta}");
+                assert_eq!(net.assignment(s).expect("kept"), &assignment[..]);
+            }
+        }
+    }
+
+    /// Everything a caller can see of the nets.
+    fn state(net: &MultiNet<f64>) -> (u64, Vec<Vec<u64>>, Vec<Vec<i64>>) {
+        let scales = 0..net.scales.len();
+        (
+            net.n_points(),
+            scales.clone().map(|s| net.centres(s).to_vec()).collect(),
+            scales.map(|s| net.assignment(s).expect("kept").to_vec()).collect(),
+        )
+    }
+
+    #[test]
+    fn a_failed_add_leaves_the_nets_as_they_were() {
+        // Failures in the third block of a chunk (blocks of BLOCK points), after two blocks have
+        // opened centres: a NaN, an interrupt, the memory limit. Each must leave the nets as they
+        // were, cell lists included: the good points added afterwards give the sequential net.
+        let dim = 3;
+        let deltas = [0.25, 1.0];
+        let points = lcg_points(1000 + 3 * BLOCK, dim, 7);
+        let (head, tail) = points.split_at(1000 * dim);
+        let fresh = |limit: usize| {
+            let mut net = MultiNet::<f64>::new(&deltas, dim, true)
+                .expect("valid")
+                .with_memory_limit(limit);
+            net.add(head, 2, &mut never()).expect("ok");
+            net
+        };
+        let mut net = fresh(usize::MAX);
+        let before = state(&net);
+
+        let mut poisoned = tail.to_vec();
+        poisoned[(2 * BLOCK + 5) * dim + 1] = f64::NAN;
+        let error = net.add(&poisoned, 2, &mut never()).expect_err("NaN");
+        assert!(error.to_string().contains(&format!("row {}", 2 * BLOCK + 5)), "{error}");
+        assert_eq!(state(&net), before);
+
+        let mut calls = 0;
+        let mut third_block = || {
+            calls += 1;
+            calls == 3
+        };
+        assert!(matches!(net.add(tail, 1, &mut third_block), Err(Error::Interrupted)));
+        assert_eq!(state(&net), before);
+
+        let mut full = fresh(usize::MAX);
+        full.add(&tail[..BLOCK * dim], 1, &mut never()).expect("ok");
+        let mut limited = fresh(full.memory_bytes() + 1);
+        assert!(matches!(
+            limited.add(tail, 1, &mut never()),
+            Err(Error::TooLarge { .. })
+        ));
+        assert_eq!(state(&limited), before);
+
+        // The failures came after the tail had opened centres at the finer scale.
+        assert!(full.centres(0).len() > before.1[0].len());
+        for mut net in [net, limited.with_memory_limit(usize::MAX)] {
+            net.add(tail, 2, &mut never()).expect("ok");
+            for (s, &delta) in deltas.iter().enumerate() {
+                let (centres, assignment) = sequential_net(&points, dim, delta);
+                assert_eq!(net.centres(s), &centres[..], "delta {delta}");
                 assert_eq!(net.assignment(s).expect("kept"), &assignment[..]);
             }
         }
