@@ -1,6 +1,9 @@
 """greedy_net / cover / CoverStream / box_count against the sequential definition and MATH.md §5."""
 
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -155,6 +158,8 @@ BAD = [
     (lambda: CoverStream([1.0], dim=2, dtype=np.int32), TypeError, "dtype"),
     (lambda: CoverStream([1.0], dim=2).add(np.zeros((4, 3))), ValueError, "chunk"),
     (lambda: box_count(np.zeros((3, 2)), [0.0]), ValueError, "deltas"),
+    (lambda: cover(np.zeros((3, 2)), [1.0 + 0j]), TypeError, "deltas"),  # not silently made real
+    (lambda: box_count(np.zeros((3, 2)), ["1"]), TypeError, "deltas"),
 ]
 
 
@@ -231,7 +236,7 @@ def test_a_stream_goes_on_after_a_failed_chunk(monkeypatch):
         stream.add(poisoned)
     assert stream.n_points == 1000
     np.testing.assert_array_equal(stream.result().net_sizes, before.net_sizes)
-    monkeypatch.setattr(cover_module, "physical_memory_bytes", lambda: 10_000)
+    monkeypatch.setattr(cover_module, "physical_memory_bytes", lambda: 100_000)
     small = CoverStream(deltas, dim=3)
     small.add(good[0][:10])
     with pytest.raises(MemoryError):
@@ -257,6 +262,28 @@ def test_nets_that_outgrow_memory_stop_with_too_large_error(monkeypatch):
         stream.add(points)
     # at a coarse scale the net is small and the same limit is no obstacle
     assert cover(points, [10.0]).net_sizes.tolist() == [1]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads the resident size from /proc (Linux)")
+@pytest.mark.parametrize(("dim", "dtype"), [(4, np.float64), (64, np.float64), (2, np.float32)])
+def test_the_memory_the_nets_count_is_the_memory_they_hold(dim, dtype):
+    # What the memory limit is compared with must be what the process holds: every point a centre
+    # (δ tiny), where each centre's 27 grid cells are map entries and lists of their own and
+    # outweigh its coordinates. Measured in a fresh process, as growth of the resident size.
+    code = f"""
+import numpy as np, moecover
+def resident():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096
+points = np.random.default_rng(0).normal(size=(60_000, {dim})).astype(np.{np.dtype(dtype).name})
+stream = moecover.CoverStream([1e-9], dim={dim}, dtype=points.dtype)
+before = resident()
+stream.add(points)
+print(resident() - before, stream._engine.memory_bytes())
+"""
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    grown, counted = map(int, child.stdout.split())
+    assert counted > 60_000 * dim * np.dtype(dtype).itemsize
+    assert 0.9 * grown <= counted <= 1.1 * grown, (grown, counted)
 
 
 def test_greedy_net_refuses_an_assignment_larger_than_memory(monkeypatch):

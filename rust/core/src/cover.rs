@@ -96,6 +96,15 @@ fn first_non_finite<T: Real>(values: &[T]) -> Option<usize> {
 }
 
 const GRID_AXES: usize = 3;
+
+/// What the allocator takes for a `Vec<u32>` of `capacity`: glibc's malloc adds an 8-byte header
+/// and rounds to 16 bytes, at least 32; nothing for an empty Vec.
+fn list_heap_bytes(capacity: usize) -> usize {
+    match capacity {
+        0 => 0,
+        c => (4 * c + 8).next_multiple_of(16).max(32),
+    }
+}
 /// Coordinates per centre in its sketch (see `Axes`).
 const SKETCH: usize = 8;
 type CellKey = [i32; GRID_AXES];
@@ -117,6 +126,9 @@ struct ScaleNet<T: Real> {
     /// rounding of multiplying by the inverse instead of dividing.
     inverse_cell: f64,
     cells: FxHashMap<CellKey, Vec<u32>>,
+    /// Heap bytes of the lists in `cells`, kept as they grow (summing them per block would cost
+    /// as much as the scan when the nets are large).
+    list_bytes: usize,
     wild: Vec<u32>,
     centres: Vec<T>,
     /// Per centre its `SKETCH` most telling coordinates, contiguous: small enough to stay in
@@ -208,7 +220,10 @@ impl<T: Real> ScaleNet<T> {
                         *k = k.wrapping_add((rest % 3) as i32 - 1);
                         rest /= 3;
                     }
-                    self.cells.entry(neighbour).or_default().push(id);
+                    let list = self.cells.entry(neighbour).or_default();
+                    let before = list_heap_bytes(list.capacity());
+                    list.push(id);
+                    self.list_bytes += list_heap_bytes(list.capacity()) - before;
                 }
             }
             None => self.wild.push(id),
@@ -229,6 +244,7 @@ impl<T: Real> ScaleNet<T> {
             !list.is_empty()
         });
         drop_newer(&mut self.wild);
+        self.list_bytes = self.cells.values().map(|list| list_heap_bytes(list.capacity())).sum();
         let (dim, width) = match self.opened_at.len() {
             0 => (0, 0),
             n => (self.centres.len() / n, self.sketches.len() / n),
@@ -239,6 +255,20 @@ impl<T: Real> ScaleNet<T> {
         if let Some(assignment) = self.assignment.as_mut() {
             assignment.truncate(n_points as usize);
         }
+    }
+
+    /// Bytes held, as the allocator sees them: the cell map and its lists at their capacities
+    /// (when δ is small and centres are sparse, each of a centre's 3^axes cells is a map entry
+    /// and a list of its own, which outweighs the centre's coordinates); the flat arrays at their
+    /// lengths (their unused capacity is never written, so never resident).
+    fn memory_bytes(&self) -> usize {
+        let entry = std::mem::size_of::<(CellKey, Vec<u32>)>() + 1; // + hashbrown's control byte
+        let map = self.cells.capacity() * entry * 8 / 7; // at most 7/8 of the buckets are used
+        let flat = (self.centres.len() + self.sketches.len()) * std::mem::size_of::<T>()
+            + 8 * self.opened_at.len()
+            + 4 * self.wild.len()
+            + self.assignment.as_ref().map_or(0, |a| 8 * a.len());
+        map + self.list_bytes + flat
     }
 
     /// Adds a block of points whose first has global index `first_index`.
@@ -362,6 +392,7 @@ impl<T: Real> MultiNet<T> {
                 delta: T::from_f64(delta),
                 inverse_cell: 1.0 / (delta * (1.0 + CELL_SLACK)),
                 cells: FxHashMap::default(),
+                list_bytes: 0,
                 wild: Vec::new(),
                 centres: Vec::new(),
                 sketches: Vec::new(),
@@ -385,16 +416,10 @@ impl<T: Real> MultiNet<T> {
         self
     }
 
-    /// Approximate bytes held: per centre its coordinates, its index, and its id in the 3^axes
-    /// grid cells around it; per point its assignment when kept.
+    /// Bytes held by the nets (see `ScaleNet::memory_bytes`): what the allocator holds for them,
+    /// up to its bookkeeping.
     pub fn memory_bytes(&self) -> usize {
-        let per_centre = (self.dim + SKETCH.min(self.dim)) * std::mem::size_of::<T>()
-            + 8
-            + 4 * 3usize.pow(GRID_AXES.min(self.dim) as u32);
-        self.scales
-            .iter()
-            .map(|s| s.opened_at.len() * per_centre + s.assignment.as_ref().map_or(0, |a| 8 * a.len()))
-            .sum()
+        self.scales.iter().map(ScaleNet::memory_bytes).sum()
     }
 
     /// Scans `points` (row-major, `len = rows × dim`) after everything added before.

@@ -279,6 +279,14 @@ impl CoverEngine {
         }
     }
 
+    /// Bytes the nets hold (what the memory limit is compared with).
+    fn memory_bytes(&self) -> usize {
+        match &self.nets {
+            Nets::F32(nets) => nets.memory_bytes(),
+            Nets::F64(nets) => nets.memory_bytes(),
+        }
+    }
+
     fn tail_discovery(&self) -> Vec<f64> {
         match &self.nets {
             Nets::F32(nets) => nets.tail_discovery(),
