@@ -77,6 +77,22 @@ def as_float64(
     return array
 
 
+def as_scales(argument: str, value: Any) -> NDArray[np.float64]:
+    """Scales δ in the order given, as float64: a non-empty 1-D real sequence (or one number),
+    each finite and > 0."""
+    array = np.atleast_1d(np.asarray(value))
+    if array.dtype == np.bool_ or not (
+        np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
+    ):
+        raise TypeError(f"{argument}: expected real scales, got dtype {array.dtype}")
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"{argument}: expected a non-empty 1-D sequence of scales, got shape {array.shape}")
+    array = array.astype(np.float64)
+    if not (np.isfinite(array).all() and (array > 0).all()):
+        raise ValueError(f"{argument}: every scale must be finite and > 0, got {array.tolist()}")
+    return array
+
+
 def resolve_threads(n_threads: int | None) -> int:
     """`n_threads`, else `MOECOVER_NUM_THREADS`, else the cores this process may run on."""
     if n_threads is not None:

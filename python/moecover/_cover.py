@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from . import _core
-from ._checks import as_float64, check_bytes, physical_memory_bytes, resolve_threads
+from ._checks import as_float64, as_scales, check_bytes, physical_memory_bytes, resolve_threads
 
 __all__ = ["CoverResult", "CoverStream", "Net", "box_count", "cover", "greedy_net"]
 
@@ -67,12 +67,8 @@ def _as_points(points: ArrayLike, argument: str = "points", check_finite: bool =
 
 
 def _as_deltas(deltas: ArrayLike) -> NDArray[np.float64]:
-    array = np.atleast_1d(np.asarray(deltas, dtype=np.float64))
-    if array.ndim != 1 or array.size == 0:
-        raise ValueError(f"deltas: expected a non-empty 1-D sequence of scales, got shape {array.shape}")
-    if not (np.isfinite(array).all() and (array > 0).all()):
-        raise ValueError(f"deltas: every scale must be finite and > 0, got {array.tolist()}")
-    return np.sort(array)[::-1].copy()
+    """The scales, checked, sorted descending."""
+    return np.sort(as_scales("deltas", deltas))[::-1].copy()
 
 
 def _engine(deltas: NDArray[np.float64], dim: int, dtype: DTypeLike, keep_assignment: bool) -> _core.CoverEngine:
@@ -166,6 +162,5 @@ def box_count(points: ArrayLike, deltas: ArrayLike, n_threads: int | None = None
     """Occupied cells ⌊x/δ⌋ of the grid of side δ, per δ in the order given: a cheap companion
     estimate that overcounts when the points have low intrinsic dimension in many coordinates."""
     array = _as_points(points)
-    given = np.atleast_1d(np.asarray(deltas, dtype=np.float64))
-    _as_deltas(given)  # validation only: counts follow the order given
+    given = as_scales("deltas", deltas)  # counts follow the order given
     return np.asarray(_core.box_count(array, given.tolist(), resolve_threads(n_threads)), dtype=np.int64)

@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import theory
-from ._checks import positive_int, resolve_threads
+from ._checks import as_scales, positive_int, resolve_threads
 from ._cover import CoverStream, cover
 from ._evaluate import _check_inputs, _check_spec, _resolve_pinned, evaluate_sampled
 from ._progress import Progress
@@ -264,9 +264,7 @@ def estimate_entropy(
         pilot = evaluate_sampled(spec, x, min(samples, PILOT), rng=replicate_seeds[0], pinned=pinned, n_threads=threads)
         grid = _auto_deltas(pilot.values.reshape(len(pilot.values), -1))
     else:
-        grid = np.sort(np.atleast_1d(np.asarray(deltas, dtype=np.float64)))[::-1]
-        if grid.ndim != 1 or grid.size == 0 or not (np.isfinite(grid).all() and (grid > 0).all()):
-            raise ValueError(f"deltas: expected finite scales > 0, got {np.asarray(deltas).tolist()}")
+        grid = np.sort(as_scales("deltas", deltas))[::-1]
 
     bar = Progress(replicates * samples, "samples") if progress else None
     net_sizes, tails = [], []
