@@ -274,7 +274,7 @@ def test_the_memory_the_nets_count_is_the_memory_they_hold(dim, dtype):
 import numpy as np, moecover
 def resident():
     return int(open("/proc/self/statm").read().split()[1]) * 4096
-points = np.random.default_rng(0).normal(size=(60_000, {dim})).astype(np.{np.dtype(dtype).name})
+points = np.random.default_rng(0).normal(size=(60_000, {dim})).astype(np.{np.dtype(dtype).name}, copy=False)
 stream = moecover.CoverStream([1e-9], dim={dim}, dtype=points.dtype)
 before = resident()
 stream.add(points)
