@@ -161,8 +161,10 @@ def _validate(point: GridPoint) -> None:
 
 
 def memory_need(point: GridPoint, spec: MoESpec, n: int) -> int:
-    """Worst-case bytes of one estimate: every sample a centre at every scale it is kept for (one
-    global net and, with by_routing, the group nets), plus one chunk of values and routes."""
+    """A floor of what one estimate could need: every sample's coordinates held once by the finest
+    net (the global one and, with by_routing, its group's), plus one chunk of values and routes.
+    The nets' grid index adds more (up to ~2.5 kB per centre when δ is small); the nets count
+    that as they grow and stop with TooLargeError before the machine runs out."""
     samples = point["estimate"]["samples"]
     dim = n * spec.output_dim
     nets = 2 if point["estimate"]["by_routing"] else 1
