@@ -279,17 +279,42 @@ impl<T: Real> ScaleNet<T> {
         map + self.list_bytes + flat
     }
 
-    /// Adds a block of points whose first has global index `first_index`.
-    fn add_block(&mut self, block: &[T], dim: usize, axes: &Axes, first_index: u64) {
+    /// Adds a block of points whose first has global index `first_index`. With `check_finite`,
+    /// each row is checked as it is read (it is then in cache for its own scan): the first row
+    /// holding a NaN or infinite value is returned, and nothing is added.
+    fn add_block(
+        &mut self,
+        block: &[T],
+        dim: usize,
+        axes: &Axes,
+        first_index: u64,
+        check_finite: bool,
+    ) -> Option<usize> {
         let old = self.opened_at.len() as u32;
+        let first_bad_row = || first_non_finite(block).map(|position| position / dim);
         let covered_by_old: Vec<Option<u32>> = if old == 0 {
+            if check_finite {
+                if let Some(row) = first_bad_row() {
+                    return Some(row);
+                }
+            }
             vec![None; block.len() / dim]
         } else {
-            block
+            let scanned: std::result::Result<Vec<Option<u32>>, ()> = block
                 .par_chunks(dim)
                 .with_min_len(64)
-                .map(|p| self.earliest_covering(p, axes, 0))
-                .collect()
+                .map(
+                    |p| match check_finite && !p.iter().fold(true, |finite, v| finite & v.is_finite()) {
+                        true => Err(()),
+                        false => Ok(self.earliest_covering(p, axes, 0)),
+                    },
+                )
+                .collect();
+            match scanned {
+                Ok(covered) => covered,
+                // Some row is bad, not necessarily the first found: look for that one.
+                Err(()) => return first_bad_row(),
+            }
         };
         for (i, (point, found)) in block.chunks(dim).zip(covered_by_old).enumerate() {
             let centre = match found.or_else(|| self.earliest_covering(point, axes, old)) {
@@ -300,6 +325,7 @@ impl<T: Real> ScaleNet<T> {
                 assignment.push(i64::from(centre));
             }
         }
+        None
     }
 }
 
@@ -461,20 +487,34 @@ impl<T: Real> MultiNet<T> {
             if interrupt() {
                 return Err(Error::Interrupted);
             }
-            if let Some(position) = pool.install(|| first_non_finite(block)) {
-                return Err(Error::invalid(
+            let bad_row = |row: usize| {
+                Error::invalid(
                     "points",
-                    format!("row {} holds a NaN or infinite value", b * BLOCK + position / dim),
-                ));
+                    format!("row {} holds a NaN or infinite value", b * BLOCK + row),
+                )
+            };
+            if self.axes.is_none() {
+                // `choose_axes` reads a sample of the first block: check it all first.
+                if let Some(position) = pool.install(|| first_non_finite(block)) {
+                    return Err(bad_row(position / dim));
+                }
+                self.axes = Some(choose_axes(block, dim));
             }
-            // The sample `choose_axes` reads lies in the first block, just checked finite.
-            let axes = self.axes.get_or_insert_with(|| choose_axes(block, dim)).clone();
+            let axes = self.axes.clone().expect("chosen above");
             let first = self.n_points;
-            pool.install(|| {
+            // The first scale checks each row as it scans it (a separate pass over the block would
+            // read it from memory twice); the others scan at the same time, and on a bad row all
+            // are rolled back by `add`.
+            let bad_rows: Vec<Option<usize>> = pool.install(|| {
                 self.scales
                     .par_iter_mut()
-                    .for_each(|scale| scale.add_block(block, dim, &axes, first))
+                    .enumerate()
+                    .map(|(s, scale)| scale.add_block(block, dim, &axes, first, s == 0))
+                    .collect()
             });
+            if let Some(row) = bad_rows[0] {
+                return Err(bad_row(row));
+            }
             self.n_points += (block.len() / dim) as u64;
             let held = self.memory_bytes();
             if held > self.memory_limit {
@@ -775,6 +815,7 @@ mod tests {
 
         let mut poisoned = tail.to_vec();
         poisoned[(2 * BLOCK + 5) * dim + 1] = f64::NAN;
+        poisoned[(2 * BLOCK + 1500) * dim] = f64::INFINITY; // the error names the first bad row
         let error = net.add(&poisoned, 2, &mut never()).expect_err("NaN");
         assert!(error.to_string().contains(&format!("row {}", 2 * BLOCK + 5)), "{error}");
         assert_eq!(state(&net), before);
