@@ -283,7 +283,8 @@ print(resident() - before, stream._engine.memory_bytes())
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     grown, counted = map(int, child.stdout.split())
     assert counted > 60_000 * dim * np.dtype(dtype).itemsize
-    assert 0.9 * grown <= counted <= 1.1 * grown, (grown, counted)
+    # (within 3 % here; the margin is for other allocators and huge pages, the old count was 93 % low)
+    assert 0.8 * grown <= counted <= 1.2 * grown, (grown, counted)
 
 
 def test_greedy_net_refuses_an_assignment_larger_than_memory(monkeypatch):
