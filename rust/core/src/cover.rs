@@ -127,6 +127,71 @@ const CELL_SLACK: f64 = 1e-4;
 /// in-block resolution (sequential) stays short and Ctrl-C is answered quickly.
 const BLOCK: usize = 2048;
 
+/// The cells of a box around the data, in an array: a lookup is an index and one read, where the
+/// hash map hashes and probes (on case (b) of the benches, 6-10 % of the time). Cells outside the
+/// box stay in the map. The box only decides where a list is kept, never what it holds, so any box
+/// gives the same nets.
+struct DenseCells {
+    low: CellKey,
+    shape: [u32; GRID_AXES],
+    lists: Vec<CellList>,
+}
+
+/// A box is tried once the map holds this many lists (smaller maps are cheap to probe, and nets
+/// that stay small, such as those of rare routing groups, never pay for an array), and again each
+/// time the map has doubled.
+const DENSE_FROM_LISTS: usize = 512;
+
+impl DenseCells {
+    /// The box of `keys` on the first `axes` axes (the others are always 0), widened by an eighth
+    /// of its extent and two cells on every side for the data not seen yet; None when it would hold
+    /// more than `max_cells`.
+    fn around<'a>(
+        keys: impl Iterator<Item = &'a CellKey> + Clone,
+        axes: usize,
+        max_cells: usize,
+    ) -> Option<DenseCells> {
+        let mut low = [0i32; GRID_AXES];
+        let mut shape = [1u32; GRID_AXES];
+        let mut cells = 1usize;
+        for ((low, shape), a) in low.iter_mut().zip(shape.iter_mut()).zip(0..axes) {
+            let (min, max) = keys.clone().fold((i32::MAX, i32::MIN), |(min, max), key| {
+                (min.min(key[a]), max.max(key[a]))
+            });
+            if min > max {
+                return None; // no keys
+            }
+            let extent = i64::from(max) - i64::from(min);
+            let margin = extent / 8 + 2;
+            let width = extent + 1 + 2 * margin;
+            if width as u64 > max_cells as u64 {
+                return None;
+            }
+            *low = (i64::from(min) - margin) as i32; // wraps like the keys
+            *shape = width as u32;
+            cells = cells.saturating_mul(width as usize);
+        }
+        (cells <= max_cells).then(|| DenseCells {
+            low,
+            shape,
+            lists: vec![CellList::new(); cells],
+        })
+    }
+
+    fn index(&self, key: &CellKey) -> Option<usize> {
+        let mut index = 0usize;
+        for ((&k, &low), &shape) in key.iter().zip(&self.low).zip(&self.shape) {
+            // Below `low` wraps to a large offset, so one comparison bounds both sides.
+            let offset = k.wrapping_sub(low) as u32;
+            if offset >= shape {
+                return None;
+            }
+            index = index * shape as usize + offset as usize;
+        }
+        Some(index)
+    }
+}
+
 /// The net at one scale.
 struct ScaleNet<T: Real> {
     delta: T,
@@ -134,6 +199,10 @@ struct ScaleNet<T: Real> {
     /// rounding of multiplying by the inverse instead of dividing.
     inverse_cell: f64,
     cells: FxHashMap<CellKey, CellList>,
+    /// Where most lists are kept once the map is large and its cells fill a box (`use_dense`).
+    dense: Option<DenseCells>,
+    /// The map size at which to try a box next.
+    next_dense_try: usize,
     /// Heap bytes of the lists in `cells`, kept as they grow (summing them per block would cost
     /// as much as the scan when the nets are large).
     list_bytes: usize,
@@ -208,7 +277,8 @@ impl<T: Real> ScaleNet<T> {
             Some(key) => {
                 // Every centre is listed in all the cells around its own, so one lookup finds
                 // every candidate, in opening order.
-                if let Some(list) = self.cells.get(&key) {
+                let dense = self.dense.as_ref().and_then(|d| d.index(&key).map(|i| &d.lists[i]));
+                if let Some(list) = dense.or_else(|| self.cells.get(&key)) {
                     scan(list, &mut best);
                 }
                 scan(&self.wild, &mut best);
@@ -228,7 +298,14 @@ impl<T: Real> ScaleNet<T> {
                         *k = k.wrapping_add((rest % 3) as i32 - 1);
                         rest /= 3;
                     }
-                    let list = self.cells.entry(neighbour).or_default();
+                    let list = match self
+                        .dense
+                        .as_mut()
+                        .and_then(|d| d.index(&neighbour).map(|i| &mut d.lists[i]))
+                    {
+                        Some(list) => list,
+                        None => self.cells.entry(neighbour).or_default(),
+                    };
                     let before = list_heap_bytes(list);
                     list.push(id);
                     self.list_bytes += list_heap_bytes(list) - before;
@@ -252,7 +329,13 @@ impl<T: Real> ScaleNet<T> {
             !list.is_empty()
         });
         self.wild.truncate(newer(&self.wild));
-        self.list_bytes = self.cells.values().map(list_heap_bytes).sum();
+        if let Some(dense) = self.dense.as_mut() {
+            for list in dense.lists.iter_mut() {
+                list.truncate(newer(list));
+            }
+        }
+        let dense_lists = self.dense.iter().flat_map(|d| &d.lists);
+        self.list_bytes = self.cells.values().chain(dense_lists).map(list_heap_bytes).sum();
         let (dim, width) = match self.opened_at.len() {
             0 => (0, 0),
             n => (self.centres.len() / n, self.sketches.len() / n),
@@ -276,7 +359,11 @@ impl<T: Real> ScaleNet<T> {
             + 8 * self.opened_at.len()
             + 4 * self.wild.len()
             + self.assignment.as_ref().map_or(0, |a| 8 * a.len());
-        map + self.list_bytes + flat
+        let dense = self
+            .dense
+            .as_ref()
+            .map_or(0, |d| d.lists.capacity() * std::mem::size_of::<CellList>());
+        map + dense + self.list_bytes + flat
     }
 
     /// Adds a block of points whose first has global index `first_index`. With `check_finite`,
@@ -325,7 +412,34 @@ impl<T: Real> ScaleNet<T> {
                 assignment.push(i64::from(centre));
             }
         }
+        self.use_dense(axes);
         None
+    }
+
+    /// Moves the lists into an array once the map is large and a box around its cells is not much
+    /// emptier than the map: at most 16 cells per list the map holds (about 8 are usual for data
+    /// of low intrinsic dimension, whose cells fill part of their bounding box, plus the margins),
+    /// and at most twice as many bytes (24 a cell) as the centres' coordinates, so the nets' memory
+    /// stays O(net size × dim).
+    fn use_dense(&mut self, axes: &Axes) {
+        if self.dense.is_some() || self.cells.len() < self.next_dense_try {
+            return;
+        }
+        self.next_dense_try = 2 * self.cells.len();
+        let coordinate_bytes = self.centres.len() * std::mem::size_of::<T>();
+        let max_cells = (16 * self.cells.len()).min(2 * coordinate_bytes / std::mem::size_of::<CellList>());
+        let Some(mut dense) = DenseCells::around(self.cells.keys(), axes.grid.len(), max_cells) else {
+            return;
+        };
+        self.cells.retain(|key, list| match dense.index(key) {
+            Some(i) => {
+                dense.lists[i] = std::mem::take(list);
+                false
+            }
+            None => true,
+        });
+        self.cells.shrink_to_fit();
+        self.dense = Some(dense);
     }
 }
 
@@ -426,6 +540,8 @@ impl<T: Real> MultiNet<T> {
                 delta: T::from_f64(delta),
                 inverse_cell: 1.0 / (delta * (1.0 + CELL_SLACK)),
                 cells: FxHashMap::default(),
+                dense: None,
+                next_dense_try: DENSE_FROM_LISTS,
                 list_bytes: 0,
                 wild: Vec::new(),
                 centres: Vec::new(),
@@ -846,6 +962,35 @@ mod tests {
                 assert_eq!(net.centres(s), &centres[..], "delta {delta}");
                 assert_eq!(net.assignment(s).expect("kept"), &assignment[..]);
             }
+        }
+    }
+
+    #[test]
+    fn lists_moved_into_an_array_give_the_same_nets_and_roll_back() {
+        // A quantised cube in three coordinates, each row repeated 16 times (dim 48): dense
+        // enough that at δ = 0.5 the lists move from the map into an array part-way (`use_dense`).
+        let dim = 48;
+        let points: Vec<f64> = lcg_points(12_000, 3, 9)
+            .chunks(3)
+            .flat_map(|row| row.repeat(16))
+            .collect();
+        let (head, tail) = points.split_at(8000 * dim);
+        let deltas = [0.25, 0.5];
+        let mut net = MultiNet::<f64>::new(&deltas, dim, true).expect("valid");
+        for chunk in head.chunks(977 * dim) {
+            net.add(chunk, 2, &mut never()).expect("ok");
+        }
+        assert!(net.scales.iter().any(|s| s.dense.is_some()), "no scale moved its lists");
+        let before = state(&net);
+        let mut poisoned = tail.to_vec();
+        *poisoned.last_mut().expect("not empty") = f64::NAN;
+        assert!(net.add(&poisoned, 2, &mut never()).is_err());
+        assert_eq!(state(&net), before);
+        net.add(tail, 1, &mut never()).expect("ok");
+        for (s, &delta) in deltas.iter().enumerate() {
+            let (centres, assignment) = sequential_net(&points, dim, delta);
+            assert_eq!(net.centres(s), &centres[..], "delta {delta}");
+            assert_eq!(net.assignment(s).expect("kept"), &assignment[..]);
         }
     }
 
