@@ -9,7 +9,8 @@
 //!   coordinate j, so only the cells next to a point's own can hold a covering centre. Each centre
 //!   is listed under every cell around its own (3^axes lists): centres are few and queries many,
 //!   so a query costs one lookup and one scan of an ascending list. The axes are the most
-//!   independent coordinates of a sample (`choose_axes`);
+//!   independent coordinates of a sample (`choose_axes`). Once a net is large and its cells fill
+//!   a box, the lists move from the hash map into an array over the box (`DenseCells`);
 //! - a sketch: the same implication on 8 telling coordinates per centre, kept contiguous and small
 //!   enough to stay in cache, rejects most candidates before their full row is read;
 //! - blocks: for a block of points, the earliest covering centre among those opened *before* the
