@@ -9,8 +9,7 @@
 //!   coordinate j, so only the cells next to a point's own can hold a covering centre. Each centre
 //!   is listed under every cell around its own (3^axes lists): centres are few and queries many,
 //!   so a query costs one lookup and one scan of an ascending list. The axes are the most
-//!   independent coordinates of a sample (`choose_axes`). Once a net is large and its cells fill
-//!   a box, the lists move from the hash map into an array over the box (`DenseCells`);
+//!   independent coordinates of a sample (`choose_axes`). `cells.rs` keeps the lists;
 //! - a sketch: the same implication on 8 telling coordinates per centre, kept contiguous and small
 //!   enough to stay in cache, rejects most candidates before their full row is read;
 //! - blocks: for a block of points, the earliest covering centre among those opened *before* the
@@ -22,8 +21,9 @@
 use crate::error::{human_bytes, Error, Result};
 use crate::parallel::{pool, Interrupt};
 use rayon::prelude::*;
-use rustc_hash::FxHashMap;
-use smallvec::SmallVec;
+
+mod cells;
+use cells::{CellKey, Cells, GRID_AXES};
 
 /// The input precisions the engine works in.
 pub trait Real: Copy + PartialOrd + Send + Sync + std::fmt::Debug + 'static {
@@ -97,26 +97,8 @@ fn first_non_finite<T: Real>(values: &[T]) -> Option<usize> {
         })
 }
 
-const GRID_AXES: usize = 3;
-
-/// The ids of the centres listed under one cell, ascending. Most lists are short when δ is small
-/// (each centre alone in most of its 27 cells), so up to `INLINE_IDS` live in the map entry itself:
-/// no allocation of their own, and one cache miss less per lookup.
-type CellList = SmallVec<[u32; INLINE_IDS]>;
-const INLINE_IDS: usize = 4;
-
-/// What the allocator takes for a list that has left the map entry: glibc's malloc adds an 8-byte
-/// header and rounds to 16 bytes.
-fn list_heap_bytes(list: &CellList) -> usize {
-    if list.spilled() {
-        (4 * list.capacity() + 8).next_multiple_of(16)
-    } else {
-        0
-    }
-}
 /// Coordinates per centre in its sketch (see `Axes`).
 const SKETCH: usize = 8;
-type CellKey = [i32; GRID_AXES];
 /// Beyond this many cells from the origin, rounding in `x / cell` could move a point by more than
 /// `CELL_SLACK` of a cell (2 × 2^36 × 2^-53 < 10^-4 holds here); such points are kept out of the
 /// grid ("wild") and compared with every centre.
@@ -128,86 +110,14 @@ const CELL_SLACK: f64 = 1e-4;
 /// in-block resolution (sequential) stays short and Ctrl-C is answered quickly.
 const BLOCK: usize = 2048;
 
-/// The cells of a box around the data, in an array: a lookup is an index and one read, where the
-/// hash map hashes and probes (on case (b) of the benches, 6-10 % of the time). Cells outside the
-/// box stay in the map. The box only decides where a list is kept, never what it holds, so any box
-/// gives the same nets.
-struct DenseCells {
-    low: CellKey,
-    shape: [u32; GRID_AXES],
-    lists: Vec<CellList>,
-}
-
-/// A box is tried once the map holds this many lists (smaller maps are cheap to probe, and nets
-/// that stay small, such as those of rare routing groups, never pay for an array), and again each
-/// time the map has doubled.
-const DENSE_FROM_LISTS: usize = 512;
-
-impl DenseCells {
-    /// The box of `keys` on the first `axes` axes (the others are always 0), widened by an eighth
-    /// of its extent and two cells on every side for the data not seen yet; None when it would hold
-    /// more than `max_cells`.
-    fn around<'a>(
-        keys: impl Iterator<Item = &'a CellKey> + Clone,
-        axes: usize,
-        max_cells: usize,
-    ) -> Option<DenseCells> {
-        let mut low = [0i32; GRID_AXES];
-        let mut shape = [1u32; GRID_AXES];
-        let mut cells = 1usize;
-        for ((low, shape), a) in low.iter_mut().zip(shape.iter_mut()).zip(0..axes) {
-            let (min, max) = keys.clone().fold((i32::MAX, i32::MIN), |(min, max), key| {
-                (min.min(key[a]), max.max(key[a]))
-            });
-            if min > max {
-                return None; // no keys
-            }
-            let extent = i64::from(max) - i64::from(min);
-            let margin = extent / 8 + 2;
-            let width = extent + 1 + 2 * margin;
-            if width as u64 > max_cells as u64 {
-                return None;
-            }
-            *low = (i64::from(min) - margin) as i32; // wraps like the keys
-            *shape = width as u32;
-            cells = cells.saturating_mul(width as usize);
-        }
-        (cells <= max_cells).then(|| DenseCells {
-            low,
-            shape,
-            lists: vec![CellList::new(); cells],
-        })
-    }
-
-    fn index(&self, key: &CellKey) -> Option<usize> {
-        let mut index = 0usize;
-        for ((&k, &low), &shape) in key.iter().zip(&self.low).zip(&self.shape) {
-            // Below `low` wraps to a large offset, so one comparison bounds both sides.
-            let offset = k.wrapping_sub(low) as u32;
-            if offset >= shape {
-                return None;
-            }
-            index = index * shape as usize + offset as usize;
-        }
-        Some(index)
-    }
-}
-
 /// The net at one scale.
 struct ScaleNet<T: Real> {
     delta: T,
     /// 1 / cell side. The side is a little more than δ (see `CELL_SLACK`), which also absorbs the
     /// rounding of multiplying by the inverse instead of dividing.
     inverse_cell: f64,
-    cells: FxHashMap<CellKey, CellList>,
-    /// Where most lists are kept once the map is large and its cells fill a box (`use_dense`).
-    dense: Option<DenseCells>,
-    /// The map size at which to try a box next.
-    next_dense_try: usize,
-    /// Heap bytes of the lists in `cells`, kept as they grow (summing them per block would cost
-    /// as much as the scan when the nets are large).
-    list_bytes: usize,
-    wild: Vec<u32>,
+    /// Per grid cell, the centres that may cover a point in it.
+    cells: Cells,
     centres: Vec<T>,
     /// Per centre its `SKETCH` most telling coordinates, contiguous: small enough to stay in
     /// cache, so most candidates are rejected without touching their full row.
@@ -278,11 +188,10 @@ impl<T: Real> ScaleNet<T> {
             Some(key) => {
                 // Every centre is listed in all the cells around its own, so one lookup finds
                 // every candidate, in opening order.
-                let dense = self.dense.as_ref().and_then(|d| d.index(&key).map(|i| &d.lists[i]));
-                if let Some(list) = dense.or_else(|| self.cells.get(&key)) {
+                if let Some(list) = self.cells.list(&key) {
                     scan(list, &mut best);
                 }
-                scan(&self.wild, &mut best);
+                scan(self.cells.wild(), &mut best);
             }
         }
         best
@@ -290,30 +199,7 @@ impl<T: Real> ScaleNet<T> {
 
     fn open(&mut self, point: &[T], axes: &Axes, index: u64) -> u32 {
         let id = self.opened_at.len() as u32;
-        match self.key(point, axes) {
-            Some(key) => {
-                for offset in 0..3usize.pow(axes.grid.len() as u32) {
-                    let mut neighbour = key;
-                    let mut rest = offset;
-                    for k in neighbour.iter_mut().take(axes.grid.len()) {
-                        *k = k.wrapping_add((rest % 3) as i32 - 1);
-                        rest /= 3;
-                    }
-                    let list = match self
-                        .dense
-                        .as_mut()
-                        .and_then(|d| d.index(&neighbour).map(|i| &mut d.lists[i]))
-                    {
-                        Some(list) => list,
-                        None => self.cells.entry(neighbour).or_default(),
-                    };
-                    let before = list_heap_bytes(list);
-                    list.push(id);
-                    self.list_bytes += list_heap_bytes(list) - before;
-                }
-            }
-            None => self.wild.push(id),
-        }
+        self.cells.insert(self.key(point, axes), axes.grid.len(), id);
         self.centres.extend_from_slice(point);
         self.sketches.extend(axes.sketch.iter().map(|&axis| point[axis]));
         self.opened_at.push(index);
@@ -323,20 +209,7 @@ impl<T: Real> ScaleNet<T> {
     /// Forgets every centre from `size` on and every assignment from point `n_points` on. Ids
     /// are appended in ascending order, so the newer ones are the tail of each list.
     fn truncate(&mut self, size: usize, n_points: u64) {
-        let keep = size as u32;
-        let newer = |list: &[u32]| list.partition_point(|&c| c < keep);
-        self.cells.retain(|_, list| {
-            list.truncate(newer(list));
-            !list.is_empty()
-        });
-        self.wild.truncate(newer(&self.wild));
-        if let Some(dense) = self.dense.as_mut() {
-            for list in dense.lists.iter_mut() {
-                list.truncate(newer(list));
-            }
-        }
-        let dense_lists = self.dense.iter().flat_map(|d| &d.lists);
-        self.list_bytes = self.cells.values().chain(dense_lists).map(list_heap_bytes).sum();
+        self.cells.truncate(size as u32);
         let (dim, width) = match self.opened_at.len() {
             0 => (0, 0),
             n => (self.centres.len() / n, self.sketches.len() / n),
@@ -349,22 +222,14 @@ impl<T: Real> ScaleNet<T> {
         }
     }
 
-    /// Bytes held, as the allocator sees them: the cell map and its lists at their capacities
-    /// (when δ is small and centres are sparse, each of a centre's 3^axes cells is a map entry
-    /// and a list of its own, which outweighs the centre's coordinates); the flat arrays at their
-    /// lengths (their unused capacity is never written, so never resident).
+    /// Bytes held, as the allocator sees them: the cells (see `Cells::memory_bytes`; when δ is
+    /// small they outweigh the centres' coordinates), the flat arrays at their lengths (their
+    /// unused capacity is never written, so never resident).
     fn memory_bytes(&self) -> usize {
-        let entry = std::mem::size_of::<(CellKey, CellList)>() + 1; // + hashbrown's control byte
-        let map = self.cells.capacity() * entry * 8 / 7; // at most 7/8 of the buckets are used
         let flat = (self.centres.len() + self.sketches.len()) * std::mem::size_of::<T>()
             + 8 * self.opened_at.len()
-            + 4 * self.wild.len()
             + self.assignment.as_ref().map_or(0, |a| 8 * a.len());
-        let dense = self
-            .dense
-            .as_ref()
-            .map_or(0, |d| d.lists.capacity() * std::mem::size_of::<CellList>());
-        map + dense + self.list_bytes + flat
+        self.cells.memory_bytes() + flat
     }
 
     /// Adds a block of points whose first has global index `first_index`. With `check_finite`,
@@ -413,34 +278,11 @@ impl<T: Real> ScaleNet<T> {
                 assignment.push(i64::from(centre));
             }
         }
-        self.use_dense(axes);
+        // An array over the cells' box may cost at most twice the centres' coordinates, so the
+        // nets' memory stays O(net size × dim).
+        self.cells
+            .use_array(axes.grid.len(), 2 * self.centres.len() * std::mem::size_of::<T>());
         None
-    }
-
-    /// Moves the lists into an array once the map is large and a box around its cells is not much
-    /// emptier than the map: at most 16 cells per list the map holds (about 8 are usual for data
-    /// of low intrinsic dimension, whose cells fill part of their bounding box, plus the margins),
-    /// and at most twice as many bytes (24 a cell) as the centres' coordinates, so the nets' memory
-    /// stays O(net size × dim).
-    fn use_dense(&mut self, axes: &Axes) {
-        if self.dense.is_some() || self.cells.len() < self.next_dense_try {
-            return;
-        }
-        self.next_dense_try = 2 * self.cells.len();
-        let coordinate_bytes = self.centres.len() * std::mem::size_of::<T>();
-        let max_cells = (16 * self.cells.len()).min(2 * coordinate_bytes / std::mem::size_of::<CellList>());
-        let Some(mut dense) = DenseCells::around(self.cells.keys(), axes.grid.len(), max_cells) else {
-            return;
-        };
-        self.cells.retain(|key, list| match dense.index(key) {
-            Some(i) => {
-                dense.lists[i] = std::mem::take(list);
-                false
-            }
-            None => true,
-        });
-        self.cells.shrink_to_fit();
-        self.dense = Some(dense);
     }
 }
 
@@ -540,11 +382,7 @@ impl<T: Real> MultiNet<T> {
             .map(|&delta| ScaleNet {
                 delta: T::from_f64(delta),
                 inverse_cell: 1.0 / (delta * (1.0 + CELL_SLACK)),
-                cells: FxHashMap::default(),
-                dense: None,
-                next_dense_try: DENSE_FROM_LISTS,
-                list_bytes: 0,
-                wild: Vec::new(),
+                cells: Cells::default(),
                 centres: Vec::new(),
                 sketches: Vec::new(),
                 opened_at: Vec::new(),
@@ -969,7 +807,7 @@ mod tests {
     #[test]
     fn lists_moved_into_an_array_give_the_same_nets_and_roll_back() {
         // A quantised cube in three coordinates, each row repeated 16 times (dim 48): dense
-        // enough that at δ = 0.5 the lists move from the map into an array part-way (`use_dense`).
+        // enough that at δ = 0.5 the lists move from the map into an array part-way (`use_array`).
         let dim = 48;
         let points: Vec<f64> = lcg_points(12_000, 3, 9)
             .chunks(3)
@@ -981,7 +819,10 @@ mod tests {
         for chunk in head.chunks(977 * dim) {
             net.add(chunk, 2, &mut never()).expect("ok");
         }
-        assert!(net.scales.iter().any(|s| s.dense.is_some()), "no scale moved its lists");
+        assert!(
+            net.scales.iter().any(|s| s.cells.uses_array()),
+            "no scale moved its lists"
+        );
         let before = state(&net);
         let mut poisoned = tail.to_vec();
         *poisoned.last_mut().expect("not empty") = f64::NAN;

@@ -6,7 +6,8 @@
 //! - [`model`]: the forward pass of one θ on one input (values and routing pattern);
 //! - [`batch`]: the same pass on a batch of inputs in SIMD lanes (the same bits, faster);
 //! - [`evaluate`]: many samples on many inputs, multithreaded and interruptible;
-//! - [`cover`]: exact greedy ℓ∞ nets at many scales, streamed (MATH.md §3), and box counts;
+//! - [`cover`]: exact greedy ℓ∞ nets at many scales, streamed (MATH.md §3), and box counts
+//!   (`cover/cells.rs`: the grid cells' candidate lists, in a hash map or an array);
 //! - [`routing`]: top-k expert sets as colex ranks (MATH.md §2);
 //! - [`patterns`]: exact counts of realised routing patterns over samples and inputs;
 //! - [`exact`]: exact enumeration of a linear router's realisable patterns (LP per search node);
