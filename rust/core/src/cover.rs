@@ -84,13 +84,18 @@ pub fn within<T: Real>(a: &[T], b: &[T], delta: T) -> bool {
     rest_a.iter().zip(rest_b).all(|(&x, &y)| x.abs_diff(y) <= delta)
 }
 
+/// Whether every value is finite, without an early exit, which the compiler vectorises.
+fn all_finite<T: Real>(values: &[T]) -> bool {
+    values.iter().fold(true, |finite, v| finite & v.is_finite())
+}
+
 /// The position of the first NaN or infinite value, pieces of 2^14 values checked in parallel (in
-/// the calling pool), each without an early exit inside it, which the compiler vectorises.
+/// the calling pool).
 fn first_non_finite<T: Real>(values: &[T]) -> Option<usize> {
     const BLOCK: usize = 1 << 14;
     values
         .par_chunks(BLOCK)
-        .position_first(|block| !block.iter().fold(true, |finite, v| finite & v.is_finite()))
+        .position_first(|block| !all_finite(block))
         .and_then(|b| {
             let start = b * BLOCK;
             values[start..].iter().position(|v| !v.is_finite()).map(|i| start + i)
@@ -256,12 +261,10 @@ impl<T: Real> ScaleNet<T> {
             let scanned: std::result::Result<Vec<Option<u32>>, ()> = block
                 .par_chunks(dim)
                 .with_min_len(64)
-                .map(
-                    |p| match check_finite && !p.iter().fold(true, |finite, v| finite & v.is_finite()) {
-                        true => Err(()),
-                        false => Ok(self.earliest_covering(p, axes, 0)),
-                    },
-                )
+                .map(|p| match check_finite && !all_finite(p) {
+                    true => Err(()),
+                    false => Ok(self.earliest_covering(p, axes, 0)),
+                })
                 .collect();
             match scanned {
                 Ok(covered) => covered,
