@@ -601,6 +601,19 @@ mod tests {
         (centres.into_iter().map(|c| c as u64).collect(), assignment)
     }
 
+    /// The nets at every scale are the sequential definition's: centres and assignment.
+    fn assert_sequential(net: &MultiNet<f64>, points: &[f64], dim: usize, deltas: &[f64], context: &str) {
+        for (s, &delta) in deltas.iter().enumerate() {
+            let (centres, assignment) = sequential_net(points, dim, delta);
+            assert_eq!(net.centres(s), &centres[..], "{context} delta {delta}");
+            assert_eq!(
+                net.assignment(s).expect("kept"),
+                &assignment[..],
+                "{context} delta {delta}"
+            );
+        }
+    }
+
     fn lcg_points(m: usize, dim: usize, seed: u64) -> Vec<f64> {
         let mut state = seed;
         (0..m * dim)
@@ -643,11 +656,7 @@ mod tests {
                 for chunk in points.chunks(977 * dim) {
                     net.add(chunk, threads, &mut never()).expect("ok");
                 }
-                for (s, &delta) in deltas.iter().enumerate() {
-                    let (centres, assignment) = sequential_net(&points, dim, delta);
-                    assert_eq!(net.centres(s), &centres[..], "dim {dim} delta {delta}");
-                    assert_eq!(net.assignment(s).expect("kept"), &assignment[..]);
-                }
+                assert_sequential(&net, &points, dim, &deltas, &format!("dim {dim}"));
             }
         }
     }
@@ -734,11 +743,7 @@ mod tests {
             let deltas = [quantum, 2.5 * quantum, 7.0 * quantum];
             let mut net = MultiNet::<f64>::new(&deltas, 2, true).expect("valid");
             net.add(&points, 2, &mut never()).expect("ok");
-            for (s, &delta) in deltas.iter().enumerate() {
-                let (centres, assignment) = sequential_net(&points, 2, delta);
-                assert_eq!(net.centres(s), &centres[..], "base {base}, delta {delta}");
-                assert_eq!(net.assignment(s).expect("kept"), &assignment[..]);
-            }
+            assert_sequential(&net, &points, 2, &deltas, &format!("base {base}"));
         }
     }
 
@@ -799,11 +804,7 @@ mod tests {
         assert!(full.centres(0).len() > before.1[0].len());
         for mut net in [net, limited.with_memory_limit(usize::MAX)] {
             net.add(tail, 2, &mut never()).expect("ok");
-            for (s, &delta) in deltas.iter().enumerate() {
-                let (centres, assignment) = sequential_net(&points, dim, delta);
-                assert_eq!(net.centres(s), &centres[..], "delta {delta}");
-                assert_eq!(net.assignment(s).expect("kept"), &assignment[..]);
-            }
+            assert_sequential(&net, &points, dim, &deltas, "after the failures");
         }
     }
 
@@ -832,11 +833,7 @@ mod tests {
         assert!(net.add(&poisoned, 2, &mut never()).is_err());
         assert_eq!(state(&net), before);
         net.add(tail, 1, &mut never()).expect("ok");
-        for (s, &delta) in deltas.iter().enumerate() {
-            let (centres, assignment) = sequential_net(&points, dim, delta);
-            assert_eq!(net.centres(s), &centres[..], "delta {delta}");
-            assert_eq!(net.assignment(s).expect("kept"), &assignment[..]);
-        }
+        assert_sequential(&net, &points, dim, &deltas, "lists in an array");
     }
 
     #[test]
