@@ -65,23 +65,46 @@ impl Real for f64 {
 
 /// `max_j |a_j − b_j| <= delta`, deciding eight coordinates at a time: within a group of eight
 /// the test has no branch, so the compiler turns it into packed compares; between groups it stops
-/// at the first that exceeds δ. The values are finite (checked on entry), so `>` is the negation
-/// of `<=`.
+/// at the first that exceeds δ. A NaN or infinite value is never within δ of anything (`<=` is
+/// false on a NaN), so a point holding one is never covered: the scan checks only the points that
+/// open centres for finiteness, not every point.
 #[inline]
 pub fn within<T: Real>(a: &[T], b: &[T], delta: T) -> bool {
     const LANES: usize = 8;
     let (mut groups_a, mut groups_b) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     for (ga, gb) in (&mut groups_a).zip(&mut groups_b) {
-        let mut far = false;
+        let mut near = true;
         for lane in 0..LANES {
-            far |= ga[lane].abs_diff(gb[lane]) > delta;
+            near &= ga[lane].abs_diff(gb[lane]) <= delta;
         }
-        if far {
+        if !near {
             return false;
         }
     }
     let (rest_a, rest_b) = (groups_a.remainder(), groups_b.remainder());
     rest_a.iter().zip(rest_b).all(|(&x, &y)| x.abs_diff(y) <= delta)
+}
+
+/// `within` on the sketches, with no branch: eight packed compares (false on a NaN, as `within`).
+#[inline]
+fn within_sketch<T: Real>(a: &[T; SKETCH], b: &[T; SKETCH], delta: T) -> bool {
+    let mut near = true;
+    for lane in 0..SKETCH {
+        near &= a[lane].abs_diff(b[lane]) <= delta;
+    }
+    near
+}
+
+/// The tail of an ascending list holding the ids >= `from`. Centres opened since `from` are few
+/// (they opened within the current block); counting them from the end touches only them, where a
+/// binary search would miss the cache at every step of a long list.
+fn opened_since(list: &[u32], from: u32) -> &[u32] {
+    let newer = if from == 0 {
+        list.len()
+    } else {
+        list.iter().rev().take_while(|&&c| c >= from).count()
+    };
+    &list[list.len() - newer..]
 }
 
 /// Whether every value is finite, without an early exit, which the compiler vectorises.
@@ -104,6 +127,8 @@ fn first_non_finite<T: Real>(values: &[T]) -> Option<usize> {
 
 /// Coordinates per centre in its sketch (see `Axes`).
 const SKETCH: usize = 8;
+/// Candidates whose sketches are tested together (see `ScaleNet::first_within`).
+const BATCH: usize = 4;
 /// Beyond this many cells from the origin, rounding in `x / cell` could move a point by more than
 /// `CELL_SLACK` of a cell (2 × 2^36 × 2^-53 < 10^-4 holds here); such points are kept out of the
 /// grid ("wild") and compared with every centre.
@@ -126,7 +151,7 @@ struct ScaleNet<T: Real> {
     centres: Vec<T>,
     /// Per centre its `SKETCH` most telling coordinates, contiguous: small enough to stay in
     /// cache, so most candidates are rejected without touching their full row.
-    sketches: Vec<T>,
+    sketches: Vec<[T; SKETCH]>,
     opened_at: Vec<u64>,
     assignment: Option<Vec<i64>>,
 }
@@ -157,56 +182,53 @@ impl<T: Real> ScaleNet<T> {
 
     /// The earliest centre with index >= `from` within δ of `point`.
     fn earliest_covering(&self, point: &[T], axes: &Axes, from: u32) -> Option<u32> {
-        let dim = point.len();
-        let width = axes.sketch.len();
-        let mut sketch = [point[0]; SKETCH];
-        for (v, &axis) in sketch.iter_mut().zip(&axes.sketch) {
-            *v = point[axis];
-        }
-        let sketch = &sketch[..width];
-        let mut best: Option<u32> = None;
-        let scan = |list: &[u32], best: &mut Option<u32>| {
-            // Centres opened since `from` sit at the tail of an ascending list and are few (they
-            // opened within the current block); counting them from the end touches only them,
-            // where a binary search would miss the cache at every step of a long list.
-            let first = if from == 0 {
-                0
-            } else {
-                list.len() - list.iter().rev().take_while(|&&c| c >= from).count()
-            };
-            for &c in &list[first..] {
-                if best.is_some_and(|b| c >= b) {
-                    break;
-                }
-                let c_sketch = &self.sketches[c as usize * width..(c as usize + 1) * width];
-                if within(sketch, c_sketch, self.delta) && within(point, self.centre(c, dim), self.delta) {
-                    *best = Some(c);
-                    break;
-                }
+        let sketch = axes.sketch.map(|axis| point[axis]);
+        let Some(key) = self.key(point, axes) else {
+            if !all_finite(point) {
+                return None; // never covered (see `within`); spares a comparison with every centre
             }
+            let all: Vec<u32> = (from..self.opened_at.len() as u32).collect();
+            return self.first_within(point, &sketch, &all);
         };
-        match self.key(point, axes) {
-            None => {
-                let all: Vec<u32> = (from..self.opened_at.len() as u32).collect();
-                scan(&all, &mut best);
+        // Every centre is listed in all the cells around its own, so one lookup finds every
+        // candidate, in opening order.
+        let in_grid = self
+            .cells
+            .list(&key)
+            .and_then(|list| self.first_within(point, &sketch, opened_since(list, from)));
+        let wild = opened_since(self.cells.wild(), from);
+        if wild.is_empty() {
+            return in_grid;
+        }
+        let before = in_grid.map_or(wild.len(), |c| wild.partition_point(|&w| w < c));
+        self.first_within(point, &sketch, &wild[..before]).or(in_grid)
+    }
+
+    /// The first of `candidates` within δ of `point`. The sketches of `BATCH` candidates are
+    /// tested before any branch: whether a sketch passes is as good as random, and one
+    /// mispredicted branch per batch costs less than one per candidate.
+    fn first_within(&self, point: &[T], sketch: &[T; SKETCH], candidates: &[u32]) -> Option<u32> {
+        for batch in candidates.chunks(BATCH) {
+            let mut near = 0u32;
+            for (k, &c) in batch.iter().enumerate() {
+                near |= u32::from(within_sketch(sketch, &self.sketches[c as usize], self.delta)) << k;
             }
-            Some(key) => {
-                // Every centre is listed in all the cells around its own, so one lookup finds
-                // every candidate, in opening order.
-                if let Some(list) = self.cells.list(&key) {
-                    scan(list, &mut best);
+            while near != 0 {
+                let c = batch[near.trailing_zeros() as usize];
+                if within(point, self.centre(c, point.len()), self.delta) {
+                    return Some(c);
                 }
-                scan(self.cells.wild(), &mut best);
+                near &= near - 1;
             }
         }
-        best
+        None
     }
 
     fn open(&mut self, point: &[T], axes: &Axes, index: u64) -> u32 {
         let id = self.opened_at.len() as u32;
         self.cells.insert(self.key(point, axes), axes.grid.len(), id);
         self.centres.extend_from_slice(point);
-        self.sketches.extend(axes.sketch.iter().map(|&axis| point[axis]));
+        self.sketches.push(axes.sketch.map(|axis| point[axis]));
         self.opened_at.push(index);
         id
     }
@@ -215,12 +237,9 @@ impl<T: Real> ScaleNet<T> {
     /// are appended in ascending order, so the newer ones are the tail of each list.
     fn truncate(&mut self, size: usize, n_points: u64) {
         self.cells.truncate(size as u32);
-        let (dim, width) = match self.opened_at.len() {
-            0 => (0, 0),
-            n => (self.centres.len() / n, self.sketches.len() / n),
-        };
+        let dim = self.centres.len().checked_div(self.opened_at.len()).unwrap_or(0);
         self.centres.truncate(size * dim);
-        self.sketches.truncate(size * width);
+        self.sketches.truncate(size);
         self.opened_at.truncate(size);
         if let Some(assignment) = self.assignment.as_mut() {
             assignment.truncate(n_points as usize);
@@ -231,51 +250,35 @@ impl<T: Real> ScaleNet<T> {
     /// small they outweigh the centres' coordinates), the flat arrays at their lengths (their
     /// unused capacity is never written, so never resident).
     fn memory_bytes(&self) -> usize {
-        let flat = (self.centres.len() + self.sketches.len()) * std::mem::size_of::<T>()
+        let flat = (self.centres.len() + SKETCH * self.sketches.len()) * std::mem::size_of::<T>()
             + 8 * self.opened_at.len()
             + self.assignment.as_ref().map_or(0, |a| 8 * a.len());
         self.cells.memory_bytes() + flat
     }
 
-    /// Adds a block of points whose first has global index `first_index`. With `check_finite`,
-    /// each row is checked as it is read (it is then in cache for its own scan): the first row
-    /// holding a NaN or infinite value is returned, and nothing is added.
-    fn add_block(
-        &mut self,
-        block: &[T],
-        dim: usize,
-        axes: &Axes,
-        first_index: u64,
-        check_finite: bool,
-    ) -> Option<usize> {
+    /// Adds a block of points whose first has global index `first_index`. Returns the first row
+    /// holding a NaN or infinite value, if any, and then the net must be rolled back (see
+    /// `MultiNet::add`). Such a row is never within δ of a centre (see `within`), so it is found
+    /// among the rows that would open one, which are the only rows checked.
+    fn add_block(&mut self, block: &[T], dim: usize, axes: &Axes, first_index: u64) -> Option<usize> {
         let old = self.opened_at.len() as u32;
-        let first_bad_row = || first_non_finite(block).map(|position| position / dim);
         let covered_by_old: Vec<Option<u32>> = if old == 0 {
-            if check_finite {
-                if let Some(row) = first_bad_row() {
-                    return Some(row);
-                }
-            }
             vec![None; block.len() / dim]
         } else {
-            let scanned: std::result::Result<Vec<Option<u32>>, ()> = block
+            block
                 .par_chunks(dim)
                 .with_min_len(64)
-                .map(|p| match check_finite && !all_finite(p) {
-                    true => Err(()),
-                    false => Ok(self.earliest_covering(p, axes, 0)),
-                })
-                .collect();
-            match scanned {
-                Ok(covered) => covered,
-                // Some row is bad, not necessarily the first found: look for that one.
-                Err(()) => return first_bad_row(),
-            }
+                .map(|p| self.earliest_covering(p, axes, 0))
+                .collect()
         };
         for (i, (point, found)) in block.chunks(dim).zip(covered_by_old).enumerate() {
-            let centre = match found.or_else(|| self.earliest_covering(point, axes, old)) {
+            let centre = match found {
                 Some(c) => c,
-                None => self.open(point, axes, first_index + i as u64),
+                None if !all_finite(point) => return Some(i),
+                None => match self.earliest_covering(point, axes, old) {
+                    Some(c) => c,
+                    None => self.open(point, axes, first_index + i as u64),
+                },
             };
             if let Some(assignment) = self.assignment.as_mut() {
                 assignment.push(i64::from(centre));
@@ -310,7 +313,7 @@ struct Mark {
 #[derive(Clone, Debug)]
 struct Axes {
     grid: Vec<usize>,
-    sketch: Vec<usize>,
+    sketch: [usize; SKETCH],
 }
 
 /// Picks coordinates one at a time, each the one with the most variance left once those already
@@ -360,7 +363,10 @@ fn choose_axes<T: Real>(points: &[T], dim: usize) -> Axes {
             pivot
         });
     }
-    Axes { grid, sketch: picked }
+    // Fewer than `SKETCH` coordinates: repeat the first (the test is the same, and a sketch of
+    // fixed width compiles to straight-line code).
+    let sketch = std::array::from_fn(|i| picked.get(i).copied().unwrap_or(picked[0]));
+    Axes { grid, sketch }
 }
 
 impl<T: Real> MultiNet<T> {
@@ -437,8 +443,8 @@ impl<T: Real> MultiNet<T> {
         scanned
     }
 
-    /// The blocks of `points` in order, each checked finite just before it is scanned: the check
-    /// then brings the block into cache for the scan, instead of reading all of `points` twice.
+    /// The blocks of `points` in order. Rows are checked finite only where they would open a centre
+    /// (see `add_block`), except the first block, which `choose_axes` samples.
     fn scan(&mut self, points: &[T], pool: &rayon::ThreadPool, interrupt: Interrupt) -> Result<()> {
         let dim = self.dim;
         for (b, block) in points.chunks(BLOCK * dim).enumerate() {
@@ -460,17 +466,15 @@ impl<T: Real> MultiNet<T> {
             }
             let axes = self.axes.clone().expect("chosen above");
             let first = self.n_points;
-            // The first scale checks each row as it scans it (a separate pass over the block would
-            // read it from memory twice); the others scan at the same time, and on a bad row all
-            // are rolled back by `add`.
+            // A bad row is one no centre covers, so every scale stops at the same first bad row;
+            // all are then rolled back by `add`.
             let bad_rows: Vec<Option<usize>> = pool.install(|| {
                 self.scales
                     .par_iter_mut()
-                    .enumerate()
-                    .map(|(s, scale)| scale.add_block(block, dim, &axes, first, s == 0))
+                    .map(|scale| scale.add_block(block, dim, &axes, first))
                     .collect()
             });
-            if let Some(row) = bad_rows[0] {
+            if let Some(row) = bad_rows.into_iter().flatten().min() {
                 return Err(bad_row(row));
             }
             self.n_points += (block.len() / dim) as u64;
@@ -694,7 +698,7 @@ mod tests {
         assert!(!(axes.grid.contains(&0) && axes.grid.contains(&1)), "{axes:?}");
         assert!(!axes.grid.contains(&4), "{axes:?}");
         assert_eq!(&axes.sketch[..3], &axes.grid[..]);
-        let mut distinct = axes.sketch.clone();
+        let mut distinct = axes.sketch.to_vec();
         distinct.sort_unstable();
         distinct.dedup();
         assert_eq!(distinct.len(), 8, "{axes:?}");
