@@ -35,6 +35,23 @@ def test_greedy_net_equals_the_sequential_definition(m, d, dtype, threads):
         np.testing.assert_array_equal(net.assignment, assignment)
 
 
+@pytest.mark.parametrize("exponent", [-160, -140, -126, 0, 100, 124, 127, 130])
+def test_float64_nets_are_exact_at_magnitudes_float32_cannot_hold(exponent):
+    # The core's first test of a candidate is in f32, with a bound allowing for rounding f64 to
+    # f32: coordinates beyond f32's range (2^128) or below its subnormals (2^-149), distances of
+    # exactly δ, and distances within a few f64 ulps of δ that f32 rounds across δ (the offset
+    # 1/3 makes every coordinate inexact), must all still give the exact net.
+    rng = np.random.default_rng(exponent + 1000)
+    points = quantised(rng, 800, 9, np.float64)
+    points[::2] += 1 / 3
+    points *= 2.0**exponent
+    for delta in (0.125 * 2.0**exponent, 0.5 * 2.0**exponent):
+        net = greedy_net(points, delta, n_threads=2)
+        centres, assignment = reference.greedy_net(points, delta)
+        np.testing.assert_array_equal(net.centers, centres)
+        np.testing.assert_array_equal(net.assignment, assignment)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_continuous_data_and_float32_precision(dtype):
     rng = np.random.default_rng(1)

@@ -10,8 +10,9 @@
 //!   is listed under every cell around its own (3^axes lists): centres are few and queries many,
 //!   so a query costs one lookup and one scan of an ascending list. The axes are the most
 //!   independent coordinates of a sample (`choose_axes`). `cells.rs` keeps the lists;
-//! - a sketch: the same implication on 8 telling coordinates per centre, kept contiguous and small
-//!   enough to stay in cache, rejects most candidates before their full row is read;
+//! - a sketch: the same implication on 8 telling coordinates per centre, in f32 (with a bound that
+//!   allows for the rounding of f64 input, `Real::sketch_test`), kept contiguous and small enough
+//!   to stay in cache, rejects most candidates before their full row is read;
 //! - blocks: for a block of points, the earliest covering centre among those opened *before* the
 //!   block is found in parallel; the points left uncovered are then resolved in order against the
 //!   centres opened inside the block. Old centres precede new ones, so this is the sequential net.
@@ -31,6 +32,12 @@ pub trait Real: Copy + PartialOrd + Send + Sync + std::fmt::Debug + 'static {
     fn from_f64(value: f64) -> Self;
     fn abs_diff(self, other: Self) -> Self;
     fn is_finite(self) -> bool;
+    /// A centre's coordinate in its sketch (see `SketchTest`).
+    fn to_sketch(self) -> f32;
+    /// A point's coordinate in the sketch test and its bound τ: `|fl32(p − s)| <= τ` must hold
+    /// whenever the point and a centre whose sketch holds `s` are within `delta` in the input's
+    /// precision on this coordinate.
+    fn sketch_test(self, delta: Self) -> (f32, f32);
 }
 
 impl Real for f32 {
@@ -46,6 +53,13 @@ impl Real for f32 {
     fn is_finite(self) -> bool {
         f32::is_finite(self)
     }
+    fn to_sketch(self) -> f32 {
+        self
+    }
+    /// The test itself: `|fl32(x − c)| <= δ` is the definition.
+    fn sketch_test(self, delta: Self) -> (f32, f32) {
+        (self, delta)
+    }
 }
 
 impl Real for f64 {
@@ -60,6 +74,27 @@ impl Real for f64 {
     }
     fn is_finite(self) -> bool {
         f64::is_finite(self)
+    }
+    fn to_sketch(self) -> f32 {
+        self as f32 // to nearest; beyond f32::MAX, infinite
+    }
+    /// If `|fl64(x − c)| <= δ` then `|x − c| <= δ' = δ(1 + 2^-52)`, so `|c| <= |x| + δ'`. Rounding
+    /// x and c to f32 moves each by at most `2^-24` of itself (plus `2^-150` below the normal
+    /// range), and the f32 difference by `2^-24` of itself, so
+    /// `|fl32(p − s)| <= (δ' + 2^-24 (2|x| + δ') + 2^-149)(1 + 2^-24)`. τ is larger: doubled terms,
+    /// a factor `1 + 2^-20` that outweighs the rounding of τ itself to f32 (to nearest: `2^-24` of
+    /// it, since the added `2^-125` keeps it in the normal range). Where x or τ is beyond `1e37`, a
+    /// centre within δ may overflow f32: the test is made to pass (p = 0, τ = ∞; s is never NaN).
+    /// A NaN x lands there too, and `within` rejects it.
+    fn sketch_test(self, delta: Self) -> (f32, f32) {
+        const LIMIT: f64 = 1e37;
+        let slack = delta * (1.0 + f64::EPSILON);
+        let bound = (slack + (2.0 * self.abs() + slack) * 2f64.powi(-23)) * (1.0 + 2f64.powi(-20)) + 2f64.powi(-125);
+        if self.abs() <= LIMIT && bound <= LIMIT {
+            (self as f32, bound as f32)
+        } else {
+            (0.0, f32::INFINITY)
+        }
     }
 }
 
@@ -85,14 +120,33 @@ pub fn within<T: Real>(a: &[T], b: &[T], delta: T) -> bool {
     rest_a.iter().zip(rest_b).all(|(&x, &y)| x.abs_diff(y) <= delta)
 }
 
-/// `within` on the sketches, with no branch: eight packed compares (false on a NaN, as `within`).
-#[inline]
-fn within_sketch<T: Real>(a: &[T; SKETCH], b: &[T; SKETCH], delta: T) -> bool {
-    let mut near = true;
-    for lane in 0..SKETCH {
-        near &= a[lane].abs_diff(b[lane]) <= delta;
+/// A point's side of the sketch test: per sketch coordinate, its value and bound in f32 (see
+/// `Real::sketch_test`). In f32 the eight coordinates of a sketch are two packed registers, and
+/// two sketches share a cache line.
+struct SketchTest {
+    point: [f32; SKETCH],
+    bound: [f32; SKETCH],
+}
+
+impl SketchTest {
+    fn new<T: Real>(point: &[T], axes: &Axes, delta: T) -> Self {
+        let tests = axes.sketch.map(|axis| point[axis].sketch_test(delta));
+        SketchTest {
+            point: tests.map(|(p, _)| p),
+            bound: tests.map(|(_, b)| b),
+        }
     }
-    near
+
+    /// Whether a centre with this sketch may be within δ: false only if it is not. No branch:
+    /// eight packed compares.
+    #[inline]
+    fn passes(&self, sketch: &[f32; SKETCH]) -> bool {
+        let mut near = true;
+        for ((&p, &s), &bound) in self.point.iter().zip(sketch).zip(&self.bound) {
+            near &= (p - s).abs() <= bound;
+        }
+        near
+    }
 }
 
 /// The tail of an ascending list holding the ids >= `from`. Centres opened since `from` are few
@@ -149,9 +203,9 @@ struct ScaleNet<T: Real> {
     /// Per grid cell, the centres that may cover a point in it.
     cells: Cells,
     centres: Vec<T>,
-    /// Per centre its `SKETCH` most telling coordinates, contiguous: small enough to stay in
-    /// cache, so most candidates are rejected without touching their full row.
-    sketches: Vec<[T; SKETCH]>,
+    /// Per centre its `SKETCH` most telling coordinates in f32, contiguous: small enough to stay
+    /// in cache, so most candidates are rejected without touching their full row.
+    sketches: Vec<[f32; SKETCH]>,
     opened_at: Vec<u64>,
     assignment: Option<Vec<i64>>,
 }
@@ -182,7 +236,7 @@ impl<T: Real> ScaleNet<T> {
 
     /// The earliest centre with index >= `from` within δ of `point`.
     fn earliest_covering(&self, point: &[T], axes: &Axes, from: u32) -> Option<u32> {
-        let sketch = axes.sketch.map(|axis| point[axis]);
+        let sketch = SketchTest::new(point, axes, self.delta);
         let Some(key) = self.key(point, axes) else {
             if !all_finite(point) {
                 return None; // never covered (see `within`); spares a comparison with every centre
@@ -207,11 +261,11 @@ impl<T: Real> ScaleNet<T> {
     /// The first of `candidates` within δ of `point`. The sketches of `BATCH` candidates are
     /// tested before any branch: whether a sketch passes is as good as random, and one
     /// mispredicted branch per batch costs less than one per candidate.
-    fn first_within(&self, point: &[T], sketch: &[T; SKETCH], candidates: &[u32]) -> Option<u32> {
+    fn first_within(&self, point: &[T], sketch: &SketchTest, candidates: &[u32]) -> Option<u32> {
         for batch in candidates.chunks(BATCH) {
             let mut near = 0u32;
             for (k, &c) in batch.iter().enumerate() {
-                near |= u32::from(within_sketch(sketch, &self.sketches[c as usize], self.delta)) << k;
+                near |= u32::from(sketch.passes(&self.sketches[c as usize])) << k;
             }
             while near != 0 {
                 let c = batch[near.trailing_zeros() as usize];
@@ -228,7 +282,7 @@ impl<T: Real> ScaleNet<T> {
         let id = self.opened_at.len() as u32;
         self.cells.insert(self.key(point, axes), axes.grid.len(), id);
         self.centres.extend_from_slice(point);
-        self.sketches.push(axes.sketch.map(|axis| point[axis]));
+        self.sketches.push(axes.sketch.map(|axis| point[axis].to_sketch()));
         self.opened_at.push(index);
         id
     }
@@ -250,7 +304,8 @@ impl<T: Real> ScaleNet<T> {
     /// small they outweigh the centres' coordinates), the flat arrays at their lengths (their
     /// unused capacity is never written, so never resident).
     fn memory_bytes(&self) -> usize {
-        let flat = (self.centres.len() + SKETCH * self.sketches.len()) * std::mem::size_of::<T>()
+        let flat = self.centres.len() * std::mem::size_of::<T>()
+            + std::mem::size_of_val(&self.sketches[..])
             + 8 * self.opened_at.len()
             + self.assignment.as_ref().map_or(0, |a| 8 * a.len());
         self.cells.memory_bytes() + flat
@@ -583,6 +638,48 @@ pub fn box_count<T: Real>(points: &[T], dim: usize, deltas: &[f64], n_threads: u
 mod tests {
     use super::*;
     use crate::parallel::never;
+    use proptest::prelude::*;
+
+    /// A finite f64 of any sign with its exponent anywhere in `exponents` (f32's subnormal range
+    /// is below 2^-126, its largest values near 2^128).
+    fn spread(exponents: std::ops::Range<i32>) -> impl Strategy<Value = f64> {
+        (1.0f64..2.0, exponents, any::<bool>()).prop_map(|(m, e, neg)| if neg { -m } else { m } * 2f64.powi(e))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 20_000, max_global_rejects: 20_000, ..ProptestConfig::default() })]
+
+        /// The f32 sketch of a f64 net is only a filter: it must pass every centre within δ, at
+        /// any magnitude of the coordinates and of δ, for ties at exactly δ, across f32's
+        /// subnormal range and its overflow.
+        #[test]
+        fn the_f32_sketch_never_rejects_a_centre_within_delta(
+            x in spread(-170..140),
+            delta in spread(-170..140),
+            step in prop_oneof![Just(1.0), Just(-1.0), -1.0f64..=1.0],
+        ) {
+            let delta = delta.abs();
+            let c = x + step * delta;
+            prop_assume!(c.is_finite() && (x - c).abs() <= delta);
+            let (p, bound) = x.sketch_test(delta);
+            prop_assert!((p - c.to_sketch()).abs() <= bound, "x {x:e} c {c:e} δ {delta:e}: p {p:e} τ {bound:e}");
+            // f32 input: the test is the definition itself.
+            let (x32, c32, delta32) = (x as f32, c as f32, delta as f32);
+            if x32.is_finite() && c32.is_finite() {
+                let (p, bound) = x32.sketch_test(delta32);
+                prop_assert_eq!((p - c32.to_sketch()).abs() <= bound, (x32 - c32).abs() <= delta32);
+            }
+        }
+    }
+
+    #[test]
+    fn a_non_finite_coordinate_passes_the_sketch_and_fails_the_full_test() {
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let (p, bound) = bad.sketch_test(1.0);
+            assert!((p - 0.5f64.to_sketch()).abs() <= bound);
+            assert!(!within(&[bad; 9], &[0.5; 9], 1.0) && !within(&[bad], &[0.5], 1.0));
+        }
+    }
 
     /// The definition, literally: O(m × net) comparisons.
     fn sequential_net(points: &[f64], dim: usize, delta: f64) -> (Vec<u64>, Vec<i64>) {
