@@ -32,13 +32,18 @@ pub trait Real: Copy + PartialOrd + Send + Sync + std::fmt::Debug + 'static {
     fn from_f64(value: f64) -> Self;
     fn abs_diff(self, other: Self) -> Self;
     fn is_finite(self) -> bool;
-    /// A centre's coordinate in its sketch (see `SketchTest`).
+    /// A coordinate in a sketch (see `SketchTest`).
     fn to_sketch(self) -> f32;
-    /// A point's coordinate in the sketch test and its bound τ: `|fl32(p − s)| <= τ` must hold
+    /// The bound of the sketch test at scale `delta`, as `(base, slope)`: for a point's coordinate
+    /// `p` (in f32) the test is `|fl32(p − s)| <= τ = fl32(base + slope |p|)`, which must hold
     /// whenever the point and a centre whose sketch holds `s` are within `delta` in the input's
-    /// precision on this coordinate.
-    fn sketch_test(self, delta: Self) -> (f32, f32);
+    /// precision on this coordinate (`SketchTest::lane` handles |p| beyond `SKETCH_LIMIT`).
+    fn sketch_bound(delta: Self) -> (f32, f32);
 }
+
+/// Beyond this, a sketch coordinate (or the bound) makes the sketch test pass: a centre within δ
+/// of such a point may overflow f32.
+const SKETCH_LIMIT: f32 = 1e37;
 
 impl Real for f32 {
     fn to_f64(self) -> f64 {
@@ -57,8 +62,8 @@ impl Real for f32 {
         self
     }
     /// The test itself: `|fl32(x − c)| <= δ` is the definition.
-    fn sketch_test(self, delta: Self) -> (f32, f32) {
-        (self, delta)
+    fn sketch_bound(delta: Self) -> (f32, f32) {
+        (delta, 0.0)
     }
 }
 
@@ -79,22 +84,18 @@ impl Real for f64 {
         self as f32 // to nearest; beyond f32::MAX, infinite
     }
     /// If `|fl64(x − c)| <= δ` then `|x − c| <= δ' = δ(1 + 2^-52)`, so `|c| <= |x| + δ'`. Rounding
-    /// x and c to f32 moves each by at most `2^-24` of itself (plus `2^-150` below the normal
-    /// range), and the f32 difference by `2^-24` of itself, so
-    /// `|fl32(p − s)| <= (δ' + 2^-24 (2|x| + δ') + 2^-149)(1 + 2^-24)`. τ is larger: doubled terms,
-    /// a factor `1 + 2^-20` that outweighs the rounding of τ itself to f32 (to nearest: `2^-24` of
-    /// it, since the added `2^-125` keeps it in the normal range). Where x or τ is beyond `1e37`, a
-    /// centre within δ may overflow f32: the test is made to pass (p = 0, τ = ∞; s is never NaN).
-    /// A NaN x lands there too, and `within` rejects it.
-    fn sketch_test(self, delta: Self) -> (f32, f32) {
-        const LIMIT: f64 = 1e37;
-        let slack = delta * (1.0 + f64::EPSILON);
-        let bound = (slack + (2.0 * self.abs() + slack) * 2f64.powi(-23)) * (1.0 + 2f64.powi(-20)) + 2f64.powi(-125);
-        if self.abs() <= LIMIT && bound <= LIMIT {
-            (self as f32, bound as f32)
-        } else {
-            (0.0, f32::INFINITY)
-        }
+    /// x and c to f32 (p and s) moves each by at most `2^-24` of itself (plus `2^-150` below the
+    /// normal range), and the f32 difference by `2^-24` of itself, so
+    /// `|fl32(p − s)| <= R = (δ' + 2^-24 (2|x| + δ') + 2^-149)(1 + 2^-24)`. With base
+    /// `B >= δ(1 + 2^-20) + 2^-124` (rounded to f32, so within `2^-24` of that) and slope `2^-21`
+    /// (exact), `τ = fl32(B + 2^-21 |p|)` exceeds R: `|x| <= (|p| + 2^-150)(1 + 2^-23)`, so the
+    /// slope term covers four times the `|x|` term of R, B covers δ' with room for every relative
+    /// rounding, and `2^-124` every absolute one. A base beyond `SKETCH_LIMIT` is infinite: every
+    /// test passes.
+    fn sketch_bound(delta: Self) -> (f32, f32) {
+        let base = (delta * (1.0 + 2f64.powi(-20)) + 2f64.powi(-124)) as f32;
+        let base = if base <= SKETCH_LIMIT { base } else { f32::INFINITY };
+        (base, 2f32.powi(-21))
     }
 }
 
@@ -129,11 +130,23 @@ struct SketchTest {
 }
 
 impl SketchTest {
-    fn new<T: Real>(point: &[T], axes: &Axes, delta: T) -> Self {
-        let tests = axes.sketch.map(|axis| point[axis].sketch_test(delta));
+    fn new<T: Real>(point: &[T], axes: &Axes, bound: (f32, f32)) -> Self {
+        let tests = axes.sketch.map(|axis| Self::lane(point[axis].to_sketch(), bound));
         SketchTest {
             point: tests.map(|(p, _)| p),
             bound: tests.map(|(_, b)| b),
+        }
+    }
+
+    /// A point's sketch coordinate `p` and its bound τ (see `Real::sketch_bound`). Where `|p|` is
+    /// beyond `SKETCH_LIMIT` (or NaN) the test is made to pass: p = 0, τ = ∞ (s is never NaN, and
+    /// `within` rejects a NaN point).
+    #[inline]
+    fn lane(p: f32, (base, slope): (f32, f32)) -> (f32, f32) {
+        if p.abs() <= SKETCH_LIMIT {
+            (p, base + slope * p.abs())
+        } else {
+            (0.0, f32::INFINITY)
         }
     }
 
@@ -206,6 +219,8 @@ struct ScaleNet<T: Real> {
     /// Per centre its `SKETCH` most telling coordinates in f32, contiguous: small enough to stay
     /// in cache, so most candidates are rejected without touching their full row.
     sketches: Vec<[f32; SKETCH]>,
+    /// See `Real::sketch_bound`.
+    sketch_bound: (f32, f32),
     opened_at: Vec<u64>,
     assignment: Option<Vec<i64>>,
 }
@@ -236,7 +251,7 @@ impl<T: Real> ScaleNet<T> {
 
     /// The earliest centre with index >= `from` within δ of `point`.
     fn earliest_covering(&self, point: &[T], axes: &Axes, from: u32) -> Option<u32> {
-        let sketch = SketchTest::new(point, axes, self.delta);
+        let sketch = SketchTest::new(point, axes, self.sketch_bound);
         let Some(key) = self.key(point, axes) else {
             if !all_finite(point) {
                 return None; // never covered (see `within`); spares a comparison with every centre
@@ -449,6 +464,7 @@ impl<T: Real> MultiNet<T> {
                 cells: Cells::default(),
                 centres: Vec::new(),
                 sketches: Vec::new(),
+                sketch_bound: T::sketch_bound(T::from_f64(delta)),
                 opened_at: Vec::new(),
                 assignment: keep_assignment.then(Vec::new),
             })
@@ -661,13 +677,16 @@ mod tests {
             let delta = delta.abs();
             let c = x + step * delta;
             prop_assume!(c.is_finite() && (x - c).abs() <= delta);
-            let (p, bound) = x.sketch_test(delta);
+            let (p, bound) = SketchTest::lane(x.to_sketch(), f64::sketch_bound(delta));
             prop_assert!((p - c.to_sketch()).abs() <= bound, "x {x:e} c {c:e} δ {delta:e}: p {p:e} τ {bound:e}");
-            // f32 input: the test is the definition itself.
+            // f32 input: the test is the definition itself, up to SKETCH_LIMIT (beyond, it passes).
             let (x32, c32, delta32) = (x as f32, c as f32, delta as f32);
             if x32.is_finite() && c32.is_finite() {
-                let (p, bound) = x32.sketch_test(delta32);
-                prop_assert_eq!((p - c32.to_sketch()).abs() <= bound, (x32 - c32).abs() <= delta32);
+                let (p, bound) = SketchTest::lane(x32.to_sketch(), f32::sketch_bound(delta32));
+                let passes = (p - c32.to_sketch()).abs() <= bound;
+                let within = (x32 - c32).abs() <= delta32;
+                let expected = if x32.abs() <= SKETCH_LIMIT { within } else { true };
+                prop_assert_eq!(passes, expected);
             }
         }
     }
@@ -675,7 +694,7 @@ mod tests {
     #[test]
     fn a_non_finite_coordinate_passes_the_sketch_and_fails_the_full_test() {
         for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
-            let (p, bound) = bad.sketch_test(1.0);
+            let (p, bound) = SketchTest::lane(bad.to_sketch(), f64::sketch_bound(1.0));
             assert!((p - 0.5f64.to_sketch()).abs() <= bound);
             assert!(!within(&[bad; 9], &[0.5; 9], 1.0) && !within(&[bad], &[0.5], 1.0));
         }
