@@ -208,11 +208,11 @@ def test_the_first_non_finite_row_is_named_among_wild_and_covered_rows(n_threads
     # the first bad row must still be named whatever the scale, the block (2048 rows), the
     # coordinate, and with rows beyond the grid (|x| = 1e300) around it.
     rng = np.random.default_rng(7)
-    for _ in range(6):
-        points = rng.uniform(-1, 1, size=(9000, 5))
-        points[rng.choice(9000, 20, replace=False), rng.integers(0, 5, 20)] = 1e300
+    for dim in (5, 5, 5, 12, 12, 12):  # 12: a bad value in the packed group of 8 or in the rest
+        points = rng.uniform(-1, 1, size=(9000, dim))
+        points[rng.choice(9000, 20, replace=False), rng.integers(0, dim, 20)] = 1e300
         bad_rows = np.sort(rng.choice(np.arange(2100, 9000), 3, replace=False))
-        points[bad_rows, rng.integers(0, 5, 3)] = rng.choice([np.nan, np.inf, -np.inf], 3)
+        points[bad_rows, rng.integers(0, dim, 3)] = rng.choice([np.nan, np.inf, -np.inf], 3)
         first = bad_rows[0]
         with pytest.raises(ValueError, match=rf"^points: row {first} holds"):
             cover(points, [4.0, 1.0, 0.25], n_threads=n_threads)
