@@ -63,10 +63,8 @@ impl Default for Cells {
 impl Cells {
     /// The list of the cell `key`, if any centre is listed under it.
     pub(super) fn list(&self, key: &CellKey) -> Option<&[u32]> {
-        match self.array.as_ref().and_then(|a| a.index(key).map(|i| a.list(i))) {
-            Some(list) => Some(list),
-            None => self.map.get(key).map(|list| &list[..]),
-        }
+        let in_array = self.array.as_ref().and_then(|a| a.index(key).map(|i| &a.lists[i]));
+        in_array.or_else(|| self.map.get(key)).map(|list| &list[..])
     }
 
     /// The centres outside the grid.
@@ -88,13 +86,14 @@ impl Cells {
                 *k = k.wrapping_add((rest % 3) as i32 - 1);
                 rest /= 3;
             }
-            if let Some(array) = self.array.as_mut() {
-                if let Some(i) = array.index(&neighbour) {
-                    array.push(i, id);
-                    continue;
-                }
-            }
-            let list = self.map.entry(neighbour).or_default();
+            let in_array = self
+                .array
+                .as_mut()
+                .and_then(|a| a.index(&neighbour).map(|i| &mut a.lists[i]));
+            let list = match in_array {
+                Some(list) => list,
+                None => self.map.entry(neighbour).or_default(),
+            };
             let before = list_heap_bytes(list);
             list.push(id);
             self.list_bytes += list_heap_bytes(list) - before;
@@ -110,12 +109,12 @@ impl Cells {
         });
         self.wild.truncate(newer(&self.wild));
         if let Some(array) = self.array.as_mut() {
-            for i in 0..array.slots.len() {
-                let kept = newer(array.list(i)) as u32;
-                array.slots[i].len = kept;
+            for list in array.lists.iter_mut() {
+                list.truncate(newer(list));
             }
         }
-        self.list_bytes = self.map.values().map(list_heap_bytes).sum();
+        let array_lists = self.array.iter().flat_map(|a| &a.lists);
+        self.list_bytes = self.map.values().chain(array_lists).map(list_heap_bytes).sum();
     }
 
     /// Bytes held, as the allocator sees them: the map at its capacity, the array, the lists
@@ -123,7 +122,10 @@ impl Cells {
     pub(super) fn memory_bytes(&self) -> usize {
         let entry = std::mem::size_of::<(CellKey, CellList)>() + 1; // + hashbrown's control byte
         let map = self.map.capacity() * entry * 8 / 7; // at most 7/8 of the buckets are used
-        let array = self.array.as_ref().map_or(0, CellArray::memory_bytes);
+        let array = self
+            .array
+            .as_ref()
+            .map_or(0, |a| a.lists.capacity() * std::mem::size_of::<CellList>());
         map + array + self.list_bytes + 4 * self.wild.len()
     }
 
@@ -136,19 +138,18 @@ impl Cells {
             return;
         }
         self.next_array_try = 2 * self.map.len();
-        let max_cells = (16 * self.map.len()).min(max_bytes / std::mem::size_of::<Slot>());
+        let max_cells = (16 * self.map.len()).min(max_bytes / std::mem::size_of::<CellList>());
         let Some(mut array) = CellArray::around(self.map.keys(), axes, max_cells) else {
             return;
         };
         self.map.retain(|key, list| match array.index(key) {
             Some(i) => {
-                list.iter().for_each(|&id| array.push(i, id));
+                array.lists[i] = std::mem::take(list);
                 false
             }
             None => true,
         });
         self.map.shrink_to_fit();
-        self.list_bytes = self.map.values().map(list_heap_bytes).sum();
         self.array = Some(array);
     }
 
@@ -158,31 +159,13 @@ impl Cells {
     }
 }
 
-/// Where a cell's list lies in `CellArray::ids`.
-#[derive(Clone, Copy, Default)]
-struct Slot {
-    start: usize,
-    len: u32,
-}
-
-/// The room a list of `len` ids has in `CellArray::ids`: it moves to the end, with twice the room,
-/// when it outgrows it.
-fn room(len: u32) -> u32 {
-    len.next_power_of_two().max(4)
-}
-
 /// The cells of a box around the data, in an array: a lookup is an index and one read, where the
-/// hash map hashes and probes (on case (b) of the benches, 6-10 % of the time). The lists share
-/// one vector, so a lookup reads a small slot and then the ids, from memory a third the size of
-/// one allocation per list (case (b) at δ = 0.9: 1617 lists of ~18 ids). Cells outside the box stay
-/// in the map.
+/// hash map hashes and probes (on case (b) of the benches, 6-10 % of the time). Cells outside the
+/// box stay in the map.
 struct CellArray {
     low: CellKey,
     shape: [u32; GRID_AXES],
-    slots: Vec<Slot>,
-    /// The lists, each in its slot's room; the rooms lists have moved out of are left unused (at
-    /// most as many ids as the rooms in use, since rooms double).
-    ids: Vec<u32>,
+    lists: Vec<CellList>,
 }
 
 impl CellArray {
@@ -213,30 +196,8 @@ impl CellArray {
         (cells <= max_cells).then(|| CellArray {
             low,
             shape,
-            slots: vec![Slot::default(); cells],
-            ids: Vec::new(),
+            lists: vec![CellList::new(); cells],
         })
-    }
-
-    fn list(&self, index: usize) -> &[u32] {
-        let slot = self.slots[index];
-        &self.ids[slot.start..slot.start + slot.len as usize]
-    }
-
-    fn push(&mut self, index: usize, id: u32) {
-        let slot = &mut self.slots[index];
-        if slot.len == 0 || slot.len == room(slot.len) {
-            let start = self.ids.len();
-            self.ids.extend_from_within(slot.start..slot.start + slot.len as usize);
-            self.ids.resize(start + room(slot.len + 1) as usize, 0);
-            slot.start = start;
-        }
-        self.ids[slot.start + slot.len as usize] = id;
-        slot.len += 1;
-    }
-
-    fn memory_bytes(&self) -> usize {
-        self.slots.capacity() * std::mem::size_of::<Slot>() + self.ids.capacity() * 4
     }
 
     fn index(&self, key: &CellKey) -> Option<usize> {
