@@ -208,18 +208,22 @@ def test_the_first_non_finite_row_is_named_among_wild_and_covered_rows(n_threads
     # the first bad row must still be named whatever the scale, the block (2048 rows), the
     # coordinate, and with rows beyond the grid (|x| = 1e300) around it.
     rng = np.random.default_rng(7)
-    for dim in (5, 5, 5, 12, 12, 12):  # 12: a bad value in the packed group of 8 or in the rest
-        points = rng.uniform(-1, 1, size=(9000, dim))
-        points[rng.choice(9000, 20, replace=False), rng.integers(0, dim, 20)] = 1e300
-        bad_rows = np.sort(rng.choice(np.arange(2100, 9000), 3, replace=False))
-        points[bad_rows, rng.integers(0, dim, 3)] = rng.choice([np.nan, np.inf, -np.inf], 3)
-        first = bad_rows[0]
-        with pytest.raises(ValueError, match=rf"^points: row {first} holds"):
-            cover(points, [4.0, 1.0, 0.25], n_threads=n_threads)
-        np.testing.assert_array_equal(
-            cover(points[:first], [4.0, 1.0], n_threads=n_threads).net_sizes,
-            [len(reference.greedy_net(points[:first], d)[0]) for d in (4.0, 1.0)],
-        )
+    # The first bad value of each kind, in the rest of `within` (dim 5; column 10 of 12) and in its
+    # packed group of 8 (column 3 of 12).
+    for dim, column in [(5, 4), (12, 3), (12, 10)]:
+        for bad in (np.nan, np.inf, -np.inf):
+            points = rng.uniform(-1, 1, size=(6000, dim))
+            points[rng.choice(6000, 20, replace=False), rng.integers(0, dim, 20)] = 1e300
+            bad_rows = np.sort(rng.choice(np.arange(2100, 6000), 3, replace=False))
+            points[bad_rows[0], column] = bad  # its only bad value
+            points[bad_rows[1:], rng.integers(0, dim, 2)] = rng.choice([np.nan, np.inf, -np.inf], 2)
+            first = bad_rows[0]
+            with pytest.raises(ValueError, match=rf"^points: row {first} holds"):
+                cover(points, [4.0, 1.0, 0.25], n_threads=n_threads)
+            np.testing.assert_array_equal(
+                cover(points[:first], [4.0, 1.0], n_threads=n_threads).net_sizes,
+                [len(reference.greedy_net(points[:first], d)[0]) for d in (4.0, 1.0)],
+            )
 
 
 @pytest.mark.parametrize(("call", "error", "name"), BAD)
