@@ -12,7 +12,8 @@ fn chebyshev(a: &[f64], b: &[f64]) -> f64 {
 }
 
 fn check(u: &mut Unstructured) -> Result<()> {
-    let dim = u.int_in_range(1usize..=5)?;
+    // up to 12: `within` decides groups of 8 coordinates and then the rest
+    let dim = u.int_in_range(1usize..=12)?;
     let deltas: Vec<f64> = (0..u.int_in_range(1usize..=3)?)
         .map(|_| u.arbitrary())
         .collect::<Result<_>>()?;
