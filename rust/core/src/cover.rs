@@ -11,7 +11,7 @@
 //!   so a query costs one lookup and one scan of an ascending list. The axes are the most
 //!   independent coordinates of a sample (`choose_axes`). `cells.rs` keeps the lists;
 //! - a sketch: the same implication on 8 telling coordinates per centre, in f32 (with a bound that
-//!   allows for the rounding of f64 input, `Real::sketch_test`), kept contiguous and small enough
+//!   allows for the rounding of f64 input, `Real::sketch_bound`), kept contiguous and small enough
 //!   to stay in cache, rejects most candidates before their full row is read;
 //! - blocks: for a block of points, the earliest covering centre among those opened *before* the
 //!   block is found in parallel; the points left uncovered are then resolved in order against the
@@ -102,8 +102,8 @@ impl Real for f64 {
 /// `max_j |a_j − b_j| <= delta`, deciding eight coordinates at a time: within a group of eight
 /// the test has no branch, so the compiler turns it into packed compares; between groups it stops
 /// at the first that exceeds δ. A NaN or infinite value is never within δ of anything (`<=` is
-/// false on a NaN), so a point holding one is never covered: the scan checks only the points that
-/// open centres for finiteness, not every point.
+/// false on a NaN), so a point holding one is never covered: the scan checks for finiteness only
+/// the points no centre covers, not every point.
 #[inline]
 pub fn within<T: Real>(a: &[T], b: &[T], delta: T) -> bool {
     const LANES: usize = 8;
@@ -122,7 +122,7 @@ pub fn within<T: Real>(a: &[T], b: &[T], delta: T) -> bool {
 }
 
 /// A point's side of the sketch test: per sketch coordinate, its value and bound in f32 (see
-/// `Real::sketch_test`). In f32 the eight coordinates of a sketch are two packed registers, and
+/// `Real::sketch_bound`). In f32 the eight coordinates of a sketch are two packed registers, and
 /// two sketches share a cache line.
 struct SketchTest {
     point: [f32; SKETCH],
