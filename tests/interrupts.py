@@ -24,12 +24,23 @@ sys.exit(3)
 """
 
 
+def with_default_sigint() -> None:
+    """`preexec_fn` for a child that must see Ctrl-C: Python turns SIGINT into KeyboardInterrupt
+    only if it starts with the default action, and a test run started as a background job of a
+    shell without job control has SIGINT ignored, which children inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def seconds_to_stop(setup: str, call: str, delay: float = 0.5, after: str = "pass") -> float:
     """Seconds between SIGINT and the child reporting KeyboardInterrupt; fails if it never does.
     `after` (one statement, e.g. an assert) runs in the child once the call has been interrupted."""
     code = CHILD.format(setup=textwrap.dedent(setup), call=call, after=after)
     with subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=with_default_sigint,
     ) as child:
         assert child.stdout is not None and child.stderr is not None
         try:

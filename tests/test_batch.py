@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from interrupts import with_default_sigint
 
 from moecover import batch
 
@@ -113,7 +114,7 @@ def test_sigint_exits_130_quickly_and_leaves_a_consistent_db(tmp_path):
     config = write(tmp_path, TINY.format(samples=400_000))
     db = tmp_path / "int.db"
     command = [sys.executable, "-m", "moecover", "run", str(config), "--db", str(db), "--quiet"]
-    with subprocess.Popen(command, stderr=subprocess.DEVNULL) as child:
+    with subprocess.Popen(command, stderr=subprocess.DEVNULL, preexec_fn=with_default_sigint) as child:
         time.sleep(3)
         sent = time.monotonic()
         child.send_signal(signal.SIGINT)
