@@ -18,6 +18,14 @@ def quantised(rng, m, d, dtype):
     return (rng.integers(-8, 9, size=(m, d)) / 8).astype(dtype)
 
 
+def assert_sequential(points, delta, n_threads):
+    """`greedy_net` gives the NumPy reference's centres and assignment exactly."""
+    net = greedy_net(points, delta, n_threads=n_threads)
+    centres, assignment = reference.greedy_net(points, delta)
+    np.testing.assert_array_equal(net.centers, centres)
+    np.testing.assert_array_equal(net.assignment, assignment)
+
+
 CASES = [(m, d, dtype) for m, d in [(1, 1), (50, 1), (400, 2), (700, 3), (500, 7), (300, 40)]
          for dtype in (np.float32, np.float64)]
 
@@ -29,10 +37,7 @@ def test_greedy_net_equals_the_sequential_definition(m, d, dtype, threads):
     points = quantised(rng, m, d, dtype)
     points[m // 2 :: 7] = points[0]  # duplicates
     for delta in (0.125, 0.25, 0.5, 1.0):  # ties at exactly δ: distances are multiples of 1/8
-        net = greedy_net(points, delta, n_threads=threads)
-        centres, assignment = reference.greedy_net(points, delta)
-        np.testing.assert_array_equal(net.centers, centres)
-        np.testing.assert_array_equal(net.assignment, assignment)
+        assert_sequential(points, delta, n_threads=threads)
 
 
 @pytest.mark.parametrize("exponent", [-160, -140, -126, 0, 100, 124, 127, 130])
@@ -46,10 +51,7 @@ def test_float64_nets_are_exact_at_magnitudes_float32_cannot_hold(exponent):
     points[::2] += 1 / 3
     points *= 2.0**exponent
     for delta in (0.125 * 2.0**exponent, 0.5 * 2.0**exponent):
-        net = greedy_net(points, delta, n_threads=2)
-        centres, assignment = reference.greedy_net(points, delta)
-        np.testing.assert_array_equal(net.centers, centres)
-        np.testing.assert_array_equal(net.assignment, assignment)
+        assert_sequential(points, delta, n_threads=2)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -57,10 +59,7 @@ def test_continuous_data_and_float32_precision(dtype):
     rng = np.random.default_rng(1)
     points = (rng.normal(size=(3000, 5)) * np.array([1, 10, 100, 0.1, 1])).astype(dtype)
     for delta in (0.3, 1.0, 3.0):
-        net = greedy_net(points, delta, n_threads=2)
-        centres, assignment = reference.greedy_net(points, delta)
-        np.testing.assert_array_equal(net.centers, centres)
-        np.testing.assert_array_equal(net.assignment, assignment)
+        assert_sequential(points, delta, n_threads=2)
 
 
 def test_net_is_a_cover_and_a_packing():
