@@ -52,6 +52,7 @@ impl Real for f32 {
     fn from_f64(value: f64) -> Self {
         value as f32
     }
+    #[inline(always)] // into `first_within`'s copy for each instruction set
     fn abs_diff(self, other: Self) -> Self {
         (self - other).abs()
     }
@@ -74,6 +75,7 @@ impl Real for f64 {
     fn from_f64(value: f64) -> Self {
         value
     }
+    #[inline(always)] // into `first_within`'s copy for each instruction set
     fn abs_diff(self, other: Self) -> Self {
         (self - other).abs()
     }
@@ -104,7 +106,7 @@ impl Real for f64 {
 /// at the first that exceeds δ. A NaN or infinite value is never within δ of anything (`<=` is
 /// false on a NaN), so a point holding one is never covered: the scan checks for finiteness only
 /// the points no centre covers, not every point.
-#[inline]
+#[inline(always)] // into `first_within`'s copy for each instruction set
 pub fn within<T: Real>(a: &[T], b: &[T], delta: T) -> bool {
     const LANES: usize = 8;
     let (mut groups_a, mut groups_b) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
@@ -152,7 +154,7 @@ impl SketchTest {
 
     /// Whether a centre with this sketch may be within δ: false only if it is not. No branch:
     /// eight packed compares.
-    #[inline]
+    #[inline(always)] // into `first_within`'s copy for each instruction set
     fn passes(&self, sketch: &[f32; SKETCH]) -> bool {
         let mut near = true;
         for ((&p, &s), &bound) in self.point.iter().zip(sketch).zip(&self.bound) {
@@ -221,6 +223,8 @@ struct ScaleNet<T: Real> {
     sketches: Vec<[f32; SKETCH]>,
     /// See `Real::sketch_bound`.
     sketch_bound: (f32, f32),
+    /// The widest vector instructions this CPU has, detected once (see `first_within`).
+    simd: pulp::Arch,
     opened_at: Vec<u64>,
     assignment: Option<Vec<i64>>,
 }
@@ -244,6 +248,7 @@ impl<T: Real> ScaleNet<T> {
         Some(key)
     }
 
+    #[inline(always)] // into `first_within`'s copy for each instruction set
     fn centre(&self, index: u32, dim: usize) -> &[T] {
         let start = index as usize * dim;
         &self.centres[start..start + dim]
@@ -273,10 +278,24 @@ impl<T: Real> ScaleNet<T> {
         self.first_within(point, &sketch, &wild[..before]).or(in_grid)
     }
 
-    /// The first of `candidates` within δ of `point`. The sketches of `BATCH` candidates are
-    /// tested before any branch: whether a sketch passes is as good as random, and one
-    /// mispredicted branch per batch costs less than one per candidate.
+    /// The first of `candidates` within δ of `point`, in code compiled for the widest vector
+    /// instructions the CPU has (`pulp` picks AVX2 where there is one: a sketch test is then one
+    /// compare of eight f32, a group of `within` two compares of four f64). The tests are exact
+    /// in any instruction set, so the answer never depends on the CPU.
     fn first_within(&self, point: &[T], sketch: &SketchTest, candidates: &[u32]) -> Option<u32> {
+        self.simd.dispatch(FirstWithin {
+            net: self,
+            point,
+            sketch,
+            candidates,
+        })
+    }
+
+    /// The body of `first_within`, inlined into its copy for each instruction set. The sketches
+    /// of `BATCH` candidates are tested before any branch: whether a sketch passes is as good as
+    /// random, and one mispredicted branch per batch costs less than one per candidate.
+    #[inline(always)]
+    fn first_within_inlined(&self, point: &[T], sketch: &SketchTest, candidates: &[u32]) -> Option<u32> {
         for batch in candidates.chunks(BATCH) {
             let mut near = 0u32;
             for (k, &c) in batch.iter().enumerate() {
@@ -359,6 +378,24 @@ impl<T: Real> ScaleNet<T> {
         self.cells
             .use_array(axes.grid.len(), 2 * self.centres.len() * std::mem::size_of::<T>());
         None
+    }
+}
+
+/// A call of `ScaleNet::first_within`, as `pulp` dispatches it: `with_simd` is compiled once per
+/// instruction set, with everything it calls inlined.
+struct FirstWithin<'a, T: Real> {
+    net: &'a ScaleNet<T>,
+    point: &'a [T],
+    sketch: &'a SketchTest,
+    candidates: &'a [u32],
+}
+
+impl<T: Real> pulp::WithSimd for FirstWithin<'_, T> {
+    type Output = Option<u32>;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) -> Option<u32> {
+        self.net.first_within_inlined(self.point, self.sketch, self.candidates)
     }
 }
 
@@ -465,6 +502,7 @@ impl<T: Real> MultiNet<T> {
                 centres: Vec::new(),
                 sketches: Vec::new(),
                 sketch_bound: T::sketch_bound(T::from_f64(delta)),
+                simd: pulp::Arch::new(),
                 opened_at: Vec::new(),
                 assignment: keep_assignment.then(Vec::new),
             })
@@ -584,6 +622,16 @@ impl<T: Real> MultiNet<T> {
             scale.truncate(size, to.n_points);
         }
         self.n_points = to.n_points;
+    }
+
+    /// The same nets, with the candidate tests run in the instruction set `simd` instead of the
+    /// widest one the CPU has.
+    #[cfg(test)]
+    fn with_instruction_set(mut self, simd: pulp::Arch) -> Self {
+        for scale in &mut self.scales {
+            scale.simd = simd;
+        }
+        self
     }
 
     pub fn n_points(&self) -> u64 {
@@ -778,6 +826,34 @@ mod tests {
                 }
                 assert_sequential(&net, &points, dim, &deltas, &format!("dim {dim}"));
             }
+        }
+    }
+
+    /// The portable code (which a CPU with AVX2 never runs otherwise) and the widest this CPU
+    /// has give the sequential net, in dimensions with and without a remainder after `within`'s
+    /// groups of eight, and the same nets in f32.
+    #[test]
+    fn every_instruction_set_gives_the_sequential_net() {
+        for (dim, m) in [(3, 3000), (8, 3000), (19, 2000)] {
+            let points = lcg_points(m, dim, 7 + dim as u64);
+            let deltas = [0.25, 0.5, 1.5, 2.0];
+            let single: Vec<f32> = points.iter().map(|&x| x as f32).collect(); // exact: multiples of 1/16
+            let mut f32_nets = Vec::new();
+            for simd in [pulp::Arch::Scalar, pulp::Arch::new()] {
+                let mut net = MultiNet::<f64>::new(&deltas, dim, true)
+                    .expect("valid")
+                    .with_instruction_set(simd);
+                net.add(&points, 2, &mut never()).expect("ok");
+                assert_sequential(&net, &points, dim, &deltas, &format!("{simd:?} dim {dim}"));
+                let mut net = MultiNet::<f32>::new(&deltas, dim, true)
+                    .expect("valid")
+                    .with_instruction_set(simd);
+                net.add(&single, 2, &mut never()).expect("ok");
+                let state =
+                    (0..deltas.len()).map(|s| (net.centres(s).to_vec(), net.assignment(s).map(<[i64]>::to_vec)));
+                f32_nets.push(state.collect::<Vec<_>>());
+            }
+            assert_eq!(f32_nets[0], f32_nets[1], "f32 dim {dim}");
         }
     }
 
