@@ -17,11 +17,15 @@
 //!   block is found in parallel; the points left uncovered are then resolved in order against the
 //!   centres opened inside the block. Old centres precede new ones, so this is the sequential net.
 //!
+//! The candidate tests (sketch and full row) run in code compiled for the CPU's widest vector
+//! instructions, AVX2 where present, chosen at run time (`ScaleNet::first_within`).
+//!
 //! Scales are independent, so they run in parallel with each other as well.
 
 use crate::error::{human_bytes, Error, Result};
-use crate::parallel::{pool, Interrupt};
+use crate::parallel::{pool, run_watched, Interrupt};
 use rayon::prelude::*;
+use std::sync::atomic::Ordering;
 
 mod cells;
 use cells::{CellKey, Cells, GRID_AXES};
@@ -544,20 +548,27 @@ impl<T: Real> MultiNet<T> {
             return Ok(());
         }
         let pool = pool(n_threads)?;
+        run_watched(&pool, interrupt, |stop| {
+            self.add_in_pool(points, &|| stop.load(Ordering::Relaxed))
+        })
+    }
+
+    /// `add`, run inside the pool, asking `stopped` between blocks; rolls back on any error.
+    fn add_in_pool(&mut self, points: &[T], stopped: &(dyn Fn() -> bool + Sync)) -> Result<()> {
         let before = self.mark();
-        let scanned = self.scan(points, &pool, interrupt);
+        let scanned = self.scan(points, stopped);
         if scanned.is_err() {
             self.roll_back(before);
         }
         scanned
     }
 
-    /// The blocks of `points` in order. Rows are checked finite only where they would open a centre
-    /// (see `add_block`), except the first block, which `choose_axes` samples.
-    fn scan(&mut self, points: &[T], pool: &rayon::ThreadPool, interrupt: Interrupt) -> Result<()> {
+    /// The blocks of `points` in order, stopping between blocks once `stopped` says so. Rows are checked finite only where they would open a centre (see `add_block`),
+    /// except the first block, which `choose_axes` samples.
+    fn scan(&mut self, points: &[T], stopped: &(dyn Fn() -> bool + Sync)) -> Result<()> {
         let dim = self.dim;
         for (b, block) in points.chunks(BLOCK * dim).enumerate() {
-            if interrupt() {
+            if stopped() {
                 return Err(Error::Interrupted);
             }
             let bad_row = |row: usize| {
@@ -568,7 +579,7 @@ impl<T: Real> MultiNet<T> {
             };
             if self.axes.is_none() {
                 // `choose_axes` reads a sample of the first block: check it all first.
-                if let Some(position) = pool.install(|| first_non_finite(block)) {
+                if let Some(position) = first_non_finite(block) {
                     return Err(bad_row(position / dim));
                 }
                 self.axes = Some(choose_axes(block, dim));
@@ -577,12 +588,11 @@ impl<T: Real> MultiNet<T> {
             let first = self.n_points;
             // A bad row is one no centre covers, so every scale stops at the same first bad row;
             // all are then rolled back by `add`.
-            let bad_rows: Vec<Option<usize>> = pool.install(|| {
-                self.scales
-                    .par_iter_mut()
-                    .map(|scale| scale.add_block(block, dim, &axes, first))
-                    .collect()
-            });
+            let bad_rows: Vec<Option<usize>> = self
+                .scales
+                .par_iter_mut()
+                .map(|scale| scale.add_block(block, dim, &axes, first))
+                .collect();
             if let Some(row) = bad_rows.into_iter().flatten().min() {
                 return Err(bad_row(row));
             }
@@ -979,12 +989,12 @@ mod tests {
         assert!(error.to_string().contains(&format!("row {}", 2 * BLOCK + 5)), "{error}");
         assert_eq!(state(&net), before);
 
-        let mut calls = 0;
-        let mut third_block = || {
-            calls += 1;
-            calls == 3
-        };
-        assert!(matches!(net.add(tail, 1, &mut third_block), Err(Error::Interrupted)));
+        // `add` asks Python every 50 ms; `add_in_pool` is what it runs, with the answer read between
+        // blocks: here an interrupt before the third block.
+        let blocks = std::sync::atomic::AtomicUsize::new(0);
+        let third_block = || blocks.fetch_add(1, Ordering::Relaxed) == 2;
+        let interrupted = pool(1).expect("pool").install(|| net.add_in_pool(tail, &third_block));
+        assert!(matches!(interrupted, Err(Error::Interrupted)));
         assert_eq!(state(&net), before);
 
         let mut full = fresh(usize::MAX);
