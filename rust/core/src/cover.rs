@@ -563,8 +563,9 @@ impl<T: Real> MultiNet<T> {
         scanned
     }
 
-    /// The blocks of `points` in order, stopping between blocks once `stopped` says so. Rows are checked finite only where they would open a centre (see `add_block`),
-    /// except the first block, which `choose_axes` samples.
+    /// The blocks of `points` in order, stopping between blocks once `stopped` says so. Rows are
+    /// checked finite only where they would open a centre (see `add_block`), except the first
+    /// block, which `choose_axes` samples.
     fn scan(&mut self, points: &[T], stopped: &(dyn Fn() -> bool + Sync)) -> Result<()> {
         let dim = self.dim;
         for (b, block) in points.chunks(BLOCK * dim).enumerate() {
