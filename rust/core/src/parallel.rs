@@ -104,9 +104,8 @@ pub fn run_watched<R: Send>(pool: &Pool, interrupt: Interrupt, work: impl FnOnce
     let mut result = None;
     pool.in_place_scope(|scope| {
         scope.spawn(|_| {
+            let _finished = Finished(&done, caller);
             result = Some(work(&stop));
-            done.store(true, Ordering::Release);
-            caller.unpark();
         });
         while !done.load(Ordering::Acquire) {
             std::thread::park_timeout(POLL);
@@ -116,6 +115,18 @@ pub fn run_watched<R: Send>(pool: &Pool, interrupt: Interrupt, work: impl FnOnce
         }
     });
     result.expect("the scope ends after its job")
+}
+
+/// Tells `run_watched`'s calling thread that the work is over when dropped, so also when the work
+/// panics: the caller then leaves its loop and the scope passes the panic on, where a flag set
+/// after the work would leave the caller waiting for ever.
+struct Finished<'a>(&'a AtomicBool, std::thread::Thread);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+        self.1.unpark();
+    }
 }
 
 /// Items per chunk so that one chunk is about `budget` units of work across all threads: large
@@ -152,6 +163,13 @@ mod tests {
         });
         let took = start.elapsed();
         assert_eq!(asked, 3, "no question after the stop");
+
+        // A panic in the work reaches the caller (as a panic, which the glue turns into an
+        // exception) instead of leaving it waiting.
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_watched(&pool, &mut never(), |_| -> u8 { panic!("a bug in the work") })
+        }));
+        assert!(panicked.is_err());
         assert!(
             took >= Duration::from_millis(100) && took < Duration::from_secs(2),
             "{took:?}, {steps} steps"
