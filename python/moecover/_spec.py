@@ -1,4 +1,4 @@
-"""The MoE function class (MATH.md §1) and its flat parameter layout."""
+"""The MoE function class (definitions §1) and its flat parameter layout."""
 
 from __future__ import annotations
 
@@ -16,11 +16,28 @@ BlockForm = Literal["sequential", "parallel"]
 ReadoutKind = Literal["scalar", "token0", "all"]
 
 
+BlockKind = Literal["attn", "router", "experts"]
+
+
 @dataclass(frozen=True)
 class ParamBlock:
-    """One named block of the flat parameter vector θ: `theta[offset:offset + size].reshape(shape)`."""
+    """One named block of the flat parameter vector θ: `theta[offset:offset + size].reshape(shape)`.
+
+    Attributes:
+        name: `layers.{layer}.{kind}[.{expert}].{tensor}`, e.g. `layers.0.experts.2.w1`.
+        layer: the block's layer.
+        kind: `"attn"`, `"router"` or `"experts"`.
+        expert: the expert's index for `kind == "experts"`, else None.
+        tensor: the tensor within its part (`wq`, `wk`, `wv`, `wo`; `weight`, `bias`; `value`;
+            `w1`, `b1`, `w2`, `b2`).
+        shape, offset, size: where the block lies in θ.
+    """
 
     name: str
+    layer: int
+    kind: BlockKind
+    expert: int | None
+    tensor: str
     shape: tuple[int, ...]
     offset: int
     size: int
@@ -30,7 +47,7 @@ class ParamBlock:
 class MoESpec:
     """A class of tiny MoE Transformers `f_θ : R^{seq_len × d_model} → R^{output_dim}`.
 
-    Parameters follow MATH.md §1: `layers` blocks, each with optional multi-head attention
+    Parameters follow definitions §1: `layers` blocks, each with optional multi-head attention
     (`heads = 0` turns it off), a linear router over `experts` experts choosing `top_k` per token,
     gate weights (`gate`), experts of kind `expert` (`constant`, `linear`, `mlp` with
     `expert_hidden` units), residual form `block` (`sequential` or the paper's `parallel`), and a
@@ -103,7 +120,10 @@ class MoESpec:
     @cached_property
     def layout(self) -> tuple[ParamBlock, ...]:
         """The named blocks of θ in flat order; they tile `range(total_params)`."""
-        return tuple(ParamBlock(name, tuple(shape), offset, size) for name, shape, offset, size in self._core.layout())
+        return tuple(
+            ParamBlock(name, layer, kind, expert, tensor, tuple(shape), offset, size)  # type: ignore[arg-type]
+            for name, layer, kind, expert, tensor, shape, offset, size in self._core.layout()
+        )
 
     def param_block(self, name: str) -> ParamBlock:
         """The block called `name`; ValueError listing the known names when there is none."""

@@ -1,8 +1,8 @@
-"""What theory predicts for a class: the paper's bounds and rates, the alternatives of MATH.md §4,
+"""What theory predicts for a class: the paper's bounds and rates, the alternatives of definitions §4,
 and a published empirical MoE scaling law. All logarithms are natural; entropies are in nats.
 
-The paper is "Generalization and Scaling Laws for Mixture-of-Experts Transformers" (2026; abstract
-and reviews in ../shared/seeds). Its N_eff, N and N_active (which its reviewers find ambiguous) are
+The paper is "Generalization and Scaling Laws for Mixture-of-Experts Transformers" (M. Zoubeirou a
+Mayaki, 2026; its formulas are restated in docs/definitions.md). Its N_eff, N and N_active (which its reviewers find ambiguous) are
 all taken here as the active parameter count N_eff = L_T Π_attn + L_T k Π_exp.
 """
 
@@ -17,7 +17,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ._checks import positive_int
-from ._evaluate import _check_inputs, _check_spec, evaluate, sample_params
+from ._checks import check_inputs, check_spec
+from ._evaluate import evaluate, sample_params
 from ._rng import RngLike, derive_seeds, resolve_seed
 from ._spec import MoESpec
 from .routing import unrank
@@ -79,18 +80,18 @@ def _pinned_names(spec: MoESpec, pinned: Pinned) -> set[str]:
 
 def paper_slope(spec: MoESpec) -> int:
     """The slope of log N(δ) against log(1/δ) that Theorem 3.4 predicts: N_eff = L_T Π_attn + L_T k Π_exp."""
-    return _check_spec(spec).active_params
+    return check_spec(spec).active_params
 
 
 def routing_term(spec: MoESpec) -> float:
     """Theorem 3.4's routing overhead L_T ℓ k log(e M / k) (nats): the bound on log C(M,k)^{L_T ℓ}."""
-    spec = _check_spec(spec)
+    spec = check_spec(spec)
     return spec.layers * spec.seq_len * spec.top_k * math.log(math.e * spec.experts / spec.top_k)
 
 
 def exact_routing_term(spec: MoESpec) -> float:
     """log of the per-input pattern count the union bound ranges over: L_T ℓ log C(M, k) (nats)."""
-    spec = _check_spec(spec)
+    spec = check_spec(spec)
     return spec.layers * spec.seq_len * math.log(math.comb(spec.experts, spec.top_k))
 
 
@@ -108,7 +109,7 @@ def paper_log_covering(spec: MoESpec, delta: ArrayLike, constant: float = 1.0) -
 def parametric_slope(spec: MoESpec, pinned: Pinned = None) -> int:
     """Free (not pinned) parameters: the slope of the parametric bound. `pinned`: block names, or
     the same mapping passed to sampling."""
-    spec = _check_spec(spec)
+    spec = check_spec(spec)
     names = _pinned_names(spec, pinned)
     return spec.total_params - sum(spec.param_block(name).size for name in names)
 
@@ -136,7 +137,7 @@ def used_params(spec: MoESpec, routes_of_one_pattern: ArrayLike, pinned: Pinned 
     when the gate weights vary continuously with it (gate = full_softmax, or renormalized_softmax
     with top_k >= 2); pinned blocks are not free and never count.
     """
-    spec = _check_spec(spec)
+    spec = check_spec(spec)
     routes = np.asarray(routes_of_one_pattern)
     if not np.issubdtype(routes.dtype, np.integer):
         raise TypeError(f"routes_of_one_pattern: expected integer colex ranks, got dtype {routes.dtype}")
@@ -153,14 +154,12 @@ def used_params(spec: MoESpec, routes_of_one_pattern: ArrayLike, pinned: Pinned 
     for block in spec.layout:
         if block.name in pinned_names:
             continue
-        parts = block.name.split(".")  # layers.{l}.{attn|router|experts}[.{j}].{name}
-        layer, kind = int(parts[1]), parts[2]
-        if kind == "attn" or (kind == "router" and router_counts):
+        if block.kind == "attn" or (block.kind == "router" and router_counts):
             used += block.size
-        elif kind == "experts":
-            ranks = np.unique(routes[:, layer, :])
+        elif block.kind == "experts":
+            ranks = np.unique(routes[:, block.layer, :])
             experts = {j for r in ranks for j in unrank(int(r), spec.top_k)}
-            used += block.size if int(parts[3]) in experts else 0
+            used += block.size if block.expert in experts else 0
     return used
 
 
@@ -168,7 +167,7 @@ def data_dependent_log_covering(
     n_patterns: int, used: int, delta: ArrayLike, lipschitz: float, param_bound: float
 ) -> FloatOrArray:
     """log n_patterns + used · log(max(1, ⌈B·Lip/δ⌉)) (nats): a union over the realised dataset-wide
-    routing patterns of parametric covers of the parameters each pattern uses (MATH.md §4)."""
+    routing patterns of parametric covers of the parameters each pattern uses (definitions §4)."""
     n_patterns = positive_int("n_patterns", n_patterns)
     used = positive_int("used", used, minimum=0)
     d = _positive("delta", delta)
@@ -217,10 +216,10 @@ def estimate_lipschitz(
     """Samples θ in the box (pinned blocks fixed), perturbs the free coordinates by up to
     `radius`·param_bound in ℓ∞ (clipped to the box), and reports the largest ratio of output to
     parameter distance. Radii much below 1e-2 lose digits to rounding in f_θ(x) − f_θ'(x)."""
-    spec = _check_spec(spec)
+    spec = check_spec(spec)
     samples = positive_int("samples", samples)
     r = float(_positive("radius", radius))
-    x = _check_inputs(spec, inputs)
+    x = check_inputs(spec, inputs)
     seed = resolve_seed(rng)
     base_seed, direction_seed = derive_seeds(seed, 2)
     theta = sample_params(spec, samples, rng=base_seed, pinned=pinned, n_threads=n_threads)
@@ -276,7 +275,7 @@ def generalization_bound(
     spec: MoESpec, n: int, beta: float, d: float, constants: tuple[float, float, float] = (1.0, 1.0, 1.0)
 ) -> GeneralizationBound:
     """Theorem 3.3: E‖T̂_n − f‖² ≲ c1 N_eff^{−2β/d} + c2 N_eff / n + c3 L_T ℓ k log(eM/k) / n."""
-    spec = _check_spec(spec)
+    spec = check_spec(spec)
     n = positive_int("n", n)
     b, dim = float(_positive("beta", beta)), float(_positive("d", d))
     c1, c2, c3 = (float(c) for c in _positive("constants", constants))

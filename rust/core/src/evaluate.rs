@@ -3,11 +3,10 @@
 //! Work is split over samples: each sample's outputs occupy their own rows, each sample's θ comes
 //! from its own keyed stream, so the result is the same bits for any thread count or chunking.
 
-use crate::batch::{forward_batch, prepare, Workspace};
 use crate::error::{allocate, Error, Result};
-use crate::model::flops_per_input;
+use crate::forward::{flops_per_input, forward_batch, prepare, Workspace};
 use crate::parallel::{chunk_len, pool, run_chunked, Interrupt};
-use crate::sampling::{sample_row, Pinned};
+use crate::sampling::{check_pinned, check_range, sample_row, Pinned};
 use crate::spec::MoeSpec;
 use rayon::prelude::*;
 
@@ -35,30 +34,6 @@ fn check_inputs(spec: &MoeSpec, inputs: &[f64]) -> Result<usize> {
         ));
     }
     Ok(inputs.len() / per)
-}
-
-/// Sample indices `start .. start + m` must all exist (they key each sample's random stream).
-fn check_range(start: u64, m: usize) -> Result<()> {
-    if start.checked_add(m as u64).is_none() {
-        return Err(Error::invalid(
-            "start",
-            format!("start + m = {start} + {m} exceeds the 2^64 sample indices of a seed"),
-        ));
-    }
-    Ok(())
-}
-
-fn check_pinned(spec: &MoeSpec, pinned: &Pinned) -> Result<()> {
-    let total = spec.total_params();
-    for (offset, values) in pinned {
-        if offset.checked_add(values.len()).is_none_or(|end| end > total) {
-            return Err(Error::invalid(
-                "pinned",
-                format!("block at offset {offset} runs past P = {total}"),
-            ));
-        }
-    }
-    Ok(())
 }
 
 fn run(
@@ -155,37 +130,11 @@ pub fn evaluate_sampled(
     )
 }
 
-/// Samples `start .. start + m` of `seed` as an `m × P` row-major matrix.
-pub fn sample_params(
-    spec: &MoeSpec,
-    seed: u64,
-    start: u64,
-    m: usize,
-    pinned: &Pinned,
-    n_threads: usize,
-    interrupt: Interrupt,
-) -> Result<Vec<f64>> {
-    check_pinned(spec, pinned)?;
-    check_range(start, m)?;
-    let p = spec.total_params();
-    let mut params: Vec<f64> = allocate("m", &[m, p])?;
-    if m == 0 || p == 0 {
-        return Ok(params);
-    }
-    let pool = pool(n_threads)?;
-    run_chunked(&pool, m, chunk_len(4 * p, n_threads), interrupt, |rows| {
-        params[rows.start * p..rows.end * p]
-            .par_chunks_mut(p)
-            .enumerate()
-            .for_each(|(i, theta)| sample_row(seed, start + (rows.start + i) as u64, spec.param_bound, pinned, theta));
-    })?;
-    Ok(params)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::parallel::never;
+    use crate::sampling::sample_params;
     use crate::spec::SpecOptions;
 
     fn spec() -> MoeSpec {

@@ -1,5 +1,5 @@
 //! Exact enumeration of the dataset-wide routing patterns one linear router can realise
-//! (MATH.md §2), for one layer without attention, where the router sees the raw tokens.
+//! (definitions §2), for one layer without attention, where the router sees the raw tokens.
 //!
 //! A pattern assigns each token t a k-subset S_t; it is realisable iff the linear system
 //! `(w_a − w_b)·x̃_t >= 1` for every t, a ∈ S_t, b ∉ S_t is feasible (x̃ = (x, 1); strict

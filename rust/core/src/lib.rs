@@ -1,27 +1,29 @@
-//! moecover-core: the numerics of moecover, in pure Rust (no Python).
+//! moecover-core: the numerics of moecover, in pure Rust (no Python). The definitions it
+//! implements are in `docs/definitions.md` (sections cited as §n).
 //!
 //! The pipeline, one module per step:
-//! - [`spec`]: the MoE function class of MATH.md §1, its parameter counts and flat layout;
+//! - [`spec`]: the MoE function class (§1), its parameter counts and flat layout;
 //! - [`sampling`]: parameters uniform in the box, one keyed stream per sample;
-//! - [`model`]: the forward pass of one θ on one input (values and routing pattern);
-//! - [`batch`]: the same pass on a batch of inputs in SIMD lanes (the same bits, faster);
+//! - [`forward`]: the forward pass `f_θ(X)` with each token's routing pattern, one input at a time
+//!   (`forward/one.rs`) or many in SIMD lanes (`forward/lanes.rs`), the same bits either way;
 //! - [`evaluate`]: many samples on many inputs, multithreaded and interruptible;
-//! - [`cover`]: exact greedy ℓ∞ nets at many scales, streamed (MATH.md §3), and box counts
-//!   (`cover/cells.rs`: the grid cells' candidate lists, in a hash map or an array);
-//! - [`routing`]: top-k expert sets as colex ranks (MATH.md §2);
+//! - [`routing`]: top-k expert sets as colex ranks (§2);
 //! - [`patterns`]: exact counts of realised routing patterns over samples and inputs;
 //! - [`exact`]: exact enumeration of a linear router's realisable patterns (LP per search node);
-//! - [`parallel`]: thread pools and the chunk loop every long call runs in.
+//! - [`cover`]: exact greedy ℓ∞ nets at many scales, streamed (§3);
+//! - [`box_count`]: occupied grid cells per scale, the nets' cheap companion;
+//! - [`parallel`]: thread pools, the chunk loop and the watched run every long call goes through;
+//! - [`error`]: the one error type, and allocation that fails with an error instead of an abort.
 //!
 //! Every function that can run long takes an interrupt check (see [`parallel::Interrupt`]) and a
 //! thread count; none of their results depend on the thread count.
 
-pub mod batch;
+pub mod box_count;
 pub mod cover;
 pub mod error;
 pub mod evaluate;
 pub mod exact;
-pub mod model;
+pub mod forward;
 pub mod parallel;
 pub mod patterns;
 pub mod routing;

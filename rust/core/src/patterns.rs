@@ -1,4 +1,4 @@
-//! Counting realised routing patterns (MATH.md §2) over many samples, exactly.
+//! Counting realised routing patterns (definitions §2) over many samples, exactly.
 //!
 //! Rows are hashed with full comparison of colliding keys (hash maps keyed by the rows themselves),
 //! so counts are exact. Two passes:

@@ -1,4 +1,4 @@
-//! Routing patterns (MATH.md §2): colex ranks of top-k expert sets.
+//! Routing patterns (definitions §2): colex ranks of top-k expert sets.
 //!
 //! A k-subset `s_1 < … < s_k` of `{0, …, M−1}` has rank `Σ_i C(s_i, i)` (i from 1), its position in
 //! colexicographic order. Ranks are what `evaluate` stores per token, so patterns compare as integers.

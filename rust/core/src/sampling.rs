@@ -3,8 +3,12 @@
 //! Row `s` depends only on `(seed, s)`: it is what makes any sub-range regenerable and every result
 //! independent of thread count and chunking (streams are keyed to work units, never to threads).
 
+use crate::error::{allocate, Error, Result};
+use crate::parallel::{chunk_len, pool, run_chunked, Interrupt};
+use crate::spec::MoeSpec;
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
+use rayon::prelude::*;
 
 /// Values that replace sampled coordinates: `(offset, values)` writes `θ[offset..offset+len]`.
 pub type Pinned = Vec<(usize, Vec<f64>)>;
@@ -41,6 +45,57 @@ pub fn sample_row(seed: u64, index: u64, bound: f64, pinned: &Pinned, theta: &mu
     for (offset, values) in pinned {
         theta[*offset..*offset + values.len()].copy_from_slice(values);
     }
+}
+
+/// Sample indices `start .. start + m` must all exist (they key each sample's random stream).
+pub(crate) fn check_range(start: u64, m: usize) -> Result<()> {
+    if start.checked_add(m as u64).is_none() {
+        return Err(Error::invalid(
+            "start",
+            format!("start + m = {start} + {m} exceeds the 2^64 sample indices of a seed"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_pinned(spec: &MoeSpec, pinned: &Pinned) -> Result<()> {
+    let total = spec.total_params();
+    for (offset, values) in pinned {
+        if offset.checked_add(values.len()).is_none_or(|end| end > total) {
+            return Err(Error::invalid(
+                "pinned",
+                format!("block at offset {offset} runs past P = {total}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Samples `start .. start + m` of `seed` as an `m × P` row-major matrix.
+pub fn sample_params(
+    spec: &MoeSpec,
+    seed: u64,
+    start: u64,
+    m: usize,
+    pinned: &Pinned,
+    n_threads: usize,
+    interrupt: Interrupt,
+) -> Result<Vec<f64>> {
+    check_pinned(spec, pinned)?;
+    check_range(start, m)?;
+    let p = spec.total_params();
+    let mut params: Vec<f64> = allocate("m", &[m, p])?;
+    if m == 0 || p == 0 {
+        return Ok(params);
+    }
+    let pool = pool(n_threads)?;
+    run_chunked(&pool, m, chunk_len(4 * p, n_threads), interrupt, |rows| {
+        params[rows.start * p..rows.end * p]
+            .par_chunks_mut(p)
+            .enumerate()
+            .for_each(|(i, theta)| sample_row(seed, start + (rows.start + i) as u64, spec.param_bound, pinned, theta));
+    })?;
+    Ok(params)
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The MoE function class of MATH.md §1: its options, parameter counts and the flat parameter layout.
+//! The MoE function class of definitions §1: its options, parameter counts and the flat parameter layout.
 
 use crate::error::{Error, Result};
 use crate::routing::binomial;
@@ -96,7 +96,15 @@ impl Readout {
 /// One named block of the flat parameter vector θ (row-major).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParamBlock {
+    /// `layers.{layer}.{kind}[.{expert}].{tensor}`, built from the fields below.
     pub name: String,
+    pub layer: usize,
+    /// `"attn"`, `"router"` or `"experts"`.
+    pub kind: &'static str,
+    /// The expert's index, for `kind == "experts"`.
+    pub expert: Option<usize>,
+    /// The tensor within its part: `wq`…`wo`, `weight`, `bias`, `value`, `w1`, `b1`, `w2`, `b2`.
+    pub tensor: &'static str,
     pub shape: Vec<usize>,
     pub offset: usize,
     pub size: usize,
@@ -324,42 +332,51 @@ impl MoeSpec {
         }
     }
 
-    /// The named blocks of θ in flat order (MATH.md §1; issue 2 fixes the names).
+    /// The named blocks of θ in flat order (definitions §1; issue 2 fixes the names).
     pub fn layout(&self) -> Vec<ParamBlock> {
         let (d, h, m) = (self.d_model, self.expert_hidden, self.experts);
         let mut blocks = Vec::new();
         let mut offset = 0;
-        let mut push = |name: String, shape: Vec<usize>| {
-            let size = shape.iter().product();
-            blocks.push(ParamBlock {
-                name,
-                shape,
-                offset,
-                size,
-            });
-            offset += size;
-        };
+        let mut push =
+            |layer: usize, kind: &'static str, expert: Option<usize>, tensor: &'static str, shape: Vec<usize>| {
+                let size = shape.iter().product();
+                let name = match expert {
+                    Some(j) => format!("layers.{layer}.{kind}.{j}.{tensor}"),
+                    None => format!("layers.{layer}.{kind}.{tensor}"),
+                };
+                blocks.push(ParamBlock {
+                    name,
+                    layer,
+                    kind,
+                    expert,
+                    tensor,
+                    shape,
+                    offset,
+                    size,
+                });
+                offset += size;
+            };
         for l in 0..self.layers {
             if self.heads > 0 {
                 for w in ["wq", "wk", "wv", "wo"] {
-                    push(format!("layers.{l}.attn.{w}"), vec![d, d]);
+                    push(l, "attn", None, w, vec![d, d]);
                 }
             }
-            push(format!("layers.{l}.router.weight"), vec![m, d]);
-            push(format!("layers.{l}.router.bias"), vec![m]);
+            push(l, "router", None, "weight", vec![m, d]);
+            push(l, "router", None, "bias", vec![m]);
             for j in 0..m {
-                let e = format!("layers.{l}.experts.{j}");
+                let mut expert = |tensor, shape| push(l, "experts", Some(j), tensor, shape);
                 match self.expert {
-                    ExpertKind::Constant => push(format!("{e}.value"), vec![d]),
+                    ExpertKind::Constant => expert("value", vec![d]),
                     ExpertKind::Linear => {
-                        push(format!("{e}.weight"), vec![d, d]);
-                        push(format!("{e}.bias"), vec![d]);
+                        expert("weight", vec![d, d]);
+                        expert("bias", vec![d]);
                     }
                     ExpertKind::Mlp => {
-                        push(format!("{e}.w1"), vec![h, d]);
-                        push(format!("{e}.b1"), vec![h]);
-                        push(format!("{e}.w2"), vec![d, h]);
-                        push(format!("{e}.b2"), vec![d]);
+                        expert("w1", vec![h, d]);
+                        expert("b1", vec![h]);
+                        expert("w2", vec![d, h]);
+                        expert("b2", vec![d]);
                     }
                 }
             }

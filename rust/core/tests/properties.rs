@@ -2,10 +2,11 @@
 //! out here, not against the core's own output.
 
 use moecover_core::cover::MultiNet;
-use moecover_core::evaluate::{evaluate, evaluate_sampled, sample_params};
+use moecover_core::evaluate::{evaluate, evaluate_sampled};
 use moecover_core::parallel::never;
 use moecover_core::patterns::count_patterns;
 use moecover_core::routing::{binomial, rank, subsets, unrank};
+use moecover_core::sampling::sample_params;
 use moecover_core::{MoeSpec, SpecOptions};
 use proptest::prelude::*;
 use std::collections::{HashMap, HashSet};
@@ -14,7 +15,7 @@ fn chebyshev(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
 }
 
-/// MATH.md §3, literally: scan the points in order; a point farther than δ from every centre
+/// definitions §3, literally: scan the points in order; a point farther than δ from every centre
 /// so far becomes a centre.
 fn sequential_net(points: &[f64], dim: usize, delta: f64) -> Vec<u64> {
     let mut centres: Vec<u64> = Vec::new();

@@ -3,45 +3,49 @@
 //! Shapes, dtypes and finiteness are checked in `python/moecover` before these are called; the
 //! core re-checks lengths and returns errors (never panics) if a caller gets them wrong.
 
-use moecover_core::cover::{self, MultiNet, Real};
+use moecover_core::cover::{MultiNet, Real};
 use moecover_core::parallel::Interrupt;
 use moecover_core::sampling::Pinned;
-use moecover_core::{evaluate, exact, patterns, routing, Error, MoeSpec, SpecOptions};
+use moecover_core::{evaluate, exact, patterns, routing, sampling, Error, MoeSpec, SpecOptions};
 use numpy::{Element, IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
-use pyo3::exceptions::{PyKeyboardInterrupt, PyMemoryError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyType;
+
+// `moecover.TooLargeError`, a ValueError and a MemoryError (as the Python-side size checks raise):
+// its class is imported once, on first use, and cached.
+pyo3::import_exception!(moecover._checks, TooLargeError);
 
 fn to_pyerr(error: Error) -> PyErr {
     match error {
         Error::InvalidArgument { .. } => PyValueError::new_err(error.to_string()),
-        Error::TooLarge { .. } => too_large(error.to_string()),
+        Error::TooLarge { .. } => TooLargeError::new_err(error.to_string()),
         Error::Interrupted => PyKeyboardInterrupt::new_err("interrupted"),
         Error::ThreadPool(_) => PyRuntimeError::new_err(error.to_string()),
     }
 }
 
-/// `moecover.TooLargeError` (a ValueError and a MemoryError, as the Python-side size checks raise),
-/// or a plain MemoryError should the package module be missing.
-fn too_large(message: String) -> PyErr {
-    Python::attach(|py| {
-        py.import("moecover._checks")
-            .and_then(|module| module.getattr("TooLargeError"))
-            .and_then(|class| Ok(class.cast_into::<PyType>()?))
-            .map_or_else(
-                |_| PyMemoryError::new_err(message.clone()),
-                |class| PyErr::from_type(class, message.clone()),
-            )
-    })
+/// Why a detached call failed: the core's error, or the exception a signal handler raised.
+enum Failure {
+    Core(Error),
+    Signal(PyErr),
+}
+
+impl From<Failure> for PyErr {
+    fn from(failure: Failure) -> PyErr {
+        match failure {
+            Failure::Core(error) => to_pyerr(error),
+            Failure::Signal(error) => error,
+        }
+    }
 }
 
 /// Runs `work` with the GIL released. Between chunks the core asks the interrupt check, which
 /// briefly retakes the GIL on this (the calling) thread to run Python's signal handlers: Ctrl-C
 /// raises KeyboardInterrupt there, and the core stops at the next chunk boundary.
-fn detach_interruptible<T: Send>(
+fn detach_core<T: Send>(
     py: Python<'_>,
     work: impl FnOnce(Interrupt) -> moecover_core::Result<T> + Send,
-) -> PyResult<T> {
+) -> Result<T, Failure> {
     let mut pending: Option<PyErr> = None;
     let result = py.detach(|| {
         let mut check = || match Python::attach(|py| py.check_signals()) {
@@ -54,9 +58,17 @@ fn detach_interruptible<T: Send>(
         work(&mut check)
     });
     result.map_err(|error| match (error, pending.take()) {
-        (Error::Interrupted, Some(signal_error)) => signal_error,
-        (error, _) => to_pyerr(error),
+        (Error::Interrupted, Some(signal_error)) => Failure::Signal(signal_error),
+        (error, _) => Failure::Core(error),
     })
+}
+
+/// [`detach_core`], with its failure as a Python exception.
+fn detach_interruptible<T: Send>(
+    py: Python<'_>,
+    work: impl FnOnce(Interrupt) -> moecover_core::Result<T> + Send,
+) -> PyResult<T> {
+    Ok(detach_core(py, work)?)
 }
 
 /// A validated MoE class; `moecover.MoESpec` holds one.
@@ -120,15 +132,26 @@ impl CoreSpec {
         self.inner.patterns_per_token()
     }
 
-    /// `[(name, shape, offset, size), ...]` in flat order.
-    fn layout(&self) -> Vec<(String, Vec<usize>, usize, usize)> {
+    /// `[(name, layer, kind, expert, tensor, shape, offset, size), ...]` in flat order.
+    fn layout(&self) -> Vec<LayoutRow> {
         self.inner
             .layout()
             .into_iter()
-            .map(|b| (b.name, b.shape, b.offset, b.size))
+            .map(|b| (b.name, b.layer, b.kind, b.expert, b.tensor, b.shape, b.offset, b.size))
             .collect()
     }
 }
+
+type LayoutRow = (
+    String,
+    usize,
+    &'static str,
+    Option<usize>,
+    &'static str,
+    Vec<usize>,
+    usize,
+    usize,
+);
 
 /// Flat `(m * P,)` parameters of samples `start .. start + m`.
 #[pyfunction]
@@ -143,7 +166,7 @@ fn sample_params<'py>(
 ) -> PyResult<Bound<'py, PyArray1<f64>>> {
     let spec = &spec.inner;
     let params = detach_interruptible(py, |interrupt| {
-        evaluate::sample_params(spec, seed, start, m, &pinned, n_threads, interrupt)
+        sampling::sample_params(spec, seed, start, m, &pinned, n_threads, interrupt)
     })?;
     Ok(params.into_pyarray(py))
 }
@@ -223,16 +246,12 @@ fn add_points<T: Real + Element>(
         .as_slice()
         .map_err(|e| PyValueError::new_err(format!("{argument}: {e}")))?;
     // The core names its input `points`; the caller's name for it may differ (`chunk`).
-    detach_interruptible(py, |interrupt| nets.add(slice, n_threads, interrupt)).map_err(|error| {
-        if error.is_instance_of::<PyValueError>(py) {
-            let message = error.value(py).to_string();
-            match message.strip_prefix("points: ") {
-                Some(rest) => PyValueError::new_err(format!("{argument}: {rest}")),
-                None => error,
-            }
-        } else {
-            error
-        }
+    detach_core(py, |interrupt| nets.add(slice, n_threads, interrupt)).map_err(|failure| match failure {
+        Failure::Core(Error::InvalidArgument {
+            argument: "points",
+            message,
+        }) => PyValueError::new_err(format!("{argument}: {message}")),
+        other => other.into(),
     })
 }
 
@@ -324,8 +343,9 @@ fn box_count_typed<T: Real + Element>(
     let slice = array
         .as_slice()
         .map_err(|e| PyValueError::new_err(format!("points: {e}")))?;
-    py.detach(|| cover::box_count(slice, dim, deltas, n_threads))
-        .map_err(to_pyerr)
+    detach_interruptible(py, |interrupt| {
+        moecover_core::box_count::box_count(slice, dim, deltas, n_threads, interrupt)
+    })
 }
 
 /// Occupied grid cells of side δ per δ; `points` is C-contiguous float32 or float64 (rows, dim).

@@ -1,5 +1,5 @@
 //! The cover kernel on arbitrary points (NaN, ±inf, ties, huge and tiny values), scales and
-//! chunkings: it returns an error or nets equal to the sequential definition of MATH.md §3.
+//! chunkings: it returns an error or nets equal to the sequential definition of definitions §3.
 #![no_main]
 
 use libfuzzer_sys::arbitrary::{Result, Unstructured};

@@ -1,18 +1,20 @@
-//! The forward pass of [`model`](crate::model) on a batch of inputs at once, in SIMD lanes.
+//! The forward pass on a batch of inputs at once, in SIMD lanes.
 //!
 //! A batch of up to 32 inputs runs side by side, stored feature-major: every activation is
 //! `[feature][token][lane]`, so each step of the pass is one operation applied across the lanes,
 //! which the compiler vectorises. Each lane sees exactly the operations of the one-input pass, in
 //! the same order (sums start at -0.0 and run over the index in ascending order, as `Iterator::sum`
 //! does), so an input's values and routes are the same bits whichever batch or lane it ran in,
-//! and the same as [`model::forward`]'s (a test checks it on every option).
+//! and the same as [`one::forward`]'s (a test checks it on every option).
 //! What differs per lane (the top-k choice, the rank, the gates) is done lane by lane; the experts
 //! then run once per expert over the tokens routed to it, gathered into lanes of their own.
-//! A few inputs go through [`model::forward`], one at a time: with most lanes idle, the lanes
+//! A few inputs go through [`one::forward`], one at a time: with most lanes idle, the lanes
 //! cost more than they save.
 
-use crate::model::{self, select_top_k};
-use crate::spec::{Block, ExpertKind, Gate, MoeSpec, Readout};
+use super::{
+    gate_weights, one, readout, router_scores, run_layers, select_top_k, softmax, Activations, Branch, Layers,
+};
+use crate::spec::{ExpertKind, MoeSpec};
 
 /// The most inputs that run side by side.
 const LANES: usize = 32;
@@ -20,14 +22,7 @@ const LANES: usize = 32;
 /// Scratch buffers for one thread; build once with [`Workspace::new`] and reuse across calls.
 pub struct Workspace {
     /// `[feature][token][lane]` activations, `d_model × seq_len × LANES` each.
-    h: Vec<f64>,
-    y: Vec<f64>,
-    q: Vec<f64>,
-    k: Vec<f64>,
-    v: Vec<f64>,
-    context: Vec<f64>,
-    attn: Vec<f64>,
-    moe: Vec<f64>,
+    act: Activations,
     /// One query token's attention weights, `[key token][lane]`.
     attention_weights: Vec<f64>,
     /// One token's router scores, `[expert][lane]`.
@@ -49,7 +44,7 @@ pub struct Workspace {
     sums: Vec<f64>,
     /// The one-input pass's workspace: small batches, the per-θ products of [`prepare`], and the
     /// rank table and one lane's experts for ranking.
-    one: model::Workspace,
+    one: one::Workspace,
     /// False when the lane buffers would be too large (`MAX_LANE_SCRATCH`): every input then
     /// runs alone, and the lane buffers are empty.
     in_lanes: bool,
@@ -70,14 +65,7 @@ impl Workspace {
         let activation = d * slots;
         Workspace {
             in_lanes,
-            h: vec![0.0; activation],
-            y: vec![0.0; activation],
-            q: vec![0.0; activation],
-            k: vec![0.0; activation],
-            v: vec![0.0; activation],
-            context: vec![0.0; activation],
-            attn: vec![0.0; activation],
-            moe: vec![0.0; activation],
+            act: Activations::new(activation),
             attention_weights: vec![0.0; slots],
             scores: vec![0.0; if in_lanes { m * LANES } else { 0 }],
             top_scores: vec![0.0; if in_lanes { k * LANES } else { 0 }],
@@ -90,7 +78,7 @@ impl Workspace {
             gathered: vec![0.0; activation],
             hidden: vec![0.0; spec.expert_hidden * slots],
             sums: vec![0.0; slots],
-            one: model::Workspace::new(spec),
+            one: one::Workspace::new(spec),
         }
     }
 }
@@ -127,30 +115,6 @@ fn dot_lanes<'a>(pairs: impl Iterator<Item = (&'a [f64], &'a [f64])>, out: &mut 
     }
 }
 
-/// Softmax over the rows of `weights` (`[row][lane]`), lane by lane, with each lane's maximum
-/// subtracted first so that no exponent overflows.
-#[inline(always)]
-fn softmax_lanes<const W: usize>(weights: &mut [f64]) {
-    let mut max = [f64::NEG_INFINITY; W];
-    let mut total = [0.0; W];
-    for row in weights.chunks_exact(W) {
-        for (m, &w) in max.iter_mut().zip(row) {
-            *m = m.max(w);
-        }
-    }
-    for row in weights.chunks_exact_mut(W) {
-        for ((w, &m), t) in row.iter_mut().zip(&max).zip(&mut total) {
-            *w = (*w - m).exp();
-            *t += *w;
-        }
-    }
-    for row in weights.chunks_exact_mut(W) {
-        for (w, &t) in row.iter_mut().zip(&total) {
-            *w /= t;
-        }
-    }
-}
-
 /// The lanes of token `t` in an activation plane.
 #[inline(always)]
 fn token<const W: usize>(plane: &[f64], t: usize) -> &[f64] {
@@ -178,29 +142,32 @@ fn attention<const W: usize>(spec: &MoeSpec, theta: &[f64], layer: usize, input:
     let dd = d * d;
     let plane = l * W;
     let [wq, wk, wv, wo] = spec.offsets(layer).attn;
-    matmul_planes(input, &theta[wq..wq + dd], d, &mut ws.q);
-    matmul_planes(input, &theta[wk..wk + dd], d, &mut ws.k);
-    matmul_planes(input, &theta[wv..wv + dd], d, &mut ws.v);
+    matmul_planes(input, &theta[wq..wq + dd], d, &mut ws.act.q);
+    matmul_planes(input, &theta[wk..wk + dd], d, &mut ws.act.k);
+    matmul_planes(input, &theta[wv..wv + dd], d, &mut ws.act.v);
     let width = d / spec.heads;
     let scale = 1.0 / (width as f64).sqrt();
     for head in 0..spec.heads {
         let cols = head * width..(head + 1) * width;
         for t in 0..l {
             for (u, weights) in ws.attention_weights[..l * W].chunks_exact_mut(W).enumerate() {
-                let pairs = cols
-                    .clone()
-                    .map(|c| (token::<W>(&ws.q[c * plane..], t), token::<W>(&ws.k[c * plane..], u)));
+                let pairs = cols.clone().map(|c| {
+                    (
+                        token::<W>(&ws.act.q[c * plane..], t),
+                        token::<W>(&ws.act.k[c * plane..], u),
+                    )
+                });
                 dot_lanes(pairs, weights);
                 weights.iter_mut().for_each(|w| *w *= scale);
             }
-            softmax_lanes::<W>(&mut ws.attention_weights[..l * W]);
+            softmax::<W>(&mut ws.attention_weights[..l * W]);
             for c in cols.clone() {
-                let out = &mut ws.context[c * plane + t * W..][..W];
-                attend::<W>(&ws.attention_weights[..l * W], &ws.v[c * plane..], out);
+                let out = &mut ws.act.context[c * plane + t * W..][..W];
+                attend::<W>(&ws.attention_weights[..l * W], &ws.act.v[c * plane..], out);
             }
         }
     }
-    matmul_planes(&ws.context[..d * plane], &theta[wo..wo + dd], d, &mut ws.attn);
+    matmul_planes(&ws.act.context[..d * plane], &theta[wo..wo + dd], d, &mut ws.act.attn);
 }
 
 /// One head, with the per-θ products of [`prepare`]: scores `(x_t A) · x_u / √D` with
@@ -211,27 +178,32 @@ fn attention_one_head<const W: usize>(l: usize, d: usize, layer: usize, input: &
     let dd = d * d;
     let plane = l * W;
     let (a, b) = ws.one.folded[2 * layer * dd..2 * (layer + 1) * dd].split_at(dd);
-    matmul_planes(input, a, d, &mut ws.q);
-    matmul_planes(input, b, d, &mut ws.v);
+    matmul_planes(input, a, d, &mut ws.act.q);
+    matmul_planes(input, b, d, &mut ws.act.v);
     let scale = 1.0 / (d as f64).sqrt();
     for t in 0..l {
         for (u, weights) in ws.attention_weights[..l * W].chunks_exact_mut(W).enumerate() {
-            let pairs = (0..d).map(|c| (token::<W>(&ws.q[c * plane..], t), token::<W>(&input[c * plane..], u)));
+            let pairs = (0..d).map(|c| {
+                (
+                    token::<W>(&ws.act.q[c * plane..], t),
+                    token::<W>(&input[c * plane..], u),
+                )
+            });
             dot_lanes(pairs, weights);
             weights.iter_mut().for_each(|w| *w *= scale);
         }
-        softmax_lanes::<W>(&mut ws.attention_weights[..l * W]);
+        softmax::<W>(&mut ws.attention_weights[..l * W]);
         for c in 0..d {
-            let out = &mut ws.attn[c * plane + t * W..][..W];
-            attend::<W>(&ws.attention_weights[..l * W], &ws.v[c * plane..], out);
+            let out = &mut ws.act.attn[c * plane + t * W..][..W];
+            attend::<W>(&ws.attention_weights[..l * W], &ws.act.v[c * plane..], out);
         }
     }
 }
 
-/// The per-θ work of a forward pass (see [`model::prepare`]), done once before evaluating θ on
+/// The per-θ work of a forward pass (see [`one::prepare`]), done once before evaluating θ on
 /// many inputs. [`forward_batch`] needs it.
 pub fn prepare(spec: &MoeSpec, theta: &[f64], ws: &mut Workspace) {
-    model::prepare(spec, theta, &mut ws.one);
+    one::prepare(spec, theta, &mut ws.one);
 }
 
 /// Router scores, the top-k choice, its colex rank and the gates of every token of the first
@@ -251,19 +223,13 @@ fn route<const W: usize>(
     let weight = &theta[offsets.router_weight..offsets.router_bias];
     let bias = &theta[offsets.router_bias..offsets.experts];
     for t in 0..l {
-        for ((scores, row), &b) in ws.scores[..m * W]
-            .chunks_exact_mut(W)
-            .zip(weight.chunks_exact(d))
-            .zip(bias)
-        {
-            scores.fill(-0.0);
-            for (c, &w) in row.iter().enumerate() {
-                for (s, &x) in scores.iter_mut().zip(token::<W>(&input[c * plane..], t)) {
-                    *s += w * x;
-                }
-            }
-            scores.iter_mut().for_each(|s| *s += b);
-        }
+        router_scores::<W>(
+            weight,
+            bias,
+            d,
+            |c| token::<W>(&input[c * plane..], t),
+            &mut ws.scores[..m * W],
+        );
         let experts = &mut ws.top_experts[t * k * W..(t + 1) * k * W];
         select_top_k::<W>(&ws.scores[..m * W], k, &mut ws.top_scores, experts);
         for lane in 0..lanes {
@@ -273,40 +239,9 @@ fn route<const W: usize>(
             routes[lane * spec.routes_per_input() + layer * l + t] = ws.one.ranks.rank(&ws.one.selected);
         }
 
-        // Gate weights in ascending expert order, each exponential taken once. The shift is the
-        // highest score, so every exponent is <= 0 and none overflows.
+        // The highest score of each lane is the softmax shift.
         let gates = &mut ws.gates[t * k * W..(t + 1) * k * W];
-        match spec.gate {
-            Gate::Uniform => gates.fill(1.0 / k as f64),
-            Gate::RenormalizedSoftmax | Gate::FullSoftmax => {
-                let shift = &ws.top_scores[..W];
-                for (gate, expert) in gates.chunks_exact_mut(W).zip(experts.chunks_exact(W)) {
-                    for lane in 0..W {
-                        let score = ws.scores[expert[lane] as usize * W + lane];
-                        gate[lane] = (score - shift[lane]).exp();
-                    }
-                }
-                let mut normaliser = [-0.0; W];
-                if spec.gate == Gate::FullSoftmax {
-                    for score in ws.scores[..m * W].chunks_exact(W) {
-                        for ((total, &s), &m) in normaliser.iter_mut().zip(score).zip(shift) {
-                            *total += (s - m).exp();
-                        }
-                    }
-                } else {
-                    for gate in gates.chunks_exact(W) {
-                        for (total, &g) in normaliser.iter_mut().zip(gate) {
-                            *total += g;
-                        }
-                    }
-                }
-                for gate in gates.chunks_exact_mut(W) {
-                    for (g, &total) in gate.iter_mut().zip(&normaliser) {
-                        *g *= 1.0 / total;
-                    }
-                }
-            }
-        }
+        gate_weights::<W>(spec.gate, &ws.scores[..m * W], experts, &ws.top_scores[..W], gates);
     }
     // Each expert's routed tokens, by a counting sort of the choices (token, then lane order).
     ws.routed_len.fill(0);
@@ -357,7 +292,7 @@ fn mixture<const W: usize>(
     let slots = plane;
     let expert_size = spec.expert_params();
     let experts_start = spec.offsets(layer).experts;
-    ws.moe[..d * plane].fill(0.0);
+    ws.act.moe[..d * plane].fill(0.0);
     for j in 0..spec.experts {
         let n = ws.routed_len[j];
         if n == 0 {
@@ -369,7 +304,7 @@ fn mixture<const W: usize>(
         if spec.expert == ExpertKind::Constant {
             for (c, &value) in params[..d].iter().enumerate() {
                 for (&slot, &gate) in slot_of.iter().zip(gate_of) {
-                    ws.moe[c * plane + slot] += gate * value;
+                    ws.act.moe[c * plane + slot] += gate * value;
                 }
             }
             continue;
@@ -388,7 +323,13 @@ fn mixture<const W: usize>(
         };
         if spec.expert == ExpertKind::Linear {
             let (weight, bias) = params.split_at(d * d);
-            routed.add_affine(weight, &bias[..d], &ws.gathered, &mut ws.sums, &mut ws.moe[..d * plane]);
+            routed.add_affine(
+                weight,
+                &bias[..d],
+                &ws.gathered,
+                &mut ws.sums,
+                &mut ws.act.moe[..d * plane],
+            );
         } else {
             let (w1, rest) = params.split_at(h * d);
             let (b1, rest) = rest.split_at(h);
@@ -405,7 +346,7 @@ fn mixture<const W: usize>(
                     *o = (*o + b).max(0.0);
                 }
             }
-            routed.add_affine(w2, &b2[..d], &ws.hidden, &mut ws.sums, &mut ws.moe[..d * plane]);
+            routed.add_affine(w2, &b2[..d], &ws.hidden, &mut ws.sums, &mut ws.act.moe[..d * plane]);
         }
     }
 }
@@ -472,7 +413,7 @@ pub fn forward_batch(
             &mut routes[done * r..(done + take) * r],
         );
         match take {
-            1 => model::forward(spec, theta, x, &mut ws.one, v, rt),
+            1 => one::forward(spec, theta, x, &mut ws.one, v, rt),
             ..=16 => forward_lanes::<16>(spec, theta, x, ws, v, rt),
             _ => forward_lanes::<LANES>(spec, theta, x, ws, v, rt),
         }
@@ -490,68 +431,73 @@ fn forward_lanes<const W: usize>(
 ) {
     let (l, d) = (spec.seq_len, spec.d_model);
     let plane = l * W;
-    let size = d * plane;
     let lanes = inputs.len() / spec.input_len();
     // transpose into [feature][token][lane]; lanes past the batch keep old (finite or not) values,
     // which are computed on but never read out or routed
     for (lane, x) in inputs.chunks_exact(l * d).enumerate() {
         for (t, x_t) in x.chunks_exact(d).enumerate() {
             for (c, &x) in x_t.iter().enumerate() {
-                ws.h[c * plane + t * W + lane] = x;
+                ws.act.h[c * plane + t * W + lane] = x;
             }
         }
     }
-    let with_attention = spec.heads > 0;
-    for layer in 0..spec.layers {
-        if with_attention {
-            let h = std::mem::take(&mut ws.h);
-            attention::<W>(spec, theta, layer, &h[..size], ws);
-            ws.h = h;
-        }
-        match spec.block {
-            Block::Sequential => {
-                // Y = H + Attn(H); H' = Y + MoE(Y)
-                ws.y[..size].copy_from_slice(&ws.h[..size]);
-                if with_attention {
-                    for (y, a) in ws.y[..size].iter_mut().zip(&ws.attn[..size]) {
-                        *y += a;
-                    }
-                }
-                let y = std::mem::take(&mut ws.y);
-                mixture::<W>(spec, theta, layer, &y[..size], lanes, ws, routes);
-                for ((h, y), m) in ws.h[..size].iter_mut().zip(&y[..size]).zip(&ws.moe[..size]) {
-                    *h = y + m;
-                }
-                ws.y = y;
-            }
-            Block::Parallel => {
-                // H' = H + Attn(H) + MoE(H)
-                let h = std::mem::take(&mut ws.h);
-                mixture::<W>(spec, theta, layer, &h[..size], lanes, ws, routes);
-                ws.h = h;
-                for (i, h) in ws.h[..size].iter_mut().enumerate() {
-                    let attn = if with_attention { ws.attn[i] } else { 0.0 };
-                    *h = *h + attn + ws.moe[i];
-                }
-            }
-        }
+    let mut pass = InLanes::<W> {
+        spec,
+        theta,
+        lanes,
+        ws,
+        routes,
+    };
+    run_layers(spec, &mut pass);
+    let h = &pass.ws.act.h;
+    for (lane, out) in values.chunks_exact_mut(spec.output_dim()).take(lanes).enumerate() {
+        readout(spec, out, |t, c| h[c * plane + t * W + lane]);
     }
-    let o = spec.output_dim();
-    for (lane, out) in values.chunks_exact_mut(o).take(lanes).enumerate() {
-        match spec.readout {
-            Readout::Scalar => out[0] = ws.h[lane],
-            Readout::Token0 => {
-                for (c, v) in out.iter_mut().enumerate() {
-                    *v = ws.h[c * plane + lane];
-                }
-            }
-            Readout::All => {
-                for (i, v) in out.iter_mut().enumerate() {
-                    let (t, c) = (i / d, i % d);
-                    *v = ws.h[c * plane + t * W + lane];
-                }
-            }
-        }
+}
+
+/// The branches of a block on `lanes` inputs in `W` lanes, `[feature][token][lane]` (see
+/// [`run_layers`]).
+struct InLanes<'a, const W: usize> {
+    spec: &'a MoeSpec,
+    theta: &'a [f64],
+    lanes: usize,
+    ws: &'a mut Workspace,
+    routes: &'a mut [u32],
+}
+
+impl<const W: usize> Layers for InLanes<'_, W> {
+    #[inline(always)]
+    fn activations(&mut self) -> &mut Activations {
+        &mut self.ws.act
+    }
+
+    #[inline(always)]
+    fn size(&self) -> usize {
+        self.spec.d_model * self.spec.seq_len * W
+    }
+
+    #[inline(always)]
+    fn attention(&mut self, layer: usize, input: Branch) {
+        let size = self.size();
+        let x = self.ws.act.take(input);
+        attention::<W>(self.spec, self.theta, layer, &x[..size], self.ws);
+        self.ws.act.put(input, x);
+    }
+
+    #[inline(always)]
+    fn mixture(&mut self, layer: usize, input: Branch) {
+        let size = self.size();
+        let x = self.ws.act.take(input);
+        mixture::<W>(
+            self.spec,
+            self.theta,
+            layer,
+            &x[..size],
+            self.lanes,
+            self.ws,
+            self.routes,
+        );
+        self.ws.act.put(input, x);
     }
 }
 
@@ -562,7 +508,7 @@ mod tests {
     use crate::spec::SpecOptions;
 
     /// Values and routes of `n` inputs through [`forward_batch`] in batches of `batch`, and one at
-    /// a time through [`model::forward`].
+    /// a time through [`one::forward`].
     fn both_ways(spec: &MoeSpec, theta: &[f64], inputs: &[f64], batch: usize) -> [(Vec<u64>, Vec<u32>); 2] {
         let n = inputs.len() / spec.input_len();
         let (o, r) = (spec.output_dim(), spec.routes_per_input());
@@ -576,15 +522,15 @@ mod tests {
         {
             forward_batch(spec, theta, x, &mut ws, v, rt);
         }
-        let mut one = model::Workspace::new(spec);
-        model::prepare(spec, theta, &mut one);
+        let mut one = one::Workspace::new(spec);
+        one::prepare(spec, theta, &mut one);
         let (mut values_one, mut routes_one) = (vec![0.0; n * o], vec![0u32; n * r]);
         for ((x, v), rt) in inputs
             .chunks_exact(spec.input_len())
             .zip(values_one.chunks_exact_mut(o))
             .zip(routes_one.chunks_exact_mut(r))
         {
-            model::forward(spec, theta, x, &mut one, v, rt);
+            one::forward(spec, theta, x, &mut one, v, rt);
         }
         let bits = |v: Vec<f64>| v.into_iter().map(f64::to_bits).collect();
         [(bits(values), routes), (bits(values_one), routes_one)]
@@ -652,7 +598,7 @@ mod tests {
         })
         .expect("valid");
         let ws = Workspace::new(&spec);
-        assert!(!ws.in_lanes && ws.h.is_empty() && ws.gathered.is_empty());
+        assert!(!ws.in_lanes && ws.act.h.is_empty() && ws.gathered.is_empty());
         let small = MoeSpec::new(&SpecOptions::default()).expect("valid");
         assert!(Workspace::new(&small).in_lanes);
         let mut theta = vec![0.0; spec.total_params()];

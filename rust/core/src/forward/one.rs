@@ -1,22 +1,16 @@
-//! The forward pass of one MoE Transformer `f_θ` on one input `X` (MATH.md §1).
+//! The forward pass of one MoE Transformer `f_θ` on one input `X`, `[token][feature]`.
 //!
 //! Written for tiny widths (D, h, ℓ ≤ tens): plain loops over reused buffers, no allocation per
 //! call. Everything is computed in a fixed order, so a given (θ, X) gives the same bits anywhere.
 
+use super::{gate_weights, readout, router_scores, run_layers, select_top_k, softmax, Activations, Branch, Layers};
 use crate::routing::RankTable;
-use crate::spec::{Block, ExpertKind, Gate, MoeSpec, Readout};
+use crate::spec::{ExpertKind, MoeSpec};
 
 /// Scratch buffers for one thread; build once with [`Workspace::new`] and reuse across calls.
 pub struct Workspace {
     pub(crate) ranks: RankTable,
-    h: Vec<f64>,
-    y: Vec<f64>,
-    q: Vec<f64>,
-    k: Vec<f64>,
-    v: Vec<f64>,
-    context: Vec<f64>,
-    attn: Vec<f64>,
-    moe: Vec<f64>,
+    act: Activations,
     attention_weights: Vec<f64>,
     scores: Vec<f64>,
     /// The top-k scores, highest first, and their experts, ascending (see [`select_top_k`]).
@@ -31,23 +25,15 @@ pub struct Workspace {
 
 impl Workspace {
     pub fn new(spec: &MoeSpec) -> Self {
-        let hd = spec.seq_len * spec.d_model;
         Workspace {
             ranks: RankTable::new(spec.experts, spec.top_k),
-            h: vec![0.0; hd],
-            y: vec![0.0; hd],
-            q: vec![0.0; hd],
-            k: vec![0.0; hd],
-            v: vec![0.0; hd],
-            context: vec![0.0; hd],
-            attn: vec![0.0; hd],
-            moe: vec![0.0; hd],
+            act: Activations::new(spec.seq_len * spec.d_model),
             attention_weights: vec![0.0; spec.seq_len],
             scores: vec![0.0; spec.experts],
             top_scores: vec![0.0; spec.top_k],
             top_experts: vec![0.0; spec.top_k],
             selected: vec![0; spec.top_k],
-            gates: Vec::with_capacity(spec.top_k),
+            gates: vec![0.0; spec.top_k],
             hidden: vec![0.0; spec.expert_hidden],
             folded: vec![
                 0.0;
@@ -59,18 +45,6 @@ impl Workspace {
             ],
         }
     }
-}
-
-/// Rough floating-point operations of one forward pass, for sizing work chunks.
-pub fn flops_per_input(spec: &MoeSpec) -> usize {
-    let (l, d) = (spec.seq_len, spec.d_model);
-    let attention = if spec.heads > 0 {
-        8 * l * d * d + 4 * l * l * d
-    } else {
-        0
-    };
-    let moe = l * (2 * spec.experts * d + 2 * spec.top_k * spec.expert_params());
-    spec.layers * (attention + moe) + 1
 }
 
 /// `out = a · W` for `a` (rows × D) and `W` (D × D) row-major.
@@ -86,20 +60,7 @@ fn matmul_square(a: &[f64], w: &[f64], d: usize, out: &mut [f64]) {
     }
 }
 
-/// In-place softmax with the maximum subtracted first, so no exponent overflows.
-fn softmax(values: &mut [f64]) {
-    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let mut total = 0.0;
-    for v in values.iter_mut() {
-        *v = (*v - max).exp();
-        total += *v;
-    }
-    for v in values.iter_mut() {
-        *v /= total;
-    }
-}
-
-/// `Attn(H) = concat_h softmax_rows(Q_h K_hᵀ / √d_h) V_h · W_O`, written into `ws.attn`.
+/// `Attn(H) = concat_h softmax_rows(Q_h K_hᵀ / √d_h) V_h · W_O`, written into `ws.act.attn`.
 #[inline(always)]
 fn attention<const D: usize>(spec: &MoeSpec, theta: &[f64], layer: usize, input: &[f64], ws: &mut Workspace) {
     let (l, d) = (spec.seq_len, d_model::<D>(spec));
@@ -108,32 +69,32 @@ fn attention<const D: usize>(spec: &MoeSpec, theta: &[f64], layer: usize, input:
         return attention_one_head(l, d, layer, input, ws);
     }
     let [wq, wk, wv, wo] = spec.offsets(layer).attn;
-    matmul_square(input, &theta[wq..wq + dd], d, &mut ws.q);
-    matmul_square(input, &theta[wk..wk + dd], d, &mut ws.k);
-    matmul_square(input, &theta[wv..wv + dd], d, &mut ws.v);
+    matmul_square(input, &theta[wq..wq + dd], d, &mut ws.act.q);
+    matmul_square(input, &theta[wk..wk + dd], d, &mut ws.act.k);
+    matmul_square(input, &theta[wv..wv + dd], d, &mut ws.act.v);
     let width = d / spec.heads;
     let scale = 1.0 / (width as f64).sqrt();
     for head in 0..spec.heads {
         let cols = head * width..(head + 1) * width;
         for t in 0..l {
-            let q_t = &ws.q[t * d..][cols.clone()];
+            let q_t = &ws.act.q[t * d..][cols.clone()];
             for u in 0..l {
-                let k_u = &ws.k[u * d..][cols.clone()];
+                let k_u = &ws.act.k[u * d..][cols.clone()];
                 let dot: f64 = q_t.iter().zip(k_u).map(|(a, b)| a * b).sum();
                 ws.attention_weights[u] = dot * scale;
             }
-            softmax(&mut ws.attention_weights);
-            let context = &mut ws.context[t * d..][cols.clone()];
+            softmax::<1>(&mut ws.attention_weights);
+            let context = &mut ws.act.context[t * d..][cols.clone()];
             context.fill(0.0);
             for u in 0..l {
                 let p = ws.attention_weights[u];
-                for (c, &v) in context.iter_mut().zip(&ws.v[u * d..][cols.clone()]) {
+                for (c, &v) in context.iter_mut().zip(&ws.act.v[u * d..][cols.clone()]) {
                     *c += p * v;
                 }
             }
         }
     }
-    matmul_square(&ws.context, &theta[wo..wo + dd], d, &mut ws.attn);
+    matmul_square(&ws.act.context, &theta[wo..wo + dd], d, &mut ws.act.attn);
 }
 
 /// One head, with the per-θ products of [`prepare`]: scores `(x_t A) · x_u / √D` with
@@ -144,19 +105,19 @@ fn attention<const D: usize>(spec: &MoeSpec, theta: &[f64], layer: usize, input:
 fn attention_one_head(l: usize, d: usize, layer: usize, input: &[f64], ws: &mut Workspace) {
     let dd = d * d;
     let (a, b) = ws.folded[2 * layer * dd..2 * (layer + 1) * dd].split_at(dd);
-    matmul_square(input, a, d, &mut ws.q);
-    matmul_square(input, b, d, &mut ws.v);
+    matmul_square(input, a, d, &mut ws.act.q);
+    matmul_square(input, b, d, &mut ws.act.v);
     let scale = 1.0 / (d as f64).sqrt();
     for t in 0..l {
-        let qa_t = &ws.q[t * d..(t + 1) * d];
+        let qa_t = &ws.act.q[t * d..(t + 1) * d];
         for (u, x_u) in input.chunks_exact(d).enumerate() {
             let dot: f64 = qa_t.iter().zip(x_u).map(|(a, b)| a * b).sum();
             ws.attention_weights[u] = dot * scale;
         }
-        softmax(&mut ws.attention_weights);
-        let out = &mut ws.attn[t * d..(t + 1) * d];
+        softmax::<1>(&mut ws.attention_weights);
+        let out = &mut ws.act.attn[t * d..(t + 1) * d];
         out.fill(0.0);
-        for (u, vb_u) in ws.v.chunks_exact(d).enumerate() {
+        for (u, vb_u) in ws.act.v.chunks_exact(d).enumerate() {
             let p = ws.attention_weights[u];
             for (o, &v) in out.iter_mut().zip(vb_u) {
                 *o += p * v;
@@ -224,61 +185,7 @@ fn add_expert<const D: usize, const H: usize>(
     }
 }
 
-/// Per lane, the `k` highest of one token's router scores (`[expert][lane]`, `W` lanes; the
-/// one-input pass uses one lane): their scores into
-/// `top_scores` (`[place][lane]`, highest first) and their experts, ascending, into `top_experts`.
-///
-/// Each expert in turn is carried down the kept list and enters at the first place whose score is
-/// strictly lower; everything below moves down one place and the last falls off. So equal scores
-/// keep the lower expert first, as MATH.md §1 requires, and every lane always ends with `k`
-/// distinct experts (even if a score is NaN, which MATH.md leaves undefined). Written as a
-/// compare-and-select over lanes: no branch depends on a score.
-#[inline(always)]
-pub(crate) fn select_top_k<const W: usize>(scores: &[f64], k: usize, top_scores: &mut [f64], top_experts: &mut [f64]) {
-    let (top_scores, top_experts) = (top_scores.as_chunks_mut::<W>().0, top_experts.as_chunks_mut::<W>().0);
-    for (j, score) in scores.as_chunks::<W>().0.iter().enumerate() {
-        // One lane: skip a score that cannot enter. The kept scores that are not NaN are in
-        // descending order, so one that is <= the last kept (not NaN) is <= all of them.
-        if W == 1 && j >= k && (score[0] <= top_scores[k - 1][0] || score[0].is_nan()) {
-            continue;
-        }
-        let mut carried_score = *score;
-        let mut carried_expert = [j as f64; W];
-        // all ones in a lane once its carried entry has entered the list (then everything moves)
-        let mut moving = [0u64; W];
-        let kept = j.min(k);
-        for (place_score, place_expert) in top_scores.iter_mut().zip(top_experts.iter_mut()).take(kept) {
-            for lane in 0..W {
-                let enter = moving[lane] | 0u64.wrapping_sub(u64::from(carried_score[lane] > place_score[lane]));
-                let swap = |a: &mut f64, b: &mut f64| {
-                    let (x, y) = (a.to_bits(), b.to_bits());
-                    *a = f64::from_bits((y & enter) | (x & !enter));
-                    *b = f64::from_bits((x & enter) | (y & !enter));
-                };
-                swap(&mut place_score[lane], &mut carried_score[lane]);
-                swap(&mut place_expert[lane], &mut carried_expert[lane]);
-                moving[lane] = enter;
-            }
-        }
-        if kept < k {
-            top_scores[kept] = carried_score;
-            top_experts[kept] = carried_expert;
-        }
-    }
-    // the k experts of each lane into ascending order (odd-even transposition sort)
-    for pass in 0..k {
-        for place in (pass % 2..k.saturating_sub(1)).step_by(2) {
-            let (low, high) = top_experts[place..place + 2].split_at_mut(1);
-            for (a, b) in low[0].iter_mut().zip(high[0].iter_mut()) {
-                let (min, max) = (a.min(*b), a.max(*b));
-                *a = min;
-                *b = max;
-            }
-        }
-    }
-}
-
-/// `MoE(Z)_t = Σ_{j∈S_t} g_{t,j} E_j(z_t)` for every token, into `ws.moe`; the colex rank of each
+/// `MoE(Z)_t = Σ_{j∈S_t} g_{t,j} E_j(z_t)` for every token, into `ws.act.moe`; the colex rank of each
 /// token's expert set into `routes` (length ℓ).
 #[inline(always)]
 fn mixture<const D: usize, const H: usize>(
@@ -295,37 +202,21 @@ fn mixture<const D: usize, const H: usize>(
     let bias = &theta[offsets.router_bias..offsets.experts];
     let expert_size = spec.expert_params();
     for (t, z) in input.chunks_exact(d).enumerate() {
-        for ((s, row), &b) in ws.scores.iter_mut().zip(weight.chunks_exact(d)).zip(bias) {
-            *s = row.iter().zip(z).map(|(w, x)| w * x).sum::<f64>() + b;
-        }
+        router_scores::<1>(weight, bias, d, |c| &z[c..c + 1], &mut ws.scores);
         select_top_k::<1>(&ws.scores, spec.top_k, &mut ws.top_scores, &mut ws.top_experts);
         for (s, &j) in ws.selected.iter_mut().zip(&ws.top_experts) {
             *s = j as usize;
         }
         routes[t] = ws.ranks.rank(&ws.selected);
-        // The largest selected score (the overall maximum) is the softmax shift below.
-        let shift = ws.top_scores[0];
-
-        // Gate weights in ascending expert order; each exponential is taken once, and the shift
-        // keeps every exponent <= 0, so none overflows.
-        ws.gates.clear();
-        match spec.gate {
-            Gate::Uniform => ws.gates.resize(spec.top_k, 1.0 / spec.top_k as f64),
-            Gate::RenormalizedSoftmax | Gate::FullSoftmax => {
-                ws.gates
-                    .extend(ws.selected.iter().map(|&j| (ws.scores[j] - shift).exp()));
-                let normaliser: f64 = if spec.gate == Gate::FullSoftmax {
-                    ws.scores.iter().map(|&s| (s - shift).exp()).sum()
-                } else {
-                    ws.gates.iter().sum()
-                };
-                let inverse = 1.0 / normaliser;
-                for g in ws.gates.iter_mut() {
-                    *g *= inverse;
-                }
-            }
-        }
-        let out = &mut ws.moe[t * d..(t + 1) * d];
+        // The largest selected score (the overall maximum) is the softmax shift.
+        gate_weights::<1>(
+            spec.gate,
+            &ws.scores,
+            &ws.top_experts,
+            &ws.top_scores[..1],
+            &mut ws.gates,
+        );
+        let out = &mut ws.act.moe[t * d..(t + 1) * d];
         out.fill(0.0);
         for (&j, &gate) in ws.selected.iter().zip(&ws.gates) {
             let start = offsets.experts + j * expert_size;
@@ -395,48 +286,57 @@ fn forward_at<const D: usize, const H: usize>(
     values: &mut [f64],
     routes: &mut [u32],
 ) {
-    let l = spec.seq_len;
-    ws.h.copy_from_slice(x);
-    for layer in 0..spec.layers {
-        let layer_routes = &mut routes[layer * l..(layer + 1) * l];
-        let with_attention = spec.heads > 0;
-        if with_attention {
-            let h = std::mem::take(&mut ws.h);
-            attention::<D>(spec, theta, layer, &h, ws);
-            ws.h = h;
-        }
-        match spec.block {
-            Block::Sequential => {
-                // Y = H + Attn(H); H' = Y + MoE(Y)
-                ws.y.copy_from_slice(&ws.h);
-                if with_attention {
-                    for (y, a) in ws.y.iter_mut().zip(&ws.attn) {
-                        *y += a;
-                    }
-                }
-                let y = std::mem::take(&mut ws.y);
-                mixture::<D, H>(spec, theta, layer, &y, ws, layer_routes);
-                for ((h, y), m) in ws.h.iter_mut().zip(&y).zip(&ws.moe) {
-                    *h = y + m;
-                }
-                ws.y = y;
-            }
-            Block::Parallel => {
-                // H' = H + Attn(H) + MoE(H)
-                let h = std::mem::take(&mut ws.h);
-                mixture::<D, H>(spec, theta, layer, &h, ws, layer_routes);
-                ws.h = h;
-                for (i, h) in ws.h.iter_mut().enumerate() {
-                    let attn = if with_attention { ws.attn[i] } else { 0.0 };
-                    *h = *h + attn + ws.moe[i];
-                }
-            }
-        }
+    ws.act.h.copy_from_slice(x);
+    let mut pass = OneInput::<D, H> {
+        spec,
+        theta,
+        ws,
+        routes,
+    };
+    run_layers(spec, &mut pass);
+    let h = &pass.ws.act.h;
+    readout(spec, values, |t, c| h[t * d_model::<D>(spec) + c]);
+}
+
+/// The branches of a block on one input, `[token][feature]` (see [`run_layers`]).
+struct OneInput<'a, const D: usize, const H: usize> {
+    spec: &'a MoeSpec,
+    theta: &'a [f64],
+    ws: &'a mut Workspace,
+    routes: &'a mut [u32],
+}
+
+impl<const D: usize, const H: usize> Layers for OneInput<'_, D, H> {
+    #[inline(always)]
+    fn activations(&mut self) -> &mut Activations {
+        &mut self.ws.act
     }
-    match spec.readout {
-        Readout::Scalar => values[0] = ws.h[0],
-        Readout::Token0 => values.copy_from_slice(&ws.h[..d_model::<D>(spec)]),
-        Readout::All => values.copy_from_slice(&ws.h),
+
+    #[inline(always)]
+    fn size(&self) -> usize {
+        self.spec.seq_len * d_model::<D>(self.spec)
+    }
+
+    #[inline(always)]
+    fn attention(&mut self, layer: usize, input: Branch) {
+        let x = self.ws.act.take(input);
+        attention::<D>(self.spec, self.theta, layer, &x, self.ws);
+        self.ws.act.put(input, x);
+    }
+
+    #[inline(always)]
+    fn mixture(&mut self, layer: usize, input: Branch) {
+        let l = self.spec.seq_len;
+        let x = self.ws.act.take(input);
+        mixture::<D, H>(
+            self.spec,
+            self.theta,
+            layer,
+            &x,
+            self.ws,
+            &mut self.routes[layer * l..(layer + 1) * l],
+        );
+        self.ws.act.put(input, x);
     }
 }
 
