@@ -1,4 +1,4 @@
-"""Slow, obviously-correct NumPy references of MATH.md, written from the text, not from the Rust code."""
+"""Slow, obviously-correct NumPy references of docs/definitions.md, written from the text, not from the Rust code."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def unpack(spec, theta: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def colex_rank(subset) -> int:
-    """Σ_i C(s_i, i) over the sorted subset, i from 1 (MATH.md §2)."""
+    """Σ_i C(s_i, i) over the sorted subset, i from 1 (definitions §2)."""
     return sum(comb(int(s), i) for i, s in enumerate(sorted(subset), start=1))
 
 
@@ -128,7 +128,7 @@ def evaluate(spec, params: np.ndarray, inputs: np.ndarray) -> tuple[np.ndarray, 
 
 
 def greedy_net(points: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
-    """The sequential greedy net of MATH.md §3, literally: centres (row indices) and assignment.
+    """The sequential greedy net of definitions §3, literally: centres (row indices) and assignment.
 
     Distances in the points' own precision; δ is rounded to it too (NumPy's weak-scalar rule)."""
     delta = points.dtype.type(delta)

@@ -1,4 +1,4 @@
-"""greedy_net / cover / CoverStream / box_count against the sequential definition and MATH.md §5."""
+"""greedy_net / cover / CoverStream / box_count against the sequential definition and definitions §5."""
 
 import math
 import os
@@ -83,7 +83,7 @@ def test_net_is_a_cover_and_a_packing():
 @pytest.mark.parametrize("dim", [1, 2, 3, 4])
 def test_cube_bracket_on_dense_samples(dim):
     # A shuffled grid of step h on [-1, 1]^P is (h/2)-dense, so the net is a (δ + h/2)-cover of the
-    # cube: |net| >= ⌈1/(δ + h/2)⌉^P = ⌈1/δ⌉^P here, and a δ-packing: |net| <= ⌈2/δ⌉^P (MATH.md §5).
+    # cube: |net| >= ⌈1/(δ + h/2)⌉^P = ⌈1/δ⌉^P here, and a δ-packing: |net| <= ⌈2/δ⌉^P (definitions §5).
     steps = 13
     axes = [np.linspace(-1, 1, steps)] * dim
     grid = np.stack(np.meshgrid(*axes), axis=-1).reshape(-1, dim)

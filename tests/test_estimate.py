@@ -1,4 +1,4 @@
-"""estimate_entropy: the MATH.md §4 contrast, determinism, fields, export, bad input."""
+"""estimate_entropy: the definitions §4 contrast, determinism, fields, export, bad input."""
 
 import json
 
@@ -10,7 +10,7 @@ from moecover.estimate import EntropyEstimate, estimate_entropy
 
 
 def constant_experts_all_used(experts):
-    """MATH.md §4: constant experts, k = 1, d_model = 1, the router pinned so input i reaches expert i."""
+    """definitions §4: constant experts, k = 1, d_model = 1, the router pinned so input i reaches expert i."""
     spec = MoESpec(experts=experts, top_k=1, d_model=1, expert="constant")
     j = np.arange(experts, dtype=float)
     pinned = {"layers.0.router.weight": j.reshape(experts, 1), "layers.0.router.bias": -(j**2) * 0.1 / 2}

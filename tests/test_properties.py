@@ -1,4 +1,4 @@
-"""Property tests (hypothesis) for the invariants of MATH.md §2–§3 and for input rejection."""
+"""Property tests (hypothesis) for the invariants of definitions §2–§3 and for input rejection."""
 
 import numpy as np
 import reference

@@ -62,16 +62,16 @@ def markdown_table(text):
 
 
 def independent_n_eff(spec: MoESpec) -> int:
-    """MATH.md §5: N_eff = L·Π_attn + L·k·Π_exp, from the layout (attention blocks + one expert)."""
-    attention = sum(b.size for b in spec.layout if ".attn." in f".{b.name}.")
-    one_expert = sum(b.size for b in spec.layout if ".experts.0." in f".{b.name}.")
-    router = sum(b.size for b in spec.layout if ".router." in f".{b.name}.")
+    """definitions §5: N_eff = L·Π_attn + L·k·Π_exp, from the layout (attention blocks + one expert)."""
+    attention = sum(b.size for b in spec.layout if b.kind == "attn")
+    one_expert = sum(b.size for b in spec.layout if b.kind == "experts" and b.expert == 0)
+    router = sum(b.size for b in spec.layout if b.kind == "router")
     assert attention + router + spec.layers * spec.experts * one_expert <= spec.total_params
     return attention + spec.layers * spec.top_k * one_expert
 
 
 def test_table_matches_the_stored_rows(db, report):
-    stored = {row["key"]: row for row in batch.stored_rows(db)}
+    stored = {row.key: row for row in batch.stored_rows(db)}
     header, body = markdown_table(report.markdown.read_text(encoding="utf-8"))
     assert header == report.header
     assert len(body) == len(stored) == 8
@@ -81,10 +81,10 @@ def test_table_matches_the_stored_rows(db, report):
     assert "seed" in column and "d_model" not in column
     for cells in body:
         row = stored[cells[0]]
-        result, spec = row["result"], MoESpec(**row["settings"]["spec"])
+        result, spec = row.estimate.to_dict(), MoESpec(**row.settings["spec"])
         assert int(cells[column["experts"]]) == spec.experts
         assert int(cells[column["top_k"]]) == spec.top_k
-        assert int(cells[column["seed"]]) == row["settings"]["inputs"]["seed"]
+        assert int(cells[column["seed"]]) == row.settings["inputs"]["seed"]
         assert float(cells[column["slope"]]) == pytest.approx(result["slope"], abs=5e-4)
         lo, hi = (float(v) for v in re.fullmatch(r"\[(.+), (.+)\]", cells[column["interval"]]).groups())
         assert lo == pytest.approx(result["slope_interval"][0], abs=5e-4)
@@ -138,7 +138,7 @@ def test_html_holds_the_same_table_and_every_plot(db, report):
 def test_every_plot_is_a_png(db, report):
     plots = list(report.point_plots.values()) + list(report.sweep_plots.values())
     assert len(plots) == 8 + 3
-    assert set(report.point_plots) == {row["key"] for row in batch.stored_rows(db)}
+    assert set(report.point_plots) == {row.key for row in batch.stored_rows(db)}
     for path in plots:
         with open(path, "rb") as handle:
             assert handle.read(8) == PNG_MAGIC, path

@@ -1,4 +1,4 @@
-"""Colex ranks (MATH.md §2) against itertools and the closed form Σ C(s_i, i)."""
+"""Colex ranks (definitions §2) against itertools and the closed form Σ C(s_i, i)."""
 
 import itertools
 import math

@@ -1,4 +1,4 @@
-"""MoESpec: validation, parameter counts (MATH.md §1) and the flat layout."""
+"""MoESpec: validation, parameter counts (definitions §1) and the flat layout."""
 
 import dataclasses
 

@@ -64,7 +64,7 @@ def test_used_params_counts_the_experts_a_pattern_reaches():
 
 
 def isometric_example(experts):
-    """MATH.md §4: constant experts, k = 1, d_model = 1, the router pinned so input i reaches expert i."""
+    """definitions §4: constant experts, k = 1, d_model = 1, the router pinned so input i reaches expert i."""
     spec = MoESpec(experts=experts, top_k=1, d_model=1, expert="constant")
     # scores w_j x + b_j with w_j = j, b_j = -j²s/2: at x = j·s the argmax is j (tangents of a
     # parabola); small inputs (s = 0.1) keep rounding in x + c far below the 1e-12 tolerance
@@ -81,7 +81,7 @@ def test_isometry_example_lipschitz_and_parametric_cover(experts):
     assert estimate.lipschitz == pytest.approx(1.0, abs=1e-12)
     assert (estimate.pairs, estimate.switched) == (500, 0)
     for delta in (0.9, 0.3, 0.1, 0.07, 0.013):
-        exact = math.log(math.ceil(1 / delta) ** experts)  # ℓ∞ cover of [−1, 1]^M (MATH.md §5)
+        exact = math.log(math.ceil(1 / delta) ** experts)  # ℓ∞ cover of [−1, 1]^M (definitions §5)
         assert T.parametric_log_covering(spec, delta, estimate.lipschitz, pinned) == pytest.approx(exact, rel=1e-12)
 
 

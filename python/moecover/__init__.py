@@ -2,7 +2,7 @@
 
 The pipeline, one module per step (the Rust core in `rust/core` does the numerics):
 
-- `MoESpec` (`_spec`): the function class of MATH.md §1 and its parameter layout;
+- `MoESpec` (`_spec`): the function class of definitions §1 and its parameter layout;
 - `sample_params`, `evaluate`, `evaluate_sampled` (`_evaluate`): parameters sampled in the box,
   evaluated on inputs, with each token's routing pattern;
 - `greedy_net`, `cover`, `CoverStream`, `box_count` (`_cover`): exact greedy ℓ∞ nets at many
@@ -12,7 +12,7 @@ The pipeline, one module per step (the Rust core in `rust/core` does the numeric
 - `batch`, `report`: grids of estimates from a TOML config, stored in SQLite, and their report
   (the `moecover run`, `show` and `report` commands);
 - `routing`: top-k expert sets as colex ranks;
-- `theory`: what the paper and the alternatives of MATH.md §4 predict for a class;
+- `theory`: what the paper and the alternatives of definitions §4 predict for a class;
 - `resolve_seed` (`_rng`): every random result is a function of one integer seed.
 """
 

@@ -4,12 +4,29 @@ from __future__ import annotations
 
 import numbers
 import os
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["TooLargeError", "as_float64", "check_bytes", "positive_int", "resolve_threads"]
+if TYPE_CHECKING:
+    from ._spec import MoESpec
+
+__all__ = [
+    "TooLargeError",
+    "as_float64",
+    "as_scales",
+    "check_bytes",
+    "check_inputs",
+    "check_spec",
+    "check_start",
+    "positive_int",
+    "resolve_pinned",
+    "resolve_threads",
+]
+
+_MAX_START = (1 << 64) - 1
 
 
 class TooLargeError(ValueError, MemoryError):
@@ -107,3 +124,47 @@ def resolve_threads(n_threads: int | None) -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not on Linux
         return os.cpu_count() or 1
+
+
+def check_spec(spec: Any) -> MoESpec:
+    """`spec` itself, if it is a `moecover.MoESpec`."""
+    from ._spec import MoESpec
+
+    if not isinstance(spec, MoESpec):
+        raise TypeError(f"spec: expected a moecover.MoESpec, got {type(spec).__name__}")
+    return spec
+
+
+def check_start(start: Any, m: int) -> int:
+    """The first sample index: an int >= 0 with start + m below 2**64."""
+    start = positive_int("start", start, minimum=0)
+    if start + m > _MAX_START:
+        raise ValueError(f"start: start + m must stay below 2**64, got {start} + {m}")
+    return start
+
+
+def resolve_pinned(spec: MoESpec, pinned: Mapping[str, ArrayLike] | None) -> list[tuple[int, list[float]]]:
+    """`{name: array}` as `[(offset, flat values)]`, each checked against its block's shape."""
+    if pinned is None:
+        return []
+    if not isinstance(pinned, Mapping):
+        raise TypeError(f"pinned: expected a mapping of block names to arrays, got {type(pinned).__name__}")
+    resolved = []
+    for name, value in pinned.items():
+        block = spec.param_block(name)
+        array = as_float64(f"pinned[{name!r}]", value, ndim=len(block.shape))
+        if array.shape != block.shape:
+            raise ValueError(f"pinned[{name!r}]: expected shape {block.shape}, got {array.shape}")
+        resolved.append((block.offset, array.ravel().tolist()))
+    return resolved
+
+
+def check_inputs(spec: MoESpec, inputs: ArrayLike) -> NDArray[np.float64]:
+    """`inputs` as a C-contiguous float64 (n, seq_len, d_model) array of finite values."""
+    array = as_float64("inputs", inputs, ndim=3)
+    expected = (spec.seq_len, spec.d_model)
+    if array.shape[1:] != expected:
+        raise ValueError(
+            f"inputs: expected shape (n, seq_len, d_model) = (n, {expected[0]}, {expected[1]}), got {array.shape}"
+        )
+    return array

@@ -1,37 +1,60 @@
-"""The `moecover` command line."""
+"""The `moecover` command line: `demo`, `run`, `show`, `report`.
+
+Every user error (a bad argument or config, a file that is not a results database or cannot be
+read or written, a missing optional dependency) is one line on stderr and exit code 2; Ctrl-C is
+exit 130; a reader that closes the pipe (`moecover show DB | head`) ends the output silently, 141.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from . import __version__
 from ._spec import MoESpec
 
+#: What installs each optional dependency a command may need.
+INSTALL = {"matplotlib": 'pip install "moecover[plot]"', "pandas": 'pip install "moecover[frame]"'}
+
+
+class MissingDependency(Exception):
+    """An optional dependency a command needs is not installed."""
+
+
+def _require(module: str, purpose: str) -> None:
+    try:
+        __import__(module)
+    except ImportError:
+        raise MissingDependency(f"{purpose} needs {module}: {INSTALL[module]}") from None
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars on a terminal, or anywhere with --progress; never with --quiet."""
+    return not args.quiet and (args.progress or sys.stderr.isatty())
+
 
 def _demo(args: argparse.Namespace) -> int:
-    """The contrast of MATH.md §4, measured: constant experts, top-1, a router pinned so that each
+    """The contrast of definitions §4, measured: constant experts, top-1, a router pinned so that each
     input reaches its own expert. The paper predicts slope 1 (active parameters); the sup norm over
     the inputs sees every expert, so the data follow the total count, M."""
     from .estimate import estimate_entropy
+    from .inputs import one_per_expert, one_per_expert_router
 
+    if args.plot:
+        _require("matplotlib", "moecover demo --plot")
     experts = args.experts
     spec = MoESpec(experts=experts, top_k=1, d_model=1, expert="constant")
-    j = np.arange(experts, dtype=float)
-    # tangents of a parabola: at x = 0.1·j the score w_i x + b_i is highest for i = j
-    pinned = {"layers.0.router.weight": j.reshape(experts, 1), "layers.0.router.bias": -(j**2) * 0.1 / 2}
-    inputs = (0.1 * j).reshape(experts, 1, 1)
+    inputs, pinned = one_per_expert(spec), one_per_expert_router(spec)
     estimate = estimate_entropy(
         spec, inputs, args.samples, replicates=3, rng=args.seed, pinned=pinned, n_threads=args.threads,
-        progress=not args.quiet,
+        progress=_show_progress(args),
     )
     lo, hi = estimate.slope_interval
-    print(f"moecover {__version__}: the contrast of MATH.md §4")
+    print(f"moecover {__version__}: the contrast of definitions §4")
     print(f"  class        {spec}")
     print(f"  pinned       router (input i -> expert i), {experts} inputs")
     print(f"  samples      {args.samples} x 3 replicates, seed {args.seed}, {estimate.provenance['seconds']:.1f} s")
@@ -57,29 +80,43 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.jobs < 1:
         raise ValueError(f"--jobs: must be >= 1, got {args.jobs}")
-    ran = batch.run_grid(points, db, jobs=args.jobs, progress=not args.quiet)
+    ran = batch.run_grid(points, db, jobs=args.jobs, progress=_show_progress(args))
     print(f"{ran} estimate(s) run, {len(points) - ran} already stored; results in {db}")
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
-    """Print what a results database holds."""
+    """Print what a results database holds, in the report's (grid) order."""
     from . import batch
+    from ._serial import to_plain
 
-    if not Path(args.db).exists():
+    if not Path(args.db).is_file():
         raise ValueError(f"DB: no such file {args.db!r}")
-    summaries = list(batch.iter_summary(batch.stored_rows(args.db)))
+    rows = batch.stored_rows(args.db)
     if args.format == "json":
+        summaries = [
+            {
+                "key": row.key,
+                "settings": row.settings,
+                "slope": to_plain(row.estimate.slope),
+                "slope_interval": to_plain(row.estimate.slope_interval),
+                "predicted_slopes": row.estimate.predicted_slopes,
+                "deltas": to_plain(row.estimate.deltas),
+                "net_sizes": to_plain(row.estimate.net_sizes),
+                "version": row.version,
+            }
+            for row in rows
+        ]
         print(json.dumps(summaries, indent=1))
         return 0
     print(f"{'key':16}  {'experts':>7} {'top_k':>5} {'layers':>6}  {'slope':>6}  {'interval':>15}  predicted")
-    for row in summaries:
-        spec = row["settings"]["spec"]
-        lo, hi = row["slope_interval"]
-        interval = "n/a" if lo is None else f"[{lo:.2f}, {hi:.2f}]"
-        slope = "n/a" if row["slope"] is None else f"{row['slope']:.2f}"
-        predicted = " ".join(f"{k}={v}" for k, v in row["predicted_slopes"].items())
-        print(f"{row['key']:16}  {spec['experts']:>7} {spec['top_k']:>5} {spec['layers']:>6}  {slope:>6}  "
+    for row in rows:
+        spec, estimate = row.settings["spec"], row.estimate
+        lo, hi = estimate.slope_interval
+        interval = f"[{lo:.2f}, {hi:.2f}]" if lo == lo and hi == hi else "n/a"
+        slope = f"{estimate.slope:.2f}" if estimate.slope == estimate.slope else "n/a"
+        predicted = " ".join(f"{k}={v}" for k, v in estimate.predicted_slopes.items())
+        print(f"{row.key:16}  {spec['experts']:>7} {spec['top_k']:>5} {spec['layers']:>6}  {slope:>6}  "
               f"{interval:>15}  {predicted}")
     return 0
 
@@ -89,40 +126,54 @@ def _report(args: argparse.Namespace) -> int:
     from .report import write_report
 
     report = write_report(args.db, args.out)
-    print(f"{len(report.rows)} estimate(s): {report.markdown}, {report.html}, "
-          f"{len(report.point_plots) + len(report.sweep_plots)} plots in {report.markdown.parent}")
+    plots = len(report.point_plots) + len(report.sweep_plots)
+    print(f"{len(report.rows)} estimate(s): {report.markdown}, {report.html}, {plots} plots in {report.markdown.parent}")
+    if report.plots_skipped:
+        print(f"moecover: note: no plots written: {report.plots_skipped}", file=sys.stderr)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="moecover", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="moecover", description="Measure covering numbers of MoE classes and compare them with theory.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"moecover {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="estimate the entropy of a built-in example against the theory")
-    demo.add_argument("--samples", type=int, default=100_000, help="parameter samples per replicate (default 100000)")
-    demo.add_argument("--experts", type=int, default=3, help="experts, each reached by one input (default 3)")
-    demo.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    demo.add_argument("--plot", default="moecover-demo.png", help="PNG to write ('' for none)")
-    demo.add_argument("--quiet", action="store_true", help="no progress bar")
-    demo.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+    def progress_flags(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--quiet", action="store_true", help="no progress bar")
+        sub.add_argument("--progress", action="store_true",
+                         help="show progress even when stderr is not a terminal (one line per update, no \\r)")
+
+    demo = command("demo", "estimate the entropy of a built-in example (definitions §4) against the theory")
+    demo.add_argument("--samples", type=int, default=100_000, help="parameter samples per replicate")
+    demo.add_argument("--experts", type=int, default=3, help="experts, each reached by one input")
+    demo.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+    demo.add_argument("--plot", default="moecover-demo.png", help="PNG to write ('' for none; needs matplotlib)")
+    demo.add_argument("--threads", type=int, default=None, help="threads (default: MOECOVER_NUM_THREADS, else all cores)")
+    progress_flags(demo)
     demo.set_defaults(handler=_demo)
 
-    run = commands.add_parser("run", help="run a grid of estimates from a TOML config, resuming")
-    run.add_argument("config", help="the TOML config (see examples/)")
-    run.add_argument("--db", default=None, help="SQLite results (default: next to the config, same stem)")
-    run.add_argument("--jobs", type=int, default=1, help="processes (spawned); threads are shared out")
-    run.add_argument("--dry-run", action="store_true", help="print each grid point's key and settings")
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run = command("run", "run a grid of estimates from a TOML config, resuming where a database left off")
+    run.add_argument("config", help="the TOML config (see examples/quickstart.toml)")
+    run.add_argument("--db", default=None, help="SQLite results (default: next to the config, same stem, .db)")
+    run.add_argument("--jobs", type=int, default=1, help="processes (spawned); the threads are shared out among them")
+    run.add_argument("--dry-run", action="store_true", help="print each grid point's key and settings, run nothing")
+    progress_flags(run)
     run.set_defaults(handler=_run)
 
-    show = commands.add_parser("show", help="print the estimates a results database holds")
-    show.add_argument("db", metavar="DB")
-    show.add_argument("--format", choices=["table", "json"], default="table")
+    show = command("show", "print the estimates a results database holds, in grid order")
+    show.add_argument("db", metavar="DB", help="a results database written by `moecover run`")
+    show.add_argument("--format", choices=["table", "json"], default="table", help="output format")
     show.set_defaults(handler=_show)
 
-    report = commands.add_parser("report", help="write a Markdown/HTML report with plots of a results database")
-    report.add_argument("db", metavar="DB")
-    report.add_argument("--out", required=True, help="directory for report.md, report.html and the PNGs")
+    report = command("report", "write a Markdown/HTML report of a results database, with plots if matplotlib is installed")
+    report.add_argument("db", metavar="DB", help="a results database written by `moecover run`")
+    report.add_argument("--out", required=True, help="directory for report.md, report.html and the PNGs (created)")
     report.set_defaults(handler=_report)
     return parser
 
@@ -130,10 +181,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.handler(args))
-    except (ValueError, TypeError) as error:
+        code = int(args.handler(args))
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return code
+    except (ValueError, TypeError, MissingDependency) as error:
         print(f"moecover: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("moecover: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader left (`moecover show DB | head`): stop silently, as `cat` does, and keep Python
+        # from reporting the same error again when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except OSError as error:  # a file that cannot be read or written
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"moecover: error: {where}{error.strerror or error}", file=sys.stderr)
+        return 2

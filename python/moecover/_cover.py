@@ -1,4 +1,4 @@
-"""Exact greedy ℓ∞ nets (MATH.md §3) at many scales, in one call or streamed, and box counts."""
+"""Exact greedy ℓ∞ nets (definitions §3) at many scales, in one call or streamed, and box counts."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ class CoverResult:
     Attributes:
         deltas: float64 scales, sorted descending.
         net_sizes: int64 |net_δ| per scale: a δ-cover and δ-packing of the points, so a certified
-            lower bound on the class's covering number at δ/2 (MATH.md §3).
+            lower bound on the class's covering number at δ/2 (definitions §3).
         tail_discovery: float64 per scale: the fraction of the last 10 % of the points that opened
             a centre (≈ 0: the net has saturated; ≈ 1: more points would grow it). NaN when empty.
         n_points, dim: the shape scanned.
@@ -130,7 +130,7 @@ class CoverStream:
 def cover(points: ArrayLike, deltas: ArrayLike, n_threads: int | None = None) -> CoverResult:
     """Greedy ℓ∞ nets of the rows of `points` (m, d) at every scale in `deltas`, in one call.
 
-    Exactly the sequential net of MATH.md §3 at each scale; scales run in parallel. float32 input
+    Exactly the sequential net of definitions §3 at each scale; scales run in parallel. float32 input
     is covered in float32, anything else in float64.
     """
     array = _as_points(points, check_finite=False)

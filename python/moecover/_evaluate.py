@@ -10,14 +10,11 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _core
-from ._checks import as_float64, check_bytes, positive_int, resolve_threads
+from ._checks import as_float64, check_bytes, check_inputs, check_spec, check_start, positive_int, resolve_pinned, resolve_threads
 from ._rng import RngLike, resolve_seed
 from ._spec import MoESpec
 
 __all__ = ["Evaluation", "evaluate", "evaluate_sampled", "sample_params"]
-
-_MAX_START = (1 << 64) - 1
-
 
 @dataclass(frozen=True, repr=False)
 class Evaluation:
@@ -26,7 +23,7 @@ class Evaluation:
     Attributes:
         values: float64 (m, n, output_dim): f_θs(x_i).
         routes: uint32 (m, n, layers, seq_len): each token's top-k expert set as its colex rank
-            (MATH.md §2), per layer.
+            (definitions §2), per layer.
         seed: the integer seed the samples came from (None when parameters were given).
         start: index of the first sample in its seed's stream.
         n_threads: threads used (results do not depend on it).
@@ -44,45 +41,6 @@ class Evaluation:
             f"routes={self.routes.dtype}{list(self.routes.shape)}, seed={self.seed}, start={self.start}, "
             f"n_threads={self.n_threads})"
         )
-
-
-def _check_spec(spec: Any) -> MoESpec:
-    if not isinstance(spec, MoESpec):
-        raise TypeError(f"spec: expected a moecover.MoESpec, got {type(spec).__name__}")
-    return spec
-
-
-def _check_start(start: Any, m: int) -> int:
-    start = positive_int("start", start, minimum=0)
-    if start + m > _MAX_START:
-        raise ValueError(f"start: start + m must stay below 2**64, got {start} + {m}")
-    return start
-
-
-def _resolve_pinned(spec: MoESpec, pinned: Mapping[str, ArrayLike] | None) -> list[tuple[int, list[float]]]:
-    """`{name: array}` as `[(offset, flat values)]`, each checked against its block's shape."""
-    if pinned is None:
-        return []
-    if not isinstance(pinned, Mapping):
-        raise TypeError(f"pinned: expected a mapping of block names to arrays, got {type(pinned).__name__}")
-    resolved = []
-    for name, value in pinned.items():
-        block = spec.param_block(name)
-        array = as_float64(f"pinned[{name!r}]", value, ndim=len(block.shape))
-        if array.shape != block.shape:
-            raise ValueError(f"pinned[{name!r}]: expected shape {block.shape}, got {array.shape}")
-        resolved.append((block.offset, array.ravel().tolist()))
-    return resolved
-
-
-def _check_inputs(spec: MoESpec, inputs: ArrayLike) -> NDArray[np.float64]:
-    array = as_float64("inputs", inputs, ndim=3)
-    expected = (spec.seq_len, spec.d_model)
-    if array.shape[1:] != expected:
-        raise ValueError(
-            f"inputs: expected shape (n, seq_len, d_model) = (n, {expected[0]}, {expected[1]}), got {array.shape}"
-        )
-    return array
 
 
 def _check_output_size(spec: MoESpec, m: int, n: int) -> None:
@@ -113,10 +71,10 @@ def sample_params(
     coordinates are the same as without the pin. To replay a run from a Generator or None, resolve
     the seed first with `moecover.resolve_seed` and pass the integer.
     """
-    spec = _check_spec(spec)
+    spec = check_spec(spec)
     m = positive_int("m", m)
-    start = _check_start(start, m)
-    pinned_blocks = _resolve_pinned(spec, pinned)
+    start = check_start(start, m)
+    pinned_blocks = resolve_pinned(spec, pinned)
     check_bytes("m", 8 * m * spec.total_params, f"parameters of m={m} samples")
     seed = resolve_seed(rng)
     flat = _core.sample_params(spec._core, seed, start, m, pinned_blocks, resolve_threads(n_threads))
@@ -136,14 +94,14 @@ def evaluate(spec: MoESpec, params: ArrayLike, inputs: ArrayLike, n_threads: int
         An `Evaluation` with values (m, n, output_dim) and routes (m, n, layers, seq_len); for a 1-D
         `params` the leading axis is dropped.
     """
-    spec = _check_spec(spec)
+    spec = check_spec(spec)
     theta = as_float64("params", params, ndim=(1, 2))
     single = theta.ndim == 1
     theta = theta.reshape(1, -1) if single else theta
     if theta.shape[1] != spec.total_params:
         raise ValueError(f"params: expected {spec.total_params} columns (spec.total_params), got shape {theta.shape}")
     m = theta.shape[0]
-    x = _check_inputs(spec, inputs)
+    x = check_inputs(spec, inputs)
     n = x.shape[0]
     _check_output_size(spec, m, n)
     threads = resolve_threads(n_threads)
@@ -165,11 +123,11 @@ def evaluate_sampled(
 ) -> Evaluation:
     """`evaluate(spec, sample_params(spec, m, rng, start, pinned), inputs)`, bit for bit, without
     materialising the (m, total_params) parameter array. The result records the integer seed."""
-    spec = _check_spec(spec)
+    spec = check_spec(spec)
     m = positive_int("m", m)
-    start = _check_start(start, m)
-    pinned_blocks = _resolve_pinned(spec, pinned)
-    x = _check_inputs(spec, inputs)
+    start = check_start(start, m)
+    pinned_blocks = resolve_pinned(spec, pinned)
+    x = check_inputs(spec, inputs)
     n = x.shape[0]
     _check_output_size(spec, m, n)
     seed = resolve_seed(rng)

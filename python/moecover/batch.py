@@ -23,25 +23,40 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import fields
+from collections.abc import Mapping
+from contextlib import closing
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import inputs as input_samplers
 from ._checks import physical_memory_bytes
-from ._evaluate import _check_inputs, _resolve_pinned
+from ._checks import check_inputs, resolve_pinned
 from ._progress import Progress
 from ._spec import MoESpec
+
+if TYPE_CHECKING:
+    from .estimate import EntropyEstimate
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["ConfigError", "GridPoint", "expand_config", "load_config", "open_db", "run_grid", "stored_rows"]
+__all__ = [
+    "ConfigError",
+    "GridPoint",
+    "StoreError",
+    "StoredEstimate",
+    "expand_config",
+    "grid_order",
+    "load_config",
+    "open_db",
+    "run_grid",
+    "stored_rows",
+]
 
 SPEC_FIELDS = {f.name: f.default for f in fields(MoESpec) if f.init}
 INPUT_DEFAULTS: dict[str, Any] = {"sampler": "box", "n": 16, "seed": 0}
@@ -148,8 +163,8 @@ def _validate(point: GridPoint) -> None:
     try:
         x = make_inputs(point, spec)
         pinned = make_pinned(point, spec)
-        _check_inputs(spec, x)
-        _resolve_pinned(spec, pinned)
+        check_inputs(spec, x)
+        resolve_pinned(spec, pinned)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"inputs/pinned: {error}") from error
     need = memory_need(point, spec, x.shape[0])
@@ -168,7 +183,9 @@ def memory_need(point: GridPoint, spec: MoESpec, n: int) -> int:
     samples = point["estimate"]["samples"]
     dim = n * spec.output_dim
     nets = 2 if point["estimate"]["by_routing"] else 1
-    chunk = 20_000 * n * (8 * spec.output_dim + 4 * spec.layers * spec.seq_len)
+    from .estimate import CHUNK
+
+    chunk = CHUNK * n * (8 * spec.output_dim + 4 * spec.layers * spec.seq_len)
     return nets * samples * dim * 8 + chunk
 
 
@@ -176,11 +193,7 @@ def make_inputs(point: GridPoint, spec: MoESpec) -> np.ndarray:
     args = dict(point["inputs"])
     sampler, n, seed = args.pop("sampler"), args.pop("n"), args.pop("seed")
     if sampler == "one_per_expert":
-        # MATH.md §4: input i at 0.1·i along the first coordinate, reached by expert i under the
-        # router of `make_pinned(..., router = "one_expert_per_input")`
-        x = np.zeros((spec.experts, spec.seq_len, spec.d_model))
-        x[:, :, 0] = 0.1 * np.arange(spec.experts)[:, None]
-        return x
+        return np.asarray(input_samplers.one_per_expert(spec))
     if sampler == "grid":
         return np.asarray(input_samplers.grid(n, spec.seq_len, spec.d_model, **args))
     function = getattr(input_samplers, sampler)
@@ -191,12 +204,7 @@ def make_pinned(point: GridPoint, spec: MoESpec) -> dict[str, np.ndarray]:
     pinned: dict[str, np.ndarray] = {}
     for name, value in point["pinned"].items():
         if name == "router" and value == "one_expert_per_input":
-            j = np.arange(spec.experts, dtype=float)
-            weight = np.zeros((spec.experts, spec.d_model))
-            weight[:, 0] = j
-            for layer in range(spec.layers):
-                pinned[f"layers.{layer}.router.weight"] = weight
-                pinned[f"layers.{layer}.router.bias"] = -(j**2) * 0.1 / 2
+            pinned.update(input_samplers.one_per_expert_router(spec))
         else:
             pinned[name] = np.asarray(value, dtype=float)
     return pinned
@@ -221,11 +229,19 @@ CREATE TABLE IF NOT EXISTS estimates (
 """
 
 
+class StoreError(ValueError):
+    """A results database that cannot be opened or read: the message names the file."""
+
+
 def open_db(path: str | os.PathLike[str]) -> sqlite3.Connection:
-    connection = sqlite3.connect(str(path), timeout=60)
-    connection.execute("PRAGMA journal_mode=WAL")  # a kill mid-write leaves the last commit intact
-    connection.execute(SCHEMA)
-    connection.commit()
+    """The results database at `path` (created if missing); StoreError if it is not one."""
+    try:
+        connection = sqlite3.connect(str(path), timeout=60)
+        connection.execute("PRAGMA journal_mode=WAL")  # a kill mid-write leaves the last commit intact
+        connection.execute(SCHEMA)
+        connection.commit()
+    except sqlite3.DatabaseError as error:
+        raise StoreError(f"{os.fspath(path)}: not a moecover results database ({error})") from error
     return connection
 
 
@@ -233,14 +249,56 @@ def stored_keys(connection: sqlite3.Connection) -> set[str]:
     return {row[0] for row in connection.execute("SELECT key FROM estimates")}
 
 
-def stored_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Every stored estimate: key, settings, version, finished, and the estimate's to_dict()."""
-    with open_db(path) as connection:
-        rows = connection.execute("SELECT key, settings, result, version, finished FROM estimates ORDER BY key")
-        return [
-            {"key": k, "settings": json.loads(s), "result": json.loads(r), "version": v, "finished": f}
+@dataclass(frozen=True)
+class StoredEstimate:
+    """One stored grid point: its key, its settings (`GridPoint`), the estimate, the package version
+    that computed it and when it finished (Unix time)."""
+
+    key: str
+    settings: GridPoint
+    estimate: EntropyEstimate
+    version: str
+    finished: float
+
+    def setting(self, name: str) -> Any:
+        """A setting by its flat name, `"section.key"` (e.g. `"spec.experts"`); None if unset."""
+        section, _, key = name.partition(".")
+        return self.settings.get(section, {}).get(key)
+
+    @property
+    def flat_settings(self) -> dict[str, Any]:
+        """Every setting by its flat name, `"section.key"`."""
+        return {f"{section}.{key}": value for section, table in self.settings.items() for key, value in table.items()}
+
+    @property
+    def spec(self) -> MoESpec:
+        return MoESpec(**self.settings["spec"])
+
+
+def stored_rows(path: str | os.PathLike[str]) -> list[StoredEstimate]:
+    """Every stored estimate, in grid order (see `grid_order`)."""
+    from .estimate import EntropyEstimate
+
+    with closing(open_db(path)) as connection:
+        rows = connection.execute("SELECT key, settings, result, version, finished FROM estimates")
+        stored = [
+            StoredEstimate(k, json.loads(s), EntropyEstimate.from_dict(json.loads(r)), v, f)
             for k, s, r, v, f in rows
         ]
+    return sorted(stored, key=grid_order)
+
+
+#: The settings a table shows first and sorts by first.
+LEADING_SETTINGS = ("spec.experts", "spec.top_k", "spec.layers")
+
+
+def grid_order(row: StoredEstimate) -> list[tuple[int, Any]]:
+    """Sorts rows by their settings, `LEADING_SETTINGS` first (numbers numerically), so that a
+    table reads along the grid."""
+    flat = row.flat_settings
+    order = list(LEADING_SETTINGS) + sorted(set(flat) - set(LEADING_SETTINGS))
+    return [(0, v) if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, repr(v))
+            for v in (flat.get(name) for name in order)]
 
 
 # --- running ---------------------------------------------------------------------------------
@@ -313,19 +371,3 @@ def run_grid(
             bar.close()
         connection.close()
     return len(todo)
-
-
-def iter_summary(rows: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """The fields `moecover show` prints for each stored estimate."""
-    for row in rows:
-        result = row["result"]
-        yield {
-            "key": row["key"],
-            "settings": row["settings"],
-            "slope": result["slope"],
-            "slope_interval": result["slope_interval"],
-            "predicted_slopes": result["predicted_slopes"],
-            "deltas": result["deltas"],
-            "net_sizes": result["net_sizes"],
-            "version": row["version"],
-        }

@@ -1,4 +1,4 @@
-"""The estimator: log N(δ) across scales with replicate error bars, beside the theory (MATH.md §3–§4).
+"""The estimator: log N(δ) across scales with replicate error bars, beside the theory (definitions §3–§4).
 
 Pipeline per replicate (memory independent of `samples`): sample θ → evaluate on the inputs
 (`evaluate_sampled`) → multi-scale greedy nets (`CoverStream`), chunk by chunk. Replicate 0 also
@@ -11,23 +11,25 @@ import json
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import theory
-from ._checks import as_scales, positive_int, resolve_threads
+from ._checks import as_scales, check_inputs, check_spec, positive_int, resolve_pinned, resolve_threads
 from ._cover import CoverStream, cover
-from ._evaluate import _check_inputs, _check_spec, _resolve_pinned, evaluate_sampled
+from ._evaluate import evaluate_sampled
 from ._progress import Progress
 from ._rng import RngLike, derive_seeds, resolve_seed
+from ._serial import from_plain, to_plain
 from ._spec import MoESpec
 from .routing import PatternCounts, count_patterns
 
 __all__ = ["EntropyEstimate", "estimate_entropy"]
 
+#: Parameter samples evaluated and fed to the nets at a time (memory independent of `samples`).
 CHUNK = 20_000
 PILOT = 4_000
 ROUTING_SAMPLES = 50_000
@@ -99,51 +101,12 @@ class EntropyEstimate:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe: arrays become lists, NaN becomes None; `from_dict` inverts it."""
-
-        def plain(value: Any) -> Any:
-            if isinstance(value, np.ndarray):
-                return plain(value.tolist())
-            if isinstance(value, dict):
-                return {str(k): plain(v) for k, v in value.items()}
-            if isinstance(value, (list, tuple)):
-                return [plain(v) for v in value]
-            if isinstance(value, float) and not math.isfinite(value):
-                return None
-            if isinstance(value, np.generic):
-                return plain(value.item())
-            return value
-
-        return {name: plain(value) for name, value in asdict(self).items()}
+        return to_plain(self)  # type: ignore[no-any-return]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EntropyEstimate:
         """The estimate that `to_dict` described."""
-
-        def floats(values: Any) -> NDArray[np.float64]:
-            return np.array([np.nan if v is None else v for v in np.ravel(np.array(values, dtype=object))],
-                            dtype=np.float64).reshape(np.shape(values))
-
-        return cls(
-            deltas=floats(data["deltas"]),
-            net_sizes=np.array(data["net_sizes"], dtype=np.int64),
-            tail_discovery=floats(data["tail_discovery"]),
-            log_covering=floats(data["log_covering"]),
-            log_covering_min=floats(data["log_covering_min"]),
-            log_covering_max=floats(data["log_covering_max"]),
-            local_slopes=floats(data["local_slopes"]),
-            slope=float("nan") if data["slope"] is None else float(data["slope"]),
-            slope_interval=tuple(float("nan") if v is None else float(v) for v in data["slope_interval"]),  # type: ignore[arg-type]
-            slope_scales=floats(data["slope_scales"]),
-            saturation_threshold=float(data["saturation_threshold"]),
-            routing=dict(data["routing"]),
-            group_net_sizes={int(k): np.array(v, dtype=np.int64) for k, v in data["group_net_sizes"].items()},
-            union_ratio=floats(data["union_ratio"]),
-            largest_group_slope=float("nan") if data["largest_group_slope"] is None else float(data["largest_group_slope"]),
-            predicted_slopes={k: int(v) for k, v in data["predicted_slopes"].items()},
-            lipschitz=float("nan") if data["lipschitz"] is None else float(data["lipschitz"]),
-            theory_curves={k: floats(v) for k, v in data["theory_curves"].items()},
-            provenance=dict(data["provenance"]),
-        )
+        return from_plain(cls, data)  # type: ignore[no-any-return]
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
@@ -246,14 +209,14 @@ def estimate_entropy(
     from . import __version__
 
     started = time.perf_counter()
-    spec = _check_spec(spec)
-    x = _check_inputs(spec, inputs)
+    spec = check_spec(spec)
+    x = check_inputs(spec, inputs)
     samples = positive_int("samples", samples)
     replicates = positive_int("replicates", replicates)
     if not (0 < saturation_threshold < 1):
         raise ValueError(f"saturation_threshold: must be in (0, 1), got {saturation_threshold}")
     max_groups = positive_int("max_groups", max_groups)
-    _resolve_pinned(spec, pinned)  # validate names and shapes before any work
+    resolve_pinned(spec, pinned)  # validate names and shapes before any work
     threads = resolve_threads(n_threads)
     seed = resolve_seed(rng)
     seeds = derive_seeds(seed, replicates + 1)

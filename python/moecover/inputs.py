@@ -7,7 +7,7 @@ R^{d_model} and returns an `Inputs` array carrying that dimension in `.intrinsic
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -15,7 +15,10 @@ from numpy.typing import NDArray
 from ._checks import check_bytes, positive_int
 from ._rng import RngLike, resolve_seed
 
-__all__ = ["Inputs", "box", "grid", "sphere", "swiss_roll", "torus"]
+if TYPE_CHECKING:
+    from ._spec import MoESpec
+
+__all__ = ["Inputs", "box", "grid", "one_per_expert", "one_per_expert_router", "sphere", "swiss_roll", "torus"]
 
 
 class Inputs(np.ndarray):
@@ -120,3 +123,41 @@ def grid(n: int, seq_len: int = 1, d_model: int = 1, low: float = -1.0, high: fl
     tokens = np.zeros((n, seq_len, d_model))
     tokens[:, :, 0] = np.linspace(low, high, n)[:, None]
     return Inputs(tokens, 1, None)
+
+
+# --- the active-against-total contrast (definitions §4) ----------------------------------------
+
+
+def one_per_expert(spec: MoESpec) -> Inputs:
+    """`spec.experts` inputs (experts, seq_len, d_model), input i with every token at 0.1·i on the
+    first coordinate and 0 elsewhere: under `one_per_expert_router(spec)` the first layer sends
+    input i to expert i (and its k − 1 nearest neighbours when top_k > 1).
+
+    With constant experts and top_k = 1 this is the class of definitions §4 whose covering number
+    is ⌈B/δ⌉^M while the paper's active count is 1: the sup norm over the inputs sees every expert.
+    """
+    from ._checks import check_spec
+
+    spec = check_spec(spec)
+    x = np.zeros((spec.experts, spec.seq_len, spec.d_model))
+    x[:, :, 0] = 0.1 * np.arange(spec.experts)[:, None]
+    return Inputs(x, intrinsic_dim=1, seed=None)
+
+
+def one_per_expert_router(spec: MoESpec) -> dict[str, NDArray[np.float64]]:
+    """Pinned router blocks (for `pinned=`) of every layer: expert j scores `j·x_0 − 0.05·j²`, the
+    tangent at `x_0 = 0.1·j` of the parabola `5·x_0²`, so the highest score on a token whose first
+    coordinate is 0.1·i is expert i's (see `one_per_expert`). Layers after the first see the
+    first's output, so for them the routing is only what these weights make of it."""
+    from ._checks import check_spec
+
+    spec = check_spec(spec)
+    j = np.arange(spec.experts, dtype=float)
+    weight = np.zeros((spec.experts, spec.d_model))
+    weight[:, 0] = j
+    bias = -(j**2) * 0.1 / 2
+    pinned: dict[str, NDArray[np.float64]] = {}
+    for layer in range(spec.layers):
+        pinned[f"layers.{layer}.router.weight"] = weight.copy()
+        pinned[f"layers.{layer}.router.bias"] = bias.copy()
+    return pinned

@@ -24,21 +24,20 @@ from typing import Any
 import numpy as np
 
 from . import batch
-from ._spec import MoESpec
-from .estimate import EntropyEstimate
+from .batch import LEADING_SETTINGS, StoredEstimate
 
 __all__ = ["Report", "write_report"]
 
 PREDICTIONS = ("paper", "parametric", "data_dependent")
-ALWAYS_SHOWN = ("spec.experts", "spec.top_k", "spec.layers")
 SWEEP_AXES = {"experts": "experts M", "top_k": "top_k k", "active_params": "active parameters N_eff"}
 LINESTYLES: dict[str, Any] = {"paper": "--", "parametric": ":", "data_dependent": "-."}
 
 
 @dataclass(frozen=True)
 class Report:
-    """What `write_report` wrote: the table (header and one row of strings per estimate, in key
-    order) and the paths of every file."""
+    """What `write_report` wrote: the table (header and one row of strings per estimate, in grid
+    order) and the paths of every file. Without matplotlib the plots are empty and
+    `plots_skipped` says why."""
 
     header: list[str]
     rows: list[list[str]]
@@ -46,10 +45,7 @@ class Report:
     html: Path
     point_plots: dict[str, Path]
     sweep_plots: dict[str, Path]
-
-
-def _flat(settings: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return {f"{section}.{key}": value for section, table in settings.items() for key, value in table.items()}
+    plots_skipped: str | None = None
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -60,11 +56,14 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def _table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+def _interval(low: float, high: float) -> str:
+    return "n/a" if not (math.isfinite(low) and math.isfinite(high)) else f"[{low:.3f}, {high:.3f}]"
+
+
+def _table(rows: list[StoredEstimate]) -> tuple[list[str], list[list[str]]]:
     """The settings that vary across the grid (experts, top_k and layers always), then the results."""
-    flats = [_flat(row["settings"]) for row in rows]
-    varying = [name for name in _varying(rows) if name not in ALWAYS_SHOWN]
-    setting_columns = list(ALWAYS_SHOWN) + varying
+    varying = [name for name in _varying(rows) if name not in LEADING_SETTINGS]
+    setting_columns = list(LEADING_SETTINGS) + varying
     header = (
         ["key"]
         + [name.split(".", 1)[1] for name in setting_columns]
@@ -73,41 +72,32 @@ def _table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
         + ["plot"]
     )
     body = []
-    for row, flat in zip(rows, flats):
-        result = row["result"]
-        lo, hi = result["slope_interval"]
+    for row in rows:
+        estimate = row.estimate
         body.append(
-            [row["key"]]
-            + [_fmt(flat.get(name)) for name in setting_columns]
+            [row.key]
+            + [_fmt(row.setting(name)) for name in setting_columns]
             + [
-                str(MoESpec(**row["settings"]["spec"]).active_params),
-                _fmt(result["slope"]),
-                "n/a" if lo is None or hi is None else f"[{lo:.3f}, {hi:.3f}]",
-                str(len(result["slope_scales"])),
+                str(row.spec.active_params),
+                _fmt(estimate.slope),
+                _interval(*estimate.slope_interval),
+                str(len(estimate.slope_scales)),
             ]
-            + [str(result["predicted_slopes"][name]) for name in PREDICTIONS]
-            + [f"{row['key']}.png"]
+            + [str(estimate.predicted_slopes[name]) for name in PREDICTIONS]
+            + [f"{row.key}.png"]
         )
     return header, body
 
 
-def _grid_order(row: dict[str, Any]) -> list[tuple[int, Any]]:
-    """Sorts rows by their settings (numbers numerically), so the table reads along the grid."""
-    flat = _flat(row["settings"])
-    order = list(ALWAYS_SHOWN) + sorted(set(flat) - set(ALWAYS_SHOWN))
-    return [(0, v) if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, repr(v))
-            for v in (flat.get(name) for name in order)]
-
-
-def _tracking(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+def _tracking(rows: list[StoredEstimate]) -> list[tuple[str, str, str]]:
     """Per prediction: the median and range of measured / predicted slope over the grid points
     with a slope (a prediction that tracks the data keeps the ratio constant across the grid)."""
     lines = []
     for name in PREDICTIONS:
         ratios = [
-            row["result"]["slope"] / row["result"]["predicted_slopes"][name]
+            row.estimate.slope / row.estimate.predicted_slopes[name]
             for row in rows
-            if row["result"]["slope"] is not None and row["result"]["predicted_slopes"][name] > 0
+            if math.isfinite(row.estimate.slope) and row.estimate.predicted_slopes[name] > 0
         ]
         if ratios:
             lines.append((name, f"{np.median(ratios):.3f}", f"{min(ratios):.3f} … {max(ratios):.3f}"))
@@ -116,14 +106,14 @@ def _tracking(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     return lines
 
 
-def _varying(rows: list[dict[str, Any]]) -> list[str]:
+def _varying(rows: list[StoredEstimate]) -> list[str]:
     """The flat setting names ("section.key") whose value differs between stored estimates."""
-    flats = [_flat(row["settings"]) for row in rows]
+    flats = [row.flat_settings for row in rows]
     names = sorted({name for flat in flats for name in flat})
     return [name for name in names if len({repr(flat.get(name)) for flat in flats}) > 1]
 
 
-def _series(rows: list[dict[str, Any]], axis: str) -> dict[str, list[int]]:
+def _series(rows: list[StoredEstimate], axis: str) -> dict[str, list[int]]:
     """Rows grouped by every varying setting that does not move along `axis` (so that each line
     joins points that differ in the axis only); active_params moves with every spec field but experts."""
     if axis == "active_params":
@@ -132,13 +122,12 @@ def _series(rows: list[dict[str, Any]], axis: str) -> dict[str, list[int]]:
         fixed = [n for n in _varying(rows) if n != f"spec.{axis}"]
     groups: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
-        flat = _flat(row["settings"])
-        label = ", ".join(f"{n.split('.', 1)[1]}={_fmt(flat.get(n))}" for n in fixed) or "all"
+        label = ", ".join(f"{n.split('.', 1)[1]}={_fmt(row.setting(n))}" for n in fixed) or "all"
         groups.setdefault(label, []).append(i)
     return groups
 
 
-def _sweep_plot(rows: list[dict[str, Any]], axis: str, path: Path) -> None:
+def _sweep_plot(rows: list[StoredEstimate], axis: str, path: Path) -> None:
     """Measured slope (solid, replicate range as error bars) and the three predictions (one line
     style each) against `axis`, one colour per series of otherwise equal settings; log y so that
     a constant ratio measured/predicted shows as parallel lines."""
@@ -148,7 +137,7 @@ def _sweep_plot(rows: list[dict[str, Any]], axis: str, path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    x_all = np.array([getattr(MoESpec(**row["settings"]["spec"]), axis) for row in rows], dtype=float)
+    x_all = np.array([getattr(row.spec, axis) for row in rows], dtype=float)
     fig, ax = plt.subplots(figsize=(7, 4.6))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     series = _series(rows, axis)
@@ -156,15 +145,15 @@ def _sweep_plot(rows: list[dict[str, Any]], axis: str, path: Path) -> None:
         colour = colours[number % len(colours)]
         members = sorted(members, key=lambda i: x_all[i])
         x = x_all[members]
-        results = [rows[i]["result"] for i in members]
-        slope = np.array([np.nan if r["slope"] is None else r["slope"] for r in results])
-        low = np.array([np.nan if r["slope_interval"][0] is None else r["slope_interval"][0] for r in results])
-        high = np.array([np.nan if r["slope_interval"][1] is None else r["slope_interval"][1] for r in results])
+        estimates = [rows[i].estimate for i in members]
+        slope = np.array([e.slope for e in estimates])
+        low = np.array([e.slope_interval[0] for e in estimates])
+        high = np.array([e.slope_interval[1] for e in estimates])
         yerr = np.nan_to_num(np.vstack([slope - low, high - slope]), nan=0.0).clip(min=0)
         ax.errorbar(x, slope, yerr=yerr, fmt="o-", color=colour, capsize=3, label=label if len(series) > 1 else None)
         for name in PREDICTIONS:
             style = LINESTYLES[name]
-            ax.plot(x, [r["predicted_slopes"][name] for r in results], style, marker="x", color=colour, alpha=0.8)
+            ax.plot(x, [e.predicted_slopes[name] for e in estimates], style, marker="x", color=colour, alpha=0.8)
     ax.set_yscale("log")
     ax.set_xlabel(SWEEP_AXES[axis])
     ax.set_ylabel("slope of log N(δ) in log(1/δ)")
@@ -182,13 +171,13 @@ def _sweep_plot(rows: list[dict[str, Any]], axis: str, path: Path) -> None:
 
 
 def _markdown(db: str, header: list[str], body: list[list[str]], tracking: list[tuple[str, str, str]],
-              sweeps: dict[str, Path]) -> str:
+              sweeps: dict[str, Path], skipped: str | None) -> str:
     def line(cells: Sequence[str]) -> str:
         return "| " + " | ".join(cells) + " |"
 
     table = [line(header), line(["---"] * len(header))]
     for cells in body:
-        table.append(line(cells[:-1] + [f"[{cells[-1]}]({cells[-1]})"]))
+        table.append(line(cells[:-1] + [f"[{cells[-1]}]({cells[-1]})" if skipped is None else "—"]))
     parts = [
         f"# moecover report: {db}",
         "",
@@ -205,6 +194,7 @@ def _markdown(db: str, header: list[str], body: list[list[str]], tracking: list[
         "",
         "## Slope against the grid",
         "",
+        *([f"No plots: {skipped}."] if skipped else []),
         *(f"![{axis}]({path.name})" for axis, path in sweeps.items()),
         "",
     ]
@@ -212,7 +202,7 @@ def _markdown(db: str, header: list[str], body: list[list[str]], tracking: list[
 
 
 def _html(db: str, header: list[str], body: list[list[str]], tracking: list[tuple[str, str, str]],
-          sweeps: dict[str, Path]) -> str:
+          sweeps: dict[str, Path], skipped: str | None) -> str:
     e = html.escape
 
     def row(cells: Sequence[str], tag: str = "td") -> str:
@@ -220,7 +210,8 @@ def _html(db: str, header: list[str], body: list[list[str]], tracking: list[tupl
 
     table = [row([e(h) for h in header], "th")]
     for cells in body:
-        table.append(row([e(c) for c in cells[:-1]] + [f'<a href="{e(cells[-1])}">{e(cells[-1])}</a>']))
+        link = f'<a href="{e(cells[-1])}">{e(cells[-1])}</a>' if skipped is None else "—"
+        table.append(row([e(c) for c in cells[:-1]] + [link]))
     return "\n".join(
         [
             "<!DOCTYPE html>",
@@ -239,9 +230,10 @@ def _html(db: str, header: list[str], body: list[list[str]], tracking: list[tupl
             *(row([e(c) for c in t]) for t in tracking),
             "</table>",
             "<h2>Slope against the grid</h2>",
+            *([f"<p>No plots: {e(skipped)}.</p>"] if skipped else []),
             *(f'<img src="{e(path.name)}" alt="{e(axis)}">' for axis, path in sweeps.items()),
-            "<h2>Each grid point</h2>",
-            *(f'<h3>{e(cells[0])}</h3><img src="{e(cells[-1])}" alt="{e(cells[0])}">' for cells in body),
+            *(["<h2>Each grid point</h2>"] if skipped is None else []),
+            *(f'<h3>{e(cells[0])}</h3><img src="{e(cells[-1])}" alt="{e(cells[0])}">' for cells in body if skipped is None),
             "</body></html>",
             "",
         ]
@@ -250,30 +242,34 @@ def _html(db: str, header: list[str], body: list[list[str]], tracking: list[tupl
 
 def write_report(db: str | os.PathLike[str], out: str | os.PathLike[str]) -> Report:
     """Writes the report of every estimate in the database `db` into the directory `out` (created
-    if missing). Needs matplotlib (`pip install "moecover[plot]"`)."""
+    if missing). The tables need nothing more; the plots need matplotlib
+    (`pip install "moecover[plot]"`): without it the report says so and `Report.plots_skipped` too."""
     if not Path(db).exists():
         raise ValueError(f"db: no such file {str(db)!r}")
-    rows = sorted(batch.stored_rows(db), key=_grid_order)
+    rows = batch.stored_rows(db)
     if not rows:
         raise ValueError(f"db: {str(db)!r} holds no estimates yet (run `moecover run CONFIG` first)")
     try:
         import matplotlib  # noqa: F401
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError('moecover report needs matplotlib: pip install "moecover[plot]"') from error
+
+        skipped = None
+    except ImportError:
+        skipped = 'the plots need matplotlib: pip install "moecover[plot]"'
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
     header, body = _table(rows)
-    point_plots = {}
-    for row in rows:
-        path = directory / f"{row['key']}.png"
-        EntropyEstimate.from_dict(row["result"]).plot(str(path))
-        point_plots[row["key"]] = path
-    sweep_plots = {axis: directory / f"slope_vs_{axis}.png" for axis in SWEEP_AXES}
-    for axis, path in sweep_plots.items():
-        _sweep_plot(rows, axis, path)
+    point_plots: dict[str, Path] = {}
+    sweep_plots: dict[str, Path] = {}
+    if skipped is None:
+        for row in rows:
+            point_plots[row.key] = directory / f"{row.key}.png"
+            row.estimate.plot(str(point_plots[row.key]))
+        sweep_plots = {axis: directory / f"slope_vs_{axis}.png" for axis in SWEEP_AXES}
+        for axis, path in sweep_plots.items():
+            _sweep_plot(rows, axis, path)
     tracking = _tracking(rows)
     markdown = directory / "report.md"
-    markdown.write_text(_markdown(str(db), header, body, tracking, sweep_plots), encoding="utf-8")
+    markdown.write_text(_markdown(str(db), header, body, tracking, sweep_plots, skipped), encoding="utf-8")
     page = directory / "report.html"
-    page.write_text(_html(str(db), header, body, tracking, sweep_plots), encoding="utf-8")
-    return Report(header, body, markdown, page, point_plots, sweep_plots)
+    page.write_text(_html(str(db), header, body, tracking, sweep_plots, skipped), encoding="utf-8")
+    return Report(header, body, markdown, page, point_plots, sweep_plots, skipped)

@@ -1,4 +1,4 @@
-"""Routing patterns (MATH.md §2): top-k expert sets encoded by their colex rank.
+"""Routing patterns (definitions §2): top-k expert sets encoded by their colex rank.
 
 A k-subset s_1 < … < s_k of {0, …, M−1} has rank Σ_i C(s_i, i) (i from 1): its position in
 colexicographic order, a number in [0, C(M, k)). `evaluate` stores each token's expert set this way.
@@ -78,7 +78,7 @@ def unrank(rank: int, top_k: int) -> tuple[int, ...]:
 def arrangement_bound(experts: int, d_model: int, tokens: int) -> int:
     """Cells of a central arrangement bounding one linear router layer's dataset-wide patterns:
     H = tokens·C(M, 2) hyperplanes (w_a − w_b)·x̃ + (b_a − b_b) = 0 in dimension p = (M−1)(D+1)
-    give at most 2 Σ_{i<p} C(H−1, i) cells (MATH.md §2). For M = 2 this is Cover's count
+    give at most 2 Σ_{i<p} C(H−1, i) cells (definitions §2). For M = 2 this is Cover's count
     2 Σ_{i≤D} C(N−1, i), exact for points in general position. An exact integer."""
     experts = positive_int("experts", experts)
     d_model = positive_int("d_model", d_model)
@@ -92,7 +92,7 @@ def arrangement_bound(experts: int, d_model: int, tokens: int) -> int:
 
 @dataclass(frozen=True, repr=False)
 class PatternCounts:
-    """Realised routing patterns of m samples on n inputs (MATH.md §2).
+    """Realised routing patterns of m samples on n inputs (definitions §2).
 
     Attributes:
         per_input: int64 (n,): distinct patterns (layers × seq_len ranks) seen on each input.
@@ -182,7 +182,7 @@ class ExactPatterns:
     Attributes:
         count: how many patterns some router weights realise (strictly: ties have measure zero).
         patterns: uint32 (count, n, 1, seq_len) colex ranks, in search order, when requested.
-        arrangement_bound: the hyperplane-arrangement bound it must not exceed (MATH.md §2).
+        arrangement_bound: the hyperplane-arrangement bound it must not exceed (definitions §2).
     """
 
     count: int
@@ -202,17 +202,17 @@ def exact_patterns(
 ) -> ExactPatterns:
     """Exactly the dataset-wide routing patterns that some router weights realise on `inputs`
     (n, seq_len, d_model), for specs with layers = 1 and heads = 0 (the router then sees the raw
-    tokens). Depth-first search over tokens with an LP feasibility test per node (MATH.md §2);
+    tokens). Depth-first search over tokens with an LP feasibility test per node (definitions §2);
     stops with ValueError past `max_patterns`."""
-    from ._evaluate import _check_inputs, _check_spec
+    from ._checks import check_inputs, check_spec
 
-    spec = _check_spec(spec)
+    spec = check_spec(spec)
     if spec.layers != 1 or spec.heads != 0:
         raise ValueError(
             f"spec: exact_patterns handles one layer without attention (the router must see the raw "
             f"tokens); got layers={spec.layers}, heads={spec.heads}"
         )
-    x = _check_inputs(spec, inputs)
+    x = check_inputs(spec, inputs)
     max_patterns = positive_int("max_patterns", max_patterns)
     n = x.shape[0]
     if return_patterns:
