@@ -42,6 +42,7 @@ points = rng.uniform(-1, 1, size=(400_000, 8)) @ rng.normal(size=(8, 64))  # sev
 COVER_CALLS = {
     "greedy_net": "moecover.greedy_net(points, 0.5, n_threads=2)",
     "CoverStream.add": "moecover.CoverStream([4.0, 1.0, 0.5], dim=64, n_threads=2).add(points)",
+    "box_count": "moecover.box_count(points, np.geomspace(4.0, 1e-3, 40), n_threads=2)",
 }
 
 

@@ -9,7 +9,7 @@ use rustc_hash::FxHashSet;
 
 /// Occupied cells of the grid of side δ (cells `⌊x / δ⌋` in every coordinate), per δ.
 ///
-/// The points are read in chunks (each chunk's cells found in parallel, then added to one set per
+/// The points are read in chunks (each chunk's cells found in parallel and added to one set per
 /// δ), with `interrupt` asked between chunks; the count does not depend on the chunks or threads.
 pub fn box_count<T: Real>(
     points: &[T],
@@ -33,13 +33,14 @@ pub fn box_count<T: Real>(
     let chunk = chunk_len(8 * dim * deltas.len(), n_threads);
     run_chunked(&pool, rows, chunk, interrupt, |range| {
         let block = &points[range.start * dim..range.end * dim];
-        for (cells, &delta) in occupied.iter_mut().zip(deltas) {
+        // Scales in parallel with each other, and each scale's cells found in parallel too.
+        occupied.par_iter_mut().zip(deltas).for_each(|(cells, &delta)| {
             let keys: Vec<Vec<i64>> = block
                 .par_chunks(dim)
                 .map(|p| p.iter().map(|v| (v.to_f64() / delta).floor() as i64).collect())
                 .collect();
             cells.extend(keys);
-        }
+        });
     })?;
     Ok(occupied.iter().map(FxHashSet::len).collect())
 }
