@@ -1,10 +1,13 @@
 """moecover: measure covering numbers of Mixture-of-Experts function classes.
 
-The pipeline, one module per step (the Rust core in `rust/core` does the numerics):
+The pipeline, one module per step (the Rust core in `rust/core` does the numerics; the definitions
+are in docs/definitions.md, cited by section):
 
 - `MoESpec` (`_spec`): the function class of definitions §1 and its parameter layout;
 - `sample_params`, `evaluate`, `evaluate_sampled` (`_evaluate`): parameters sampled in the box,
   evaluated on inputs, with each token's routing pattern;
+- `jacobian`, `functional_dimension` (`_jacobian`): exact Jacobians in θ, and their largest rank
+  r*, the exact asymptotic slope of log N(δ) (definitions §6);
 - `greedy_net`, `cover`, `CoverStream`, `box_count` (`_cover`): exact greedy ℓ∞ nets at many
   scales, in one call or streamed in chunks;
 - `inputs`: seeded manifold input sets (box, sphere, torus, swiss_roll, grid);
@@ -23,6 +26,7 @@ from importlib.metadata import PackageNotFoundError, version
 from ._checks import TooLargeError
 from ._cover import CoverResult, CoverStream, Net, box_count, cover, greedy_net
 from ._evaluate import Evaluation, evaluate, evaluate_sampled, sample_params
+from ._jacobian import FunctionalDimension, Jacobian, functional_dimension, jacobian
 from ._rng import resolve_seed
 from ._spec import MoESpec, ParamBlock
 from . import inputs, routing, theory
@@ -43,6 +47,10 @@ __all__ = [
     "estimate_entropy",
     "greedy_net",
     "Evaluation",
+    "FunctionalDimension",
+    "Jacobian",
+    "functional_dimension",
+    "jacobian",
     "MoESpec",
     "ParamBlock",
     "TooLargeError",

@@ -13,6 +13,7 @@ __all__ = [
     "evaluate",
     "evaluate_sampled",
     "exact_patterns",
+    "jacobian",
     "rank",
     "sample_params",
     "subsets",
@@ -52,6 +53,9 @@ def sample_params(
 def evaluate(
     spec: CoreSpec, params: NDArray[np.float64], inputs: NDArray[np.float64], n_threads: int
 ) -> tuple[NDArray[np.float64], NDArray[np.uint32]]: ...
+def jacobian(
+    spec: CoreSpec, params: NDArray[np.float64], inputs: NDArray[np.float64], n_threads: int
+) -> tuple[NDArray[np.float64], NDArray[np.uint32], NDArray[np.float64], list[bool]]: ...
 def evaluate_sampled(
     spec: CoreSpec,
     inputs: NDArray[np.float64],

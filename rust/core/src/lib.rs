@@ -7,6 +7,7 @@
 //! - [`forward`]: the forward pass `f_θ(X)` with each token's routing pattern, one input at a time
 //!   (`forward/one.rs`) or many in SIMD lanes (`forward/lanes.rs`), the same bits either way;
 //! - [`evaluate`]: many samples on many inputs, multithreaded and interruptible;
+//! - [`jacobian`]: exact Jacobians of the outputs in θ by a reverse pass (§6), the same way;
 //! - [`routing`]: top-k expert sets as colex ranks (§2);
 //! - [`patterns`]: exact counts of realised routing patterns over samples and inputs;
 //! - [`exact`]: exact enumeration of a linear router's realisable patterns (LP per search node);
@@ -24,6 +25,7 @@ pub mod error;
 pub mod evaluate;
 pub mod exact;
 pub mod forward;
+pub mod jacobian;
 pub mod parallel;
 pub mod patterns;
 pub mod routing;

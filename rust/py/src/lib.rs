@@ -6,7 +6,7 @@
 use moecover_core::cover::{MultiNet, Real};
 use moecover_core::parallel::Interrupt;
 use moecover_core::sampling::Pinned;
-use moecover_core::{evaluate, exact, patterns, routing, sampling, Error, MoeSpec, SpecOptions};
+use moecover_core::{evaluate, exact, jacobian, patterns, routing, sampling, Error, MoeSpec, SpecOptions};
 use numpy::{Element, IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -220,6 +220,40 @@ fn evaluate_sampled<'py>(
         evaluate::evaluate_sampled(spec, inputs, seed, start, m, &pinned, n_threads, interrupt)
     })?;
     Ok(into_arrays(py, evaluation))
+}
+
+type FlatJacobians<'py> = (
+    Bound<'py, PyArray1<f64>>,
+    Bound<'py, PyArray1<u32>>,
+    Bound<'py, PyArray1<f64>>,
+    Vec<bool>,
+);
+
+/// Flat values, routes, Jacobians and boundary flags of `params` (flattened `(m, P)`) on `inputs`.
+#[pyfunction(name = "jacobian")]
+fn jacobian_py<'py>(
+    py: Python<'py>,
+    spec: &CoreSpec,
+    params: PyReadonlyArray1<'py, f64>,
+    inputs: PyReadonlyArray1<'py, f64>,
+    n_threads: usize,
+) -> PyResult<FlatJacobians<'py>> {
+    let spec = &spec.inner;
+    let params = params
+        .as_slice()
+        .map_err(|e| PyValueError::new_err(format!("params: {e}")))?;
+    let inputs = inputs
+        .as_slice()
+        .map_err(|e| PyValueError::new_err(format!("inputs: {e}")))?;
+    let found = detach_interruptible(py, |interrupt| {
+        jacobian::jacobian(spec, params, inputs, n_threads, interrupt)
+    })?;
+    Ok((
+        found.values.into_pyarray(py),
+        found.routes.into_pyarray(py),
+        found.matrix.into_pyarray(py),
+        found.on_boundary,
+    ))
 }
 
 /// The multi-scale net engine in the input's precision.
@@ -438,6 +472,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(sample_params, module)?)?;
     module.add_function(wrap_pyfunction!(evaluate_py, module)?)?;
     module.add_function(wrap_pyfunction!(evaluate_sampled, module)?)?;
+    module.add_function(wrap_pyfunction!(jacobian_py, module)?)?;
     module.add_class::<CoverEngine>()?;
     module.add_function(wrap_pyfunction!(box_count, module)?)?;
     module.add_function(wrap_pyfunction!(subsets, module)?)?;

@@ -1,0 +1,325 @@
+"""Exact Jacobians of the class in θ, and the functional dimension r* (definitions §6).
+
+`jacobian` is the core's reverse pass. `functional_dimension` samples θ, takes the numerical rank
+of each Jacobian (singular values above `rtol · σ_1`), and reports r* = the largest rank seen with
+everything a reader needs to trust it: how many samples reached it, each sample's spectral gap, the
+rank per routing pattern, how the rank grows with the inputs, and where the null space lies.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from . import _core
+from ._checks import as_float64, check_bytes, check_inputs, check_spec, positive_int, resolve_pinned, resolve_threads
+from ._evaluate import sample_params
+from ._rng import RngLike, resolve_seed
+from ._serial import to_plain
+from ._spec import MoESpec
+
+__all__ = ["FunctionalDimension", "Jacobian", "functional_dimension", "jacobian"]
+
+#: The numerical rank counts singular values above this fraction of the largest.
+RANK_RTOL = 1e-9
+#: A sample whose gap σ_r / σ_{r+1} is below this is ambiguous (definitions §6).
+AMBIGUOUS_GAP = 1e3
+#: Bytes of Jacobians held at a time by `functional_dimension`.
+CHUNK_BYTES = 1 << 27
+
+
+@dataclass(frozen=True, repr=False)
+class Jacobian:
+    """Exact Jacobians of f_θ on a set of inputs, for each row θ of `params`.
+
+    Attributes:
+        values: float64 (m, n, output_dim): f_θ(x_i), equal to `evaluate`'s up to rounding (the
+            pass computes attention in its four-matrix form).
+        routes: uint32 (m, n, layers, seq_len): each token's top-k expert set (colex rank).
+        matrix: float64 (m, n·output_dim, total_params): ∂ values.reshape(m, -1)[:, r] / ∂θ_c, rows
+            in the order of `values.reshape(m, -1)`, columns in the order of `spec.layout`.
+        on_boundary: bool (m,): θ at a top-k tie or a ReLU at 0 (within
+            `moecover_core::jacobian::BOUNDARY_TOLERANCE` = 1e-9, relative), where the Jacobian is
+            undefined (the one-sided derivative is given).
+    """
+
+    values: NDArray[np.float64]
+    routes: NDArray[np.uint32]
+    matrix: NDArray[np.float64]
+    on_boundary: NDArray[np.bool_]
+
+    def __repr__(self) -> str:
+        return (
+            f"Jacobian(matrix={list(self.matrix.shape)}, values={list(self.values.shape)}, "
+            f"on_boundary={int(np.sum(self.on_boundary))})"
+        )
+
+
+def jacobian(spec: MoESpec, params: ArrayLike, inputs: ArrayLike, n_threads: int | None = None) -> Jacobian:
+    """The exact Jacobian of θ ↦ (f_θ(x_i)_c)_{i,c} at every row θ of `params`.
+
+    Args:
+        spec: the class.
+        params: (m, total_params) or (total_params,), finite (any values: the box is not required).
+        inputs: (n, seq_len, d_model), finite.
+        n_threads: worker threads (default: MOECOVER_NUM_THREADS, else all cores); the result is the
+            same bits for any count.
+
+    Returns:
+        A `Jacobian`; for a 1-D `params` the leading axis is dropped.
+    """
+    spec = check_spec(spec)
+    theta = as_float64("params", params, ndim=(1, 2))
+    single = theta.ndim == 1
+    theta = theta.reshape(1, -1) if single else theta
+    if theta.shape[1] != spec.total_params:
+        raise ValueError(f"params: expected {spec.total_params} columns (spec.total_params), got shape {theta.shape}")
+    x = check_inputs(spec, inputs)
+    m, n, o, p = theta.shape[0], x.shape[0], spec.output_dim, spec.total_params
+    check_bytes("params", m * n * o * (8 * p + 8) + m * n * 4 * spec.layers * spec.seq_len,
+                f"the Jacobians of m={m} samples on n={n} inputs ({n * o} x {p} each)")
+    values, routes, matrix, boundary = _core.jacobian(spec._core, theta.ravel(), x.ravel(), resolve_threads(n_threads))
+    result = Jacobian(
+        values.reshape(m, n, o),
+        routes.reshape(m, n, spec.layers, spec.seq_len),
+        matrix.reshape(m, n * o, p),
+        np.array(boundary, dtype=bool),
+    )
+    if single:
+        return Jacobian(result.values[0], result.routes[0], result.matrix[0], result.on_boundary[0])
+    return result
+
+
+@dataclass(frozen=True, repr=False)
+class FunctionalDimension:
+    """The functional dimension r* of a class on fixed inputs: the largest rank of the Jacobian of
+    θ ↦ (f_θ(x_i))_i over sampled θ, pinned blocks fixed (definitions §6). It is the exact
+    asymptotic slope of log N(δ) in log(1/δ) (N(δ) = Θ(δ^{-r*})), and a lower bound on the class's
+    r* when the samples miss the region that attains it.
+
+    Attributes:
+        max_rank: r*, over the samples not on a boundary (an exact count, as seen by the samples).
+        reached: how many of those samples have rank r*.
+        ranks: int (m,): the numerical rank of each sample's Jacobian (singular values above
+            `rtol · σ_1`; 0 for a zero Jacobian).
+        gaps: (m,): σ_r / σ_{r+1} per sample (inf when r is full, i.e. min(n·o, free_params)).
+        ambiguous: the samples whose gap is below `ambiguous_gap`: their rank is not clear-cut.
+        on_boundary: bool (m,): samples at a top-k tie or a ReLU at 0, left out of `max_rank`.
+        pattern_routes: uint32 (K, n, layers, seq_len): the dataset-wide routing patterns seen.
+        pattern_samples, pattern_max_rank: int (K,): samples and the largest rank per pattern.
+        rank_by_inputs: int (n,): the largest rank of the Jacobian's rows on the first j inputs,
+            j = 1..n (how r* grows with the data; non-decreasing).
+        null_blocks: {block name: share}: how many dimensions of the null space of a sample that
+            reaches r* lie in each free block (the shares add up to free_params − r*): where the
+            symmetries and the unused parameters are.
+        ambient: n·output_dim, the dimension of the space F|X_n lives in.
+        free_params: total_params less the pinned blocks' size.
+        active_params: the paper's N_eff, for comparison.
+        rtol, ambiguous_gap: the thresholds used.
+        provenance: spec, pinned names, seed, samples, threads, version, seconds.
+    """
+
+    max_rank: int
+    reached: int
+    ranks: NDArray[np.int64]
+    gaps: NDArray[np.float64]
+    ambiguous: NDArray[np.int64]
+    on_boundary: NDArray[np.bool_]
+    pattern_routes: NDArray[np.uint32]
+    pattern_samples: NDArray[np.int64]
+    pattern_max_rank: NDArray[np.int64]
+    rank_by_inputs: NDArray[np.int64]
+    null_blocks: dict[str, float]
+    ambient: int
+    free_params: int
+    active_params: int
+    rtol: float
+    ambiguous_gap: float
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return (
+            f"FunctionalDimension(r*={self.max_rank} (reached by {self.reached} of {len(self.ranks)}), "
+            f"ambient={self.ambient}, free={self.free_params}, N_eff={self.active_params}, "
+            f"patterns={len(self.pattern_samples)}, ambiguous={len(self.ambiguous)}, "
+            f"on_boundary={int(self.on_boundary.sum())})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe: arrays become lists, inf and NaN become None."""
+        return to_plain(self)  # type: ignore[no-any-return]
+
+    def plot(self, path: str | None = None) -> Any:
+        """The rank on the first j inputs against j, beside the paper's N_eff, the free parameters
+        and the ambient cap j·o. Saves a PNG to `path` when given; returns the figure. Needs
+        matplotlib (`pip install "moecover[plot]"`)."""
+        import matplotlib
+
+        if path is not None:
+            matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        n = len(self.rank_by_inputs)
+        j = np.arange(1, n + 1)
+        o = self.ambient // max(n, 1)
+        fig, ax = plt.subplots(figsize=(7, 4.4))
+        ax.plot(j, self.rank_by_inputs, "o-", color="black", label=f"largest Jacobian rank (r* = {self.max_rank})")
+        ax.plot(j, o * j, ":", color="tab:gray", label="ambient cap j·o")
+        ax.axhline(self.active_params, linestyle="--", color="tab:blue", label=f"paper's N_eff = {self.active_params}")
+        ax.axhline(self.free_params, linestyle="-.", color="tab:orange", label=f"free parameters = {self.free_params}")
+        top = max(self.free_params, self.active_params, int(self.rank_by_inputs.max(initial=1))) * 1.1
+        ax.set_ylim(0, top)
+        ax.set_xlim(0.5, n + 0.5)
+        ax.set_xlabel("inputs j (the first j of the set)")
+        ax.set_ylabel("rank of the Jacobian on the first j inputs")
+        spec = self.provenance.get("spec", {})
+        title = ", ".join(f"{k}={spec[k]}" for k in ("layers", "experts", "top_k", "d_model", "expert") if k in spec)
+        ax.set_title(f"Functional dimension: {title}\n{len(self.ranks)} samples, r* as seen", fontsize=10)
+        ax.legend(fontsize=8, loc="upper left")
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(path, dpi=110, format="png")
+            plt.close(fig)
+        return fig
+
+
+def _gap(singular: NDArray[np.float64], rank: int) -> float:
+    if rank >= len(singular):
+        return math.inf
+    below = singular[rank]
+    return math.inf if below == 0 else float(singular[rank - 1] / below) if rank > 0 else 0.0
+
+
+def functional_dimension(
+    spec: MoESpec,
+    inputs: ArrayLike,
+    samples: int = 1000,
+    rng: RngLike = None,
+    pinned: Mapping[str, ArrayLike] | None = None,
+    n_threads: int | None = None,
+    rtol: float = RANK_RTOL,
+    ambiguous_gap: float = AMBIGUOUS_GAP,
+) -> FunctionalDimension:
+    """The functional dimension r* of `spec` on `inputs`: the largest numerical rank of the exact
+    Jacobian over `samples` parameter samples (uniform in the box, `pinned` blocks fixed and left
+    out of the columns). See `FunctionalDimension` for what is reported beside it.
+    """
+    from . import __version__
+
+    started = time.perf_counter()
+    spec = check_spec(spec)
+    x = check_inputs(spec, inputs)
+    samples = positive_int("samples", samples)
+    if not (isinstance(rtol, (int, float)) and 0 < rtol < 1):
+        raise ValueError(f"rtol: must be in (0, 1), got {rtol!r}")
+    if not (isinstance(ambiguous_gap, (int, float)) and ambiguous_gap > 1):
+        raise ValueError(f"ambiguous_gap: must be > 1, got {ambiguous_gap!r}")
+    resolve_pinned(spec, pinned)
+    threads = resolve_threads(n_threads)
+    seed = resolve_seed(rng)
+    n, o = x.shape[0], spec.output_dim
+    pinned_names = set(pinned or {})
+    free_blocks = [b for b in spec.layout if b.name not in pinned_names]
+    free = np.concatenate([np.arange(b.offset, b.offset + b.size) for b in free_blocks]) if free_blocks else np.zeros(0, int)
+    rows, width = n * o, len(free)
+    per_sample = 8 * rows * spec.total_params
+    chunk = max(1, min(samples, CHUNK_BYTES // max(per_sample, 1)))
+    check_bytes("inputs", chunk * per_sample * 3, f"the Jacobians of one chunk of {chunk} samples ({rows} x {spec.total_params})")
+
+    ranks = np.zeros(samples, dtype=np.int64)
+    gaps = np.zeros(samples)
+    boundary = np.zeros(samples, dtype=bool)
+    prefix = np.zeros((samples, n), dtype=np.int64)
+    patterns: dict[bytes, int] = {}
+    pattern_routes: list[NDArray[np.uint32]] = []
+    pattern_of = np.zeros(samples, dtype=np.int64)
+    witness: tuple[int, NDArray[np.float64]] | None = None  # (rank, θ) of the best sample so far
+    for start in range(0, samples, chunk):
+        m = min(chunk, samples - start)
+        theta = sample_params(spec, m, rng=seed, start=start, pinned=pinned, n_threads=threads)
+        found = jacobian(spec, theta, x, n_threads=threads)
+        matrix = found.matrix[:, :, free]
+        singular = np.linalg.svd(matrix, compute_uv=False) if width and rows else np.zeros((m, 0))
+        top = singular[:, :1] if singular.shape[1] else np.zeros((m, 1))
+        threshold = rtol * top
+        chunk_ranks = (singular > threshold).sum(axis=1)
+        # the rank on the first j inputs: R of a QR of Jᵀ spans the same prefixes, and its leading
+        # blocks' singular values count them (with the full Jacobian's threshold)
+        if width and rows:
+            r_factor = np.linalg.qr(np.swapaxes(matrix, 1, 2), mode="r")
+            for j in range(1, n + 1):
+                block = r_factor[:, : min(j * o, width), : j * o]
+                prefix[start : start + m, j - 1] = (np.linalg.svd(block, compute_uv=False) > threshold).sum(axis=1)
+            prefix[start : start + m, n - 1] = chunk_ranks
+        for i in range(m):
+            s = start + i
+            ranks[s] = chunk_ranks[i]
+            gaps[s] = _gap(singular[i], int(chunk_ranks[i]))
+            boundary[s] = found.on_boundary[i]
+            key = found.routes[i].tobytes()
+            if key not in patterns:
+                patterns[key] = len(patterns)
+                pattern_routes.append(found.routes[i].copy())
+            pattern_of[s] = patterns[key]
+            if not boundary[s] and (witness is None or ranks[s] > witness[0]):
+                witness = (int(ranks[s]), theta[i].copy())
+    usable = ~boundary
+    max_rank = int(ranks[usable].max()) if usable.any() else 0
+    reached = int((ranks[usable] == max_rank).sum())
+    pattern_samples = np.bincount(pattern_of, minlength=len(patterns)).astype(np.int64)
+    pattern_max = np.zeros(len(patterns), dtype=np.int64)
+    np.maximum.at(pattern_max, pattern_of[usable], ranks[usable])
+    rank_by_inputs = np.maximum.accumulate(prefix[usable].max(axis=0)) if usable.any() else np.zeros(n, np.int64)
+    null_blocks = _null_blocks(spec, x, witness, free_blocks, free, rtol)
+    return FunctionalDimension(
+        max_rank=max_rank,
+        reached=reached,
+        ranks=ranks,
+        gaps=gaps,
+        ambiguous=np.flatnonzero(gaps < ambiguous_gap).astype(np.int64),
+        on_boundary=boundary,
+        pattern_routes=np.array(pattern_routes, dtype=np.uint32),
+        pattern_samples=pattern_samples,
+        pattern_max_rank=pattern_max,
+        rank_by_inputs=rank_by_inputs.astype(np.int64),
+        null_blocks=null_blocks,
+        ambient=rows,
+        free_params=width,
+        active_params=spec.active_params,
+        rtol=float(rtol),
+        ambiguous_gap=float(ambiguous_gap),
+        provenance={
+            "spec": {name: getattr(spec, name) for name in spec.__dataclass_fields__ if name != "_core"},
+            "pinned": sorted(pinned_names),
+            "seed": seed,
+            "samples": samples,
+            "inputs": n,
+            "n_threads": threads,
+            "version": __version__,
+            "seconds": time.perf_counter() - started,
+        },
+    )
+
+
+def _null_blocks(spec: MoESpec, x: NDArray[np.float64], witness: tuple[int, NDArray[np.float64]] | None,
+                 free_blocks: list[Any], free: NDArray[np.int64], rtol: float) -> dict[str, float]:
+    """Per free block, the dimensions of the witness's null space that lie in it: Σ over its
+    columns of the squared null-space basis (the shares add up to the null space's dimension)."""
+    if witness is None or len(free) == 0:
+        return {}
+    rank, theta = witness
+    matrix = jacobian(spec, theta, x, n_threads=1).matrix[:, free]
+    _, singular, vt = np.linalg.svd(matrix, full_matrices=True)
+    null = vt[rank:]
+    shares = {}
+    position = 0
+    for block in free_blocks:
+        shares[block.name] = float((null[:, position : position + block.size] ** 2).sum())
+        position += block.size
+    return shares

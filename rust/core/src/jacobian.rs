@@ -1,0 +1,836 @@
+//! Exact Jacobians `∂f_θ(x_i)_c / ∂θ` of the forward pass (docs/definitions.md §6), by a reverse
+//! pass written against a recording of the forward pass.
+//!
+//! The forward pass here is written for clarity, not speed: it records, per layer, every
+//! intermediate the reverse pass needs (attention's queries, keys, values and weights, the router
+//! scores, the chosen experts and their gates, each chosen expert's output and hidden
+//! pre-activations). Attention is computed in its four-matrix form, so its values equal
+//! [`crate::forward`]'s (which folds `W_Q W_Kᵀ` for one head) up to rounding, not bit for bit.
+//! One reverse pass per output coordinate gives one row of the Jacobian: for the scalar readout,
+//! one reverse pass per input.
+//!
+//! Off a set of measure zero (a top-k tie between a chosen and an unchosen expert, or a ReLU at 0)
+//! the class is real-analytic in θ and the Jacobian exists. [`BOUNDARY_TOLERANCE`] decides when a
+//! θ is reported as on that set: the derivative there is the one-sided one the pass takes.
+
+use crate::error::{allocate, Error, Result};
+use crate::forward::select_top_k;
+use crate::parallel::{chunk_len, pool, run_chunked, Interrupt};
+use crate::routing::RankTable;
+use crate::spec::{Block, ExpertKind, Gate, MoeSpec, Readout};
+use rayon::prelude::*;
+
+/// A θ is on a boundary when, on some token, the lowest chosen router score and the highest
+/// unchosen one differ by at most this fraction of `max(1, |a|, |b|)`, or a ReLU pre-activation of
+/// a chosen expert is within this fraction of `max(1, |terms|)` of 0.
+pub const BOUNDARY_TOLERANCE: f64 = 1e-9;
+
+/// Values `(m, n, o)`, routes `(m, n, layers, seq_len)`, the Jacobian `(m, n·o, P)` with rows in
+/// the order of the values and columns in θ's layout order, and a boundary flag per θ.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Jacobians {
+    pub values: Vec<f64>,
+    pub routes: Vec<u32>,
+    pub matrix: Vec<f64>,
+    pub on_boundary: Vec<bool>,
+}
+
+/// What the reverse pass needs of one layer.
+struct LayerRecord {
+    /// The block's input H, `ℓ × D`.
+    h: Vec<f64>,
+    /// Attention: `Q, K, V` (`ℓ × D`), the weights per head (`heads × ℓ × ℓ`), the concatenated
+    /// heads `C` (`ℓ × D`) and the output `Attn(H)`.
+    q: Vec<f64>,
+    k: Vec<f64>,
+    v: Vec<f64>,
+    weights: Vec<f64>,
+    context: Vec<f64>,
+    attn: Vec<f64>,
+    /// The mixture's input (`Y` or `H`), `ℓ × D`.
+    z: Vec<f64>,
+    /// Router scores `ℓ × M`; the full softmax of them (for `full_softmax`), `ℓ × M`.
+    scores: Vec<f64>,
+    probs: Vec<f64>,
+    /// Per token the chosen experts (ascending) and their gates, `ℓ × k`.
+    chosen: Vec<usize>,
+    gates: Vec<f64>,
+    /// Per token and place the expert's output `E_j(z_t)` (`ℓ × k × D`) and hidden
+    /// pre-activations (`ℓ × k × h`, mlp experts).
+    outputs: Vec<f64>,
+    pre: Vec<f64>,
+}
+
+/// Scratch for one thread: a record per layer, the final activations and the reverse pass's
+/// buffers.
+pub struct Workspace {
+    layers: Vec<LayerRecord>,
+    out: Vec<f64>,
+    ranks: RankTable,
+    top_scores: Vec<f64>,
+    top_experts: Vec<f64>,
+    selected: Vec<usize>,
+    /// The reverse pass: ∂f/∂H of the current block's output and input, ∂f/∂(attention or
+    /// mixture input), and per-token scratch.
+    d_out: Vec<f64>,
+    d_in: Vec<f64>,
+    d_branch: Vec<f64>,
+    d_context: Vec<f64>,
+    d_q: Vec<f64>,
+    d_k: Vec<f64>,
+    d_v: Vec<f64>,
+    d_weights: Vec<f64>,
+    d_scores: Vec<f64>,
+    d_gates: Vec<f64>,
+    d_hidden: Vec<f64>,
+}
+
+impl Workspace {
+    pub fn new(spec: &MoeSpec) -> Self {
+        let (l, d, m, k, h) = (spec.seq_len, spec.d_model, spec.experts, spec.top_k, spec.expert_hidden);
+        let heads = spec.heads.max(1);
+        let record = || LayerRecord {
+            h: vec![0.0; l * d],
+            q: vec![0.0; l * d],
+            k: vec![0.0; l * d],
+            v: vec![0.0; l * d],
+            weights: vec![0.0; heads * l * l],
+            context: vec![0.0; l * d],
+            attn: vec![0.0; l * d],
+            z: vec![0.0; l * d],
+            scores: vec![0.0; l * m],
+            probs: vec![0.0; l * m],
+            chosen: vec![0; l * k],
+            gates: vec![0.0; l * k],
+            outputs: vec![0.0; l * k * d],
+            pre: vec![0.0; l * k * h],
+        };
+        Workspace {
+            layers: (0..spec.layers).map(|_| record()).collect(),
+            out: vec![0.0; l * d],
+            ranks: RankTable::new(spec.experts, spec.top_k),
+            top_scores: vec![0.0; k],
+            top_experts: vec![0.0; k],
+            selected: vec![0; k],
+            d_out: vec![0.0; l * d],
+            d_in: vec![0.0; l * d],
+            d_branch: vec![0.0; l * d],
+            d_context: vec![0.0; l * d],
+            d_q: vec![0.0; l * d],
+            d_k: vec![0.0; l * d],
+            d_v: vec![0.0; l * d],
+            d_weights: vec![0.0; l],
+            d_scores: vec![0.0; m],
+            d_gates: vec![0.0; k],
+            d_hidden: vec![0.0; h],
+        }
+    }
+}
+
+/// `out = a · W` for `a` (rows × D) and `W` (D × D) row-major.
+fn matmul(a: &[f64], w: &[f64], d: usize, out: &mut [f64]) {
+    for (row, out_row) in a.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        out_row.fill(0.0);
+        for (&a_i, w_row) in row.iter().zip(w.chunks_exact(d)) {
+            for (o, &w_ic) in out_row.iter_mut().zip(w_row) {
+                *o += a_i * w_ic;
+            }
+        }
+    }
+}
+
+/// The reverse of `out = a · W`: `dW += aᵀ d_out` into `grad_w`, and `d_a += d_out Wᵀ`.
+fn matmul_reverse(a: &[f64], w: &[f64], d: usize, d_out: &[f64], grad_w: &mut [f64], d_a: &mut [f64]) {
+    for ((row, d_row), da_row) in a
+        .chunks_exact(d)
+        .zip(d_out.chunks_exact(d))
+        .zip(d_a.chunks_exact_mut(d))
+    {
+        for (i, (&a_i, w_row)) in row.iter().zip(w.chunks_exact(d)).enumerate() {
+            let mut sum = 0.0;
+            for (c, (&dout, &w_ic)) in d_row.iter().zip(w_row).enumerate() {
+                grad_w[i * d + c] += a_i * dout;
+                sum += dout * w_ic;
+            }
+            da_row[i] += sum;
+        }
+    }
+}
+
+fn softmax(values: &mut [f64]) {
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mut total = 0.0;
+    for v in values.iter_mut() {
+        *v = (*v - max).exp();
+        total += *v;
+    }
+    for v in values.iter_mut() {
+        *v /= total;
+    }
+}
+
+fn near(a: f64, b: f64) -> bool {
+    (a - b).abs() <= BOUNDARY_TOLERANCE * a.abs().max(b.abs()).max(1.0)
+}
+
+/// `Attn(H)` in its four-matrix form, recorded.
+fn attention(spec: &MoeSpec, theta: &[f64], layer: usize, r: &mut LayerRecord) {
+    let (l, d) = (spec.seq_len, spec.d_model);
+    let dd = d * d;
+    let [wq, wk, wv, wo] = spec.offsets(layer).attn;
+    matmul(&r.h, &theta[wq..wq + dd], d, &mut r.q);
+    matmul(&r.h, &theta[wk..wk + dd], d, &mut r.k);
+    matmul(&r.h, &theta[wv..wv + dd], d, &mut r.v);
+    let width = d / spec.heads;
+    let scale = 1.0 / (width as f64).sqrt();
+    for head in 0..spec.heads {
+        let cols = head * width..(head + 1) * width;
+        for t in 0..l {
+            let weights = &mut r.weights[(head * l + t) * l..(head * l + t + 1) * l];
+            for (u, w) in weights.iter_mut().enumerate() {
+                let dot: f64 = r.q[t * d..][cols.clone()]
+                    .iter()
+                    .zip(&r.k[u * d..][cols.clone()])
+                    .map(|(a, b)| a * b)
+                    .sum();
+                *w = dot * scale;
+            }
+            softmax(weights);
+            for c in cols.clone() {
+                r.context[t * d + c] = (0..l).map(|u| weights[u] * r.v[u * d + c]).sum();
+            }
+        }
+    }
+    matmul(&r.context, &theta[wo..wo + dd], d, &mut r.attn);
+}
+
+/// `MoE(Z)`, recorded, into `out`; each token's colex rank into `routes`. Returns whether some
+/// token sits on a boundary.
+fn mixture(
+    spec: &MoeSpec,
+    theta: &[f64],
+    layer: usize,
+    r: &mut LayerRecord,
+    ws: &mut Tools,
+    out: &mut [f64],
+    routes: &mut [u32],
+) -> bool {
+    let (d, m, k, h) = (spec.d_model, spec.experts, spec.top_k, spec.expert_hidden);
+    let offsets = spec.offsets(layer);
+    let weight = &theta[offsets.router_weight..offsets.router_bias];
+    let bias = &theta[offsets.router_bias..offsets.experts];
+    let size = spec.expert_params();
+    let mut boundary = false;
+    for (t, z) in r.z.chunks_exact(d).enumerate() {
+        let scores = &mut r.scores[t * m..(t + 1) * m];
+        for ((s, row), &b) in scores.iter_mut().zip(weight.chunks_exact(d)).zip(bias) {
+            *s = row.iter().zip(z).map(|(w, x)| w * x).sum::<f64>() + b;
+        }
+        select_top_k::<1>(scores, k, &mut *ws.top_scores, &mut *ws.top_experts);
+        for (s, &j) in ws.selected.iter_mut().zip(ws.top_experts.iter()) {
+            *s = j as usize;
+        }
+        routes[t] = ws.ranks.rank(ws.selected);
+        if k < m {
+            let lowest_chosen = ws.top_scores[k - 1];
+            let highest_other = (0..m)
+                .filter(|j| !ws.selected.contains(j))
+                .map(|j| scores[j])
+                .fold(f64::NEG_INFINITY, f64::max);
+            boundary |= near(lowest_chosen, highest_other);
+        }
+        let probs = &mut r.probs[t * m..(t + 1) * m];
+        probs.copy_from_slice(scores);
+        softmax(probs);
+        let chosen = &mut r.chosen[t * k..(t + 1) * k];
+        chosen.copy_from_slice(&*ws.selected);
+        let gates = &mut r.gates[t * k..(t + 1) * k];
+        match spec.gate {
+            Gate::Uniform => gates.fill(1.0 / k as f64),
+            Gate::FullSoftmax => gates.iter_mut().zip(chosen.iter()).for_each(|(g, &j)| *g = probs[j]),
+            Gate::RenormalizedSoftmax => {
+                gates.iter_mut().zip(chosen.iter()).for_each(|(g, &j)| *g = scores[j]);
+                softmax(gates);
+            }
+        }
+        let out_t = &mut out[t * d..(t + 1) * d];
+        out_t.fill(0.0);
+        for p in 0..k {
+            let j = chosen[p];
+            let params = &theta[offsets.experts + j * size..][..size];
+            let e = &mut r.outputs[(t * k + p) * d..(t * k + p + 1) * d];
+            match spec.expert {
+                ExpertKind::Constant => e.copy_from_slice(&params[..d]),
+                ExpertKind::Linear => {
+                    let (a, bias) = params.split_at(d * d);
+                    for ((e_r, row), &b) in e.iter_mut().zip(a.chunks_exact(d)).zip(bias) {
+                        *e_r = row.iter().zip(z).map(|(w, x)| w * x).sum::<f64>() + b;
+                    }
+                }
+                ExpertKind::Mlp => {
+                    let (w1, rest) = params.split_at(h * d);
+                    let (b1, rest) = rest.split_at(h);
+                    let (w2, b2) = rest.split_at(d * h);
+                    let pre = &mut r.pre[(t * k + p) * h..(t * k + p + 1) * h];
+                    for ((a, row), &b) in pre.iter_mut().zip(w1.chunks_exact(d)).zip(b1) {
+                        *a = row.iter().zip(z).map(|(w, x)| w * x).sum::<f64>() + b;
+                        let magnitude = row.iter().zip(z).map(|(w, x)| (w * x).abs()).sum::<f64>() + b.abs();
+                        boundary |= a.abs() <= BOUNDARY_TOLERANCE * magnitude.max(1.0);
+                    }
+                    for ((e_r, row), &b) in e.iter_mut().zip(w2.chunks_exact(h)).zip(&b2[..d]) {
+                        *e_r = row.iter().zip(pre.iter()).map(|(w, a)| w * a.max(0.0)).sum::<f64>() + b;
+                    }
+                }
+            }
+            for (o, &e_r) in out_t.iter_mut().zip(e.iter()) {
+                *o += gates[p] * e_r;
+            }
+        }
+    }
+    boundary
+}
+
+/// The routing helpers the mixture borrows from the workspace.
+struct Tools<'a> {
+    ranks: &'a RankTable,
+    top_scores: &'a mut [f64],
+    top_experts: &'a mut [f64],
+    selected: &'a mut [usize],
+}
+
+/// The forward pass of θ on one input `x`, recorded in `ws`; the last block's H in `ws.out`, the
+/// routes into `routes`. Returns whether θ is on a boundary for this input.
+fn record(spec: &MoeSpec, theta: &[f64], x: &[f64], ws: &mut Workspace, routes: &mut [u32]) -> bool {
+    let l = spec.seq_len;
+    let Workspace {
+        layers,
+        out,
+        ranks,
+        top_scores,
+        top_experts,
+        selected,
+        ..
+    } = ws;
+    let mut tools = Tools {
+        ranks,
+        top_scores,
+        top_experts,
+        selected,
+    };
+    let mut boundary = false;
+    layers[0].h.copy_from_slice(x);
+    for layer in 0..spec.layers {
+        let (done, rest) = layers.split_at_mut(layer + 1);
+        let r = &mut done[layer];
+        if spec.heads > 0 {
+            attention(spec, theta, layer, r);
+        } else {
+            r.attn.fill(0.0);
+        }
+        match spec.block {
+            Block::Sequential => {
+                for ((z, &h), &a) in r.z.iter_mut().zip(&r.h).zip(&r.attn) {
+                    *z = h + a;
+                }
+            }
+            Block::Parallel => r.z.copy_from_slice(&r.h),
+        }
+        let layer_routes = &mut routes[layer * l..(layer + 1) * l];
+        boundary |= mixture(spec, theta, layer, r, &mut tools, out, layer_routes);
+        // the block's output: H' = Y + MoE(Y) (sequential) or H + Attn(H) + MoE(H) (parallel)
+        for (i, o) in out.iter_mut().enumerate() {
+            *o += match spec.block {
+                Block::Sequential => r.z[i],
+                Block::Parallel => r.h[i] + r.attn[i],
+            };
+        }
+        if let Some(next) = rest.first_mut() {
+            next.h.copy_from_slice(out);
+        }
+    }
+    boundary
+}
+
+/// The readout's coordinate `c` as an index into the last block's H (`ℓ × D`).
+fn readout_index(spec: &MoeSpec, c: usize) -> usize {
+    match spec.readout {
+        Readout::Scalar => 0,
+        Readout::Token0 | Readout::All => c,
+    }
+}
+
+// Index loops: each step reads three or four arrays at related indices, as the formulas do.
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+/// The reverse of `Attn(H)`: `d_attn` (∂f/∂Attn(H)) into the gradient `grad` and `d_h += ∂f/∂H`.
+fn attention_reverse(
+    spec: &MoeSpec,
+    theta: &[f64],
+    layer: usize,
+    r: &LayerRecord,
+    d_attn: &[f64],
+    ws: &mut Scratch,
+    grad: &mut [f64],
+    d_h: &mut [f64],
+) {
+    let (l, d) = (spec.seq_len, spec.d_model);
+    let dd = d * d;
+    let [wq, wk, wv, wo] = spec.offsets(layer).attn;
+    ws.d_context.fill(0.0);
+    matmul_reverse(
+        &r.context,
+        &theta[wo..wo + dd],
+        d,
+        d_attn,
+        &mut grad[wo..wo + dd],
+        ws.d_context,
+    );
+    ws.d_q.fill(0.0);
+    ws.d_k.fill(0.0);
+    ws.d_v.fill(0.0);
+    let width = d / spec.heads;
+    let scale = 1.0 / (width as f64).sqrt();
+    for head in 0..spec.heads {
+        let cols = head * width..(head + 1) * width;
+        for t in 0..l {
+            let weights = &r.weights[(head * l + t) * l..(head * l + t + 1) * l];
+            // context_t = Σ_u p_u v_u: ∂p_u = d_context_t · v_u, ∂v_u += p_u d_context_t
+            for u in 0..l {
+                let mut dot = 0.0;
+                for c in cols.clone() {
+                    dot += ws.d_context[t * d + c] * r.v[u * d + c];
+                    ws.d_v[u * d + c] += weights[u] * ws.d_context[t * d + c];
+                }
+                ws.d_weights[u] = dot;
+            }
+            // softmax: ∂s_u = p_u (∂p_u − Σ_u' p_u' ∂p_u')
+            let mean: f64 = weights.iter().zip(ws.d_weights.iter()).map(|(p, dp)| p * dp).sum();
+            for u in 0..l {
+                let d_score = weights[u] * (ws.d_weights[u] - mean) * scale;
+                for c in cols.clone() {
+                    ws.d_q[t * d + c] += d_score * r.k[u * d + c];
+                    ws.d_k[u * d + c] += d_score * r.q[t * d + c];
+                }
+            }
+        }
+    }
+    matmul_reverse(&r.h, &theta[wq..wq + dd], d, ws.d_q, &mut grad[wq..wq + dd], d_h);
+    matmul_reverse(&r.h, &theta[wk..wk + dd], d, ws.d_k, &mut grad[wk..wk + dd], d_h);
+    matmul_reverse(&r.h, &theta[wv..wv + dd], d, ws.d_v, &mut grad[wv..wv + dd], d_h);
+}
+
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+/// The reverse of `MoE(Z)`: `d_moe` (∂f/∂MoE(Z)) into the gradient `grad` and `d_z += ∂f/∂Z`.
+fn mixture_reverse(
+    spec: &MoeSpec,
+    theta: &[f64],
+    layer: usize,
+    r: &LayerRecord,
+    d_moe: &[f64],
+    ws: &mut Scratch,
+    grad: &mut [f64],
+    d_z: &mut [f64],
+) {
+    let (d, m, k, h) = (spec.d_model, spec.experts, spec.top_k, spec.expert_hidden);
+    let offsets = spec.offsets(layer);
+    let size = spec.expert_params();
+    for (t, z) in r.z.chunks_exact(d).enumerate() {
+        let d_out = &d_moe[t * d..(t + 1) * d];
+        let d_zt = &mut d_z[t * d..(t + 1) * d];
+        let chosen = &r.chosen[t * k..(t + 1) * k];
+        let gates = &r.gates[t * k..(t + 1) * k];
+        for p in 0..k {
+            let j = chosen[p];
+            let start = offsets.experts + j * size;
+            let params = &theta[start..start + size];
+            let g_params = &mut grad[start..start + size];
+            let e = &r.outputs[(t * k + p) * d..(t * k + p + 1) * d];
+            ws.d_gates[p] = d_out.iter().zip(e).map(|(a, b)| a * b).sum();
+            let gate = gates[p];
+            match spec.expert {
+                ExpertKind::Constant => {
+                    for (g, &dy) in g_params[..d].iter_mut().zip(d_out) {
+                        *g += gate * dy;
+                    }
+                }
+                ExpertKind::Linear => {
+                    let (a, _) = params.split_at(d * d);
+                    for (row, &dy) in d_out.iter().enumerate() {
+                        let de = gate * dy;
+                        for c in 0..d {
+                            g_params[row * d + c] += de * z[c];
+                            d_zt[c] += de * a[row * d + c];
+                        }
+                        g_params[d * d + row] += de;
+                    }
+                }
+                ExpertKind::Mlp => {
+                    let (w1, rest) = params.split_at(h * d);
+                    let (_, rest) = rest.split_at(h);
+                    let (w2, _) = rest.split_at(d * h);
+                    let pre = &r.pre[(t * k + p) * h..(t * k + p + 1) * h];
+                    let (gw1, rest) = g_params.split_at_mut(h * d);
+                    let (gb1, rest) = rest.split_at_mut(h);
+                    let (gw2, gb2) = rest.split_at_mut(d * h);
+                    ws.d_hidden.fill(0.0);
+                    for (row, &dy) in d_out.iter().enumerate() {
+                        let de = gate * dy;
+                        for u in 0..h {
+                            gw2[row * h + u] += de * pre[u].max(0.0);
+                            ws.d_hidden[u] += de * w2[row * h + u];
+                        }
+                        gb2[row] += de;
+                    }
+                    for u in 0..h {
+                        let d_pre = if pre[u] > 0.0 { ws.d_hidden[u] } else { 0.0 };
+                        for c in 0..d {
+                            gw1[u * d + c] += d_pre * z[c];
+                            d_zt[c] += d_pre * w1[u * d + c];
+                        }
+                        gb1[u] += d_pre;
+                    }
+                }
+            }
+        }
+        // the gates' dependence on the router scores
+        ws.d_scores.fill(0.0);
+        let weighted: f64 = gates.iter().zip(ws.d_gates.iter()).map(|(g, dg)| g * dg).sum();
+        match spec.gate {
+            Gate::Uniform => continue,
+            Gate::RenormalizedSoftmax => {
+                for p in 0..k {
+                    ws.d_scores[chosen[p]] = gates[p] * (ws.d_gates[p] - weighted);
+                }
+            }
+            Gate::FullSoftmax => {
+                let probs = &r.probs[t * m..(t + 1) * m];
+                for (s, &prob) in ws.d_scores.iter_mut().zip(probs) {
+                    *s = -prob * weighted;
+                }
+                for p in 0..k {
+                    ws.d_scores[chosen[p]] += gates[p] * ws.d_gates[p];
+                }
+            }
+        }
+        // scores s = W_r z + b_r
+        let weight = &theta[offsets.router_weight..offsets.router_bias];
+        for (j, &ds) in ws.d_scores.iter().enumerate() {
+            for c in 0..d {
+                grad[offsets.router_weight + j * d + c] += ds * z[c];
+                d_zt[c] += ds * weight[j * d + c];
+            }
+            grad[offsets.router_bias + j] += ds;
+        }
+    }
+}
+
+/// The reverse pass's buffers, borrowed from the workspace beside its records.
+struct Scratch<'a> {
+    d_context: &'a mut [f64],
+    d_q: &'a mut [f64],
+    d_k: &'a mut [f64],
+    d_v: &'a mut [f64],
+    d_weights: &'a mut [f64],
+    d_scores: &'a mut [f64],
+    d_gates: &'a mut [f64],
+    d_hidden: &'a mut [f64],
+}
+
+/// The gradient of the last block's H at index `index` with respect to θ, into `grad` (length P,
+/// zeroed here), from the recording in `ws`.
+fn reverse(spec: &MoeSpec, theta: &[f64], ws: &mut Workspace, index: usize, grad: &mut [f64]) {
+    grad.fill(0.0);
+    let Workspace {
+        layers,
+        d_out,
+        d_in,
+        d_branch,
+        d_context,
+        d_q,
+        d_k,
+        d_v,
+        d_weights,
+        d_scores,
+        d_gates,
+        d_hidden,
+        ..
+    } = ws;
+    let mut scratch = Scratch {
+        d_context,
+        d_q,
+        d_k,
+        d_v,
+        d_weights,
+        d_scores,
+        d_gates,
+        d_hidden,
+    };
+    d_out.fill(0.0);
+    d_out[index] = 1.0;
+    for layer in (0..spec.layers).rev() {
+        let r = &layers[layer];
+        match spec.block {
+            Block::Sequential => {
+                // H' = Y + MoE(Y), Y = H + Attn(H)
+                d_branch.copy_from_slice(d_out);
+                mixture_reverse(spec, theta, layer, r, d_out, &mut scratch, grad, d_branch);
+                d_in.copy_from_slice(d_branch);
+                if spec.heads > 0 {
+                    attention_reverse(spec, theta, layer, r, d_branch, &mut scratch, grad, d_in);
+                }
+            }
+            Block::Parallel => {
+                // H' = H + Attn(H) + MoE(H)
+                d_in.copy_from_slice(d_out);
+                mixture_reverse(spec, theta, layer, r, d_out, &mut scratch, grad, d_in);
+                if spec.heads > 0 {
+                    attention_reverse(spec, theta, layer, r, d_out, &mut scratch, grad, d_in);
+                }
+            }
+        }
+        std::mem::swap(d_out, d_in);
+    }
+}
+
+/// Values, routes, Jacobian rows and the boundary flag of θ on every input.
+fn jacobian_of_one(spec: &MoeSpec, theta: &[f64], inputs: &[f64], ws: &mut Workspace, out: JacobianOfOne<'_>) -> bool {
+    let (o, r, p) = (spec.output_dim(), spec.routes_per_input(), spec.total_params());
+    let mut boundary = false;
+    for (i, x) in inputs.chunks_exact(spec.input_len()).enumerate() {
+        boundary |= record(spec, theta, x, ws, &mut out.routes[i * r..(i + 1) * r]);
+        for c in 0..o {
+            let index = readout_index(spec, c);
+            out.values[i * o + c] = ws.out[index];
+            reverse(
+                spec,
+                theta,
+                ws,
+                index,
+                &mut out.matrix[(i * o + c) * p..(i * o + c + 1) * p],
+            );
+        }
+    }
+    boundary
+}
+
+/// The output slices of one θ.
+struct JacobianOfOne<'a> {
+    values: &'a mut [f64],
+    routes: &'a mut [u32],
+    matrix: &'a mut [f64],
+}
+
+/// The Jacobians of every row of `params` (`m × P`) on every input (`n × seq_len × d_model`),
+/// multithreaded over θ; the same bits for any thread count.
+pub fn jacobian(
+    spec: &MoeSpec,
+    params: &[f64],
+    inputs: &[f64],
+    n_threads: usize,
+    interrupt: Interrupt,
+) -> Result<Jacobians> {
+    let (o, r, p) = (spec.output_dim(), spec.routes_per_input(), spec.total_params());
+    if !params.len().is_multiple_of(p) {
+        return Err(Error::invalid(
+            "params",
+            format!("length {} is not a multiple of P = {p}", params.len()),
+        ));
+    }
+    if !inputs.len().is_multiple_of(spec.input_len()) {
+        return Err(Error::invalid(
+            "inputs",
+            format!(
+                "length {} is not a multiple of seq_len * d_model = {}",
+                inputs.len(),
+                spec.input_len()
+            ),
+        ));
+    }
+    let (m, n) = (params.len() / p, inputs.len() / spec.input_len());
+    let mut values: Vec<f64> = allocate("params", &[m, n, o])?;
+    let mut routes: Vec<u32> = allocate("params", &[m, n, r])?;
+    let mut matrix: Vec<f64> = allocate("params", &[m, n, o, p])?;
+    let mut on_boundary = vec![false; m];
+    if m == 0 || n == 0 {
+        return Ok(Jacobians {
+            values,
+            routes,
+            matrix,
+            on_boundary,
+        });
+    }
+    let pool = pool(n_threads)?;
+    let cost = n * o * (p + 4 * crate::forward::flops_per_input(spec));
+    run_chunked(&pool, m, chunk_len(cost, n_threads), interrupt, |samples| {
+        let range = samples.start..samples.end;
+        values[range.start * n * o..range.end * n * o]
+            .par_chunks_mut(n * o)
+            .zip(routes[range.start * n * r..range.end * n * r].par_chunks_mut(n * r))
+            .zip(matrix[range.start * n * o * p..range.end * n * o * p].par_chunks_mut(n * o * p))
+            .zip(on_boundary[range.clone()].par_iter_mut())
+            .enumerate()
+            .for_each_init(
+                || Workspace::new(spec),
+                |ws, (i, (((values, routes), matrix), boundary))| {
+                    let s = range.start + i;
+                    let theta = &params[s * p..(s + 1) * p];
+                    *boundary = jacobian_of_one(spec, theta, inputs, ws, JacobianOfOne { values, routes, matrix });
+                },
+            );
+    })?;
+    Ok(Jacobians {
+        values,
+        routes,
+        matrix,
+        on_boundary,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forward::one;
+    use crate::parallel::never;
+    use crate::sampling::sample_row;
+    use crate::spec::SpecOptions;
+
+    /// Values and routes of the forward pass (the one [`crate::evaluate`] runs).
+    fn forward(spec: &MoeSpec, theta: &[f64], inputs: &[f64]) -> (Vec<f64>, Vec<u32>) {
+        let n = inputs.len() / spec.input_len();
+        let mut ws = one::Workspace::new(spec);
+        one::prepare(spec, theta, &mut ws);
+        let (o, r) = (spec.output_dim(), spec.routes_per_input());
+        let (mut values, mut routes) = (vec![0.0; n * o], vec![0u32; n * r]);
+        for ((x, v), rt) in inputs
+            .chunks_exact(spec.input_len())
+            .zip(values.chunks_exact_mut(o))
+            .zip(routes.chunks_exact_mut(r))
+        {
+            one::forward(spec, theta, x, &mut ws, v, rt);
+        }
+        (values, routes)
+    }
+
+    fn options() -> Vec<SpecOptions<'static>> {
+        let mut all = Vec::new();
+        let mut case = 0i64;
+        for heads in [0, 1, 2] {
+            for block in ["sequential", "parallel"] {
+                for gate in ["uniform", "renormalized_softmax", "full_softmax"] {
+                    for (expert, readout) in [
+                        ("constant", "all"),
+                        ("linear", "token0"),
+                        ("mlp", "scalar"),
+                        ("mlp", "all"),
+                    ] {
+                        case += 1;
+                        all.push(SpecOptions {
+                            layers: 1 + case % 2,
+                            experts: 4,
+                            top_k: 1 + case % 2,
+                            d_model: 4,
+                            seq_len: 2,
+                            heads,
+                            expert,
+                            expert_hidden: 3,
+                            gate,
+                            block,
+                            readout,
+                            param_bound: 1.0,
+                        });
+                    }
+                }
+            }
+        }
+        all
+    }
+
+    /// Central finite differences of the forward pass agree with the reverse pass wherever no
+    /// routing pattern changes inside the stencil, on every option; the values are the forward
+    /// pass's up to rounding, and its routes exactly.
+    #[test]
+    fn the_jacobian_equals_central_differences_on_every_option() {
+        for (case, options) in options().into_iter().enumerate() {
+            let spec = MoeSpec::new(&options).expect("valid");
+            let p = spec.total_params();
+            let mut theta = vec![0.0; p];
+            sample_row(case as u64, 0, 1.0, &Vec::new(), &mut theta);
+            let n = 3;
+            let mut inputs = vec![0.0; n * spec.input_len()];
+            sample_row(case as u64, 1, 1.0, &Vec::new(), &mut inputs);
+            let found = jacobian(&spec, &theta, &inputs, 1, &mut never()).expect("ok");
+            let (values, routes) = forward(&spec, &theta, &inputs);
+            assert_eq!(found.routes, routes, "case {case}");
+            for (a, b) in found.values.iter().zip(&values) {
+                assert!((a - b).abs() <= 1e-12 * (1.0 + b.abs()), "case {case}: {a} vs {b}");
+            }
+            let step = 1e-6;
+            let mut compared = 0;
+            for j in 0..p {
+                let (mut plus, mut minus) = (theta.clone(), theta.clone());
+                plus[j] += step;
+                minus[j] -= step;
+                let ((f_plus, r_plus), (f_minus, r_minus)) =
+                    (forward(&spec, &plus, &inputs), forward(&spec, &minus, &inputs));
+                if r_plus != routes || r_minus != routes {
+                    continue;
+                }
+                compared += 1;
+                for (row, (a, b)) in f_plus.iter().zip(&f_minus).enumerate() {
+                    let difference = (a - b) / (2.0 * step);
+                    let exact = found.matrix[row * p + j];
+                    assert!(
+                        (difference - exact).abs() <= 1e-6 * (1.0 + exact.abs()),
+                        "case {case} {spec:?}: row {row}, column {j}: {exact} vs {difference}"
+                    );
+                }
+            }
+            assert!(compared > p / 2, "case {case}: only {compared} of {p} columns compared");
+        }
+    }
+
+    #[test]
+    fn the_same_bits_for_any_thread_count() {
+        let spec = MoeSpec::new(&SpecOptions {
+            layers: 2,
+            experts: 5,
+            top_k: 2,
+            d_model: 4,
+            seq_len: 3,
+            heads: 1,
+            ..Default::default()
+        })
+        .expect("valid");
+        let p = spec.total_params();
+        let mut params = vec![0.0; 23 * p];
+        for (s, theta) in params.chunks_exact_mut(p).enumerate() {
+            sample_row(9, s as u64, 1.0, &Vec::new(), theta);
+        }
+        let mut inputs = vec![0.0; 5 * spec.input_len()];
+        sample_row(9, 99, 1.0, &Vec::new(), &mut inputs);
+        let one = jacobian(&spec, &params, &inputs, 1, &mut never()).expect("ok");
+        let two = jacobian(&spec, &params, &inputs, 2, &mut never()).expect("ok");
+        assert_eq!(one, two);
+        assert_eq!(
+            jacobian(&spec, &params, &inputs, 1, &mut || true),
+            Err(Error::Interrupted)
+        );
+    }
+
+    #[test]
+    fn a_tie_at_the_top_k_boundary_is_flagged() {
+        // constant experts, one input: router rows 0 and 1 equal, so experts 0 and 1 tie for top-1
+        let spec = MoeSpec::new(&SpecOptions {
+            experts: 3,
+            top_k: 1,
+            d_model: 1,
+            expert: "constant",
+            ..Default::default()
+        })
+        .expect("valid");
+        let tied = [1.0, 1.0, -1.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0];
+        let apart = [1.0, 0.5, -1.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0];
+        let both: Vec<f64> = tied.iter().chain(&apart).copied().collect();
+        let found = jacobian(&spec, &both, &[0.5], 1, &mut never()).expect("ok");
+        assert_eq!(found.on_boundary, vec![true, false]);
+    }
+}
