@@ -252,7 +252,7 @@ def functional_dimension(
         # the rank on the first j inputs: R of a QR of Jᵀ spans the same prefixes, and its leading
         # blocks' singular values count them (with the full Jacobian's threshold)
         if width and rows:
-            r_factor = np.linalg.qr(np.swapaxes(matrix, 1, 2), mode="r")
+            r_factor: NDArray[np.float64] = np.asarray(np.linalg.qr(np.swapaxes(matrix, 1, 2), mode="r"))
             for j in range(1, n + 1):
                 block = r_factor[:, : min(j * o, width), : j * o]
                 prefix[start : start + m, j - 1] = (np.linalg.svd(block, compute_uv=False) > threshold).sum(axis=1)
