@@ -69,3 +69,13 @@ def test_sigint_stops_estimate_entropy_within_a_second():
     """
     call = "moecover.estimate_entropy(spec, x, 2_000_000, replicates=3, rng=0, n_threads=2)"
     assert seconds_to_stop(setup, call, delay=2.0) < 1.0
+
+
+def test_sigint_stops_functional_dimension_within_a_second():
+    # the Jacobians (interruptible in the core) and their singular values, chunk by chunk
+    setup = """
+    import numpy as np, moecover
+    spec = moecover.MoESpec(layers=2, experts=8, top_k=2, d_model=4, heads=1, seq_len=4, expert_hidden=8)
+    x = moecover.inputs.box(64, seq_len=4, d_model=4, rng=0)
+    """
+    assert seconds_to_stop(setup, "moecover.functional_dimension(spec, x, samples=20_000, rng=0, n_threads=2)") < 1.0

@@ -190,3 +190,20 @@ def test_too_many_jacobians_for_memory_are_refused_up_front():
     params = np.broadcast_to(np.zeros(spec.total_params), (200_000, spec.total_params))
     with pytest.raises(moecover.TooLargeError, match="params"):
         jacobian(spec, params, np.zeros((64, 4, 8)))
+
+
+def test_theory_gives_the_functional_dimension_beside_the_other_slopes():
+    spec = MoESpec(experts=4, top_k=1, d_model=1, expert="constant")
+    x = moecover.inputs.one_per_expert(spec)
+    pinned = one_per_expert_router(spec)
+    assert moecover.theory.functional_slope(spec, x, samples=10, rng=0, pinned=pinned) == 4  # definitions §4
+    assert moecover.theory.paper_slope(spec) == 1
+    assert moecover.theory.ambient_dimension(spec, len(x)) == 4
+
+
+def test_the_plot_is_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    spec = MoESpec(experts=2, d_model=2, expert_hidden=2)
+    result = functional_dimension(spec, moecover.inputs.box(6, d_model=2, rng=0), samples=10, rng=0)
+    result.plot(str(tmp_path / "fd.png"))
+    assert (tmp_path / "fd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

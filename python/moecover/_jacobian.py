@@ -169,7 +169,7 @@ class FunctionalDimension:
         j = np.arange(1, n + 1)
         o = self.ambient // max(n, 1)
         fig, ax = plt.subplots(figsize=(7, 4.4))
-        ax.plot(j, self.rank_by_inputs, "o-", color="black", label=f"largest Jacobian rank (r* = {self.max_rank})")
+        ax.plot(j, self.rank_by_inputs, "o-", ms=4, color="black", label=f"largest Jacobian rank (r* = {self.max_rank})")
         ax.plot(j, o * j, ":", color="tab:gray", label="ambient cap j·o")
         ax.axhline(self.active_params, linestyle="--", color="tab:blue", label=f"paper's N_eff = {self.active_params}")
         ax.axhline(self.free_params, linestyle="-.", color="tab:orange", label=f"free parameters = {self.free_params}")
@@ -181,7 +181,7 @@ class FunctionalDimension:
         spec = self.provenance.get("spec", {})
         title = ", ".join(f"{k}={spec[k]}" for k in ("layers", "experts", "top_k", "d_model", "expert") if k in spec)
         ax.set_title(f"Functional dimension: {title}\n{len(self.ranks)} samples, r* as seen", fontsize=10)
-        ax.legend(fontsize=8, loc="upper left")
+        ax.legend(fontsize=8, loc="lower right")
         fig.tight_layout()
         if path is not None:
             fig.savefig(path, dpi=110, format="png")

@@ -29,7 +29,9 @@ __all__ = [
     "approximation_rate",
     "data_dependent_log_covering",
     "estimate_lipschitz",
+    "ambient_dimension",
     "exact_routing_term",
+    "functional_slope",
     "generalization_bound",
     "jmsl_chinchilla_form",
     "jmsl_loss",
@@ -161,6 +163,31 @@ def used_params(spec: MoESpec, routes_of_one_pattern: ArrayLike, pinned: Pinned 
             experts = {j for r in ranks for j in unrank(int(r), spec.top_k)}
             used += block.size if block.expert in experts else 0
     return used
+
+
+# --- the functional dimension: the exact asymptotic slope ---------------------------------------
+
+
+def functional_slope(
+    spec: MoESpec,
+    inputs: ArrayLike,
+    samples: int = 1000,
+    rng: Any = None,
+    pinned: Mapping[str, ArrayLike] | None = None,
+    n_threads: int | None = None,
+) -> int:
+    """r*, the functional dimension of `spec` on `inputs` (definitions §6): the largest rank of the
+    exact Jacobian over `samples` parameter samples. N(δ) = Θ(δ^{-r*}) as δ → 0, so r* is the slope
+    every other prediction here is to be compared with; as seen by the samples, it is a lower bound
+    on the class's r* (`moecover.functional_dimension` reports how many samples reached it)."""
+    from ._jacobian import functional_dimension
+
+    return functional_dimension(spec, inputs, samples=samples, rng=rng, pinned=pinned, n_threads=n_threads).max_rank
+
+
+def ambient_dimension(spec: MoESpec, n: int) -> int:
+    """n·o: the dimension of the space F|X_n lives in, a cap on every slope (definitions §4)."""
+    return positive_int("n", n) * check_spec(spec).output_dim
 
 
 def data_dependent_log_covering(
