@@ -150,6 +150,10 @@ def test_invariants_and_threads():
     assert np.all(np.diff(one.rank_by_inputs) >= 0) and one.rank_by_inputs[-1] == one.max_rank
     assert one.rank_by_inputs[0] <= spec.output_dim
     assert sum(one.pattern_samples) == 60 and one.pattern_max_rank.max() == one.max_rank
+    patterns = one.by_pattern
+    assert patterns[0]["max_rank"] == one.max_rank and sum(p["samples"] for p in patterns) == 60
+    assert [p["max_rank"] for p in patterns] == sorted((p["max_rank"] for p in patterns), reverse=True)
+    assert patterns[0]["routes"].shape == (12, spec.layers, spec.seq_len)
     assert sum(one.null_blocks.values()) == pytest.approx(one.free_params - one.max_rank, abs=1e-8)
     # experts' parameters at the size of the class: the paper's count is not the rank
     assert one.active_params == spec.active_params

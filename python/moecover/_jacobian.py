@@ -155,6 +155,17 @@ class FunctionalDimension:
         """JSON-safe: arrays become lists, inf and NaN become None."""
         return to_plain(self)  # type: ignore[no-any-return]
 
+    @property
+    def by_pattern(self) -> list[dict[str, Any]]:
+        """Per dataset-wide routing pattern seen, largest rank first: its routes
+        (n, layers, seq_len), how many samples had it, and the largest rank among them."""
+        order = np.lexsort((-self.pattern_samples, -self.pattern_max_rank))
+        return [
+            {"routes": self.pattern_routes[i], "samples": int(self.pattern_samples[i]),
+             "max_rank": int(self.pattern_max_rank[i])}
+            for i in order
+        ]
+
     def plot(self, path: str | None = None) -> Any:
         """The rank on the first j inputs against j, beside the paper's N_eff, the free parameters
         and the ambient cap j·o. Saves a PNG to `path` when given; returns the figure. Needs

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 
 from . import _core
 from ._checks import check_bytes, positive_int, resolve_threads
+from ._serial import to_plain
 from ._spec import MoESpec
 
 __all__ = [
@@ -126,16 +127,7 @@ class PatternCounts:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe summary (without the per-sample `group`)."""
-        return {
-            "per_input": self.per_input.tolist(),
-            "dataset": self.dataset,
-            "group_sizes": self.group_sizes.tolist(),
-            "growth": self.growth.tolist(),
-            "discovery_samples": self.discovery_samples.tolist(),
-            "discovery": self.discovery.tolist(),
-            "union_bound_per_input": self.union_bound_per_input,
-            "arrangement_bound": self.arrangement_bound,
-        }
+        return {f.name: to_plain(getattr(self, f.name)) for f in fields(self) if f.name != "group"}
 
 
 def count_patterns(routes: Any, spec: MoESpec | None = None, n_threads: int | None = None) -> PatternCounts:
