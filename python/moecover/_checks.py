@@ -19,6 +19,7 @@ __all__ = [
     "as_scales",
     "check_bytes",
     "check_inputs",
+    "check_params",
     "check_spec",
     "check_start",
     "positive_int",
@@ -168,3 +169,14 @@ def check_inputs(spec: MoESpec, inputs: ArrayLike) -> NDArray[np.float64]:
             f"inputs: expected shape (n, seq_len, d_model) = (n, {expected[0]}, {expected[1]}), got {array.shape}"
         )
     return array
+
+
+def check_params(spec: MoESpec, params: ArrayLike) -> tuple[NDArray[np.float64], bool]:
+    """`params` as C-contiguous float64 rows (m, total_params), finite, and whether it was one θ
+    (1-D), whose leading axis the caller drops again."""
+    theta = as_float64("params", params, ndim=(1, 2))
+    single = theta.ndim == 1
+    theta = theta.reshape(1, -1) if single else theta
+    if theta.shape[1] != spec.total_params:
+        raise ValueError(f"params: expected {spec.total_params} columns (spec.total_params), got shape {theta.shape}")
+    return theta, single

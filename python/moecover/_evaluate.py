@@ -10,7 +10,16 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _core
-from ._checks import as_float64, check_bytes, check_inputs, check_spec, check_start, positive_int, resolve_pinned, resolve_threads
+from ._checks import (
+    check_bytes,
+    check_inputs,
+    check_params,
+    check_spec,
+    check_start,
+    positive_int,
+    resolve_pinned,
+    resolve_threads,
+)
 from ._rng import RngLike, resolve_seed
 from ._spec import MoESpec
 
@@ -95,11 +104,7 @@ def evaluate(spec: MoESpec, params: ArrayLike, inputs: ArrayLike, n_threads: int
         `params` the leading axis is dropped.
     """
     spec = check_spec(spec)
-    theta = as_float64("params", params, ndim=(1, 2))
-    single = theta.ndim == 1
-    theta = theta.reshape(1, -1) if single else theta
-    if theta.shape[1] != spec.total_params:
-        raise ValueError(f"params: expected {spec.total_params} columns (spec.total_params), got shape {theta.shape}")
+    theta, single = check_params(spec, params)
     m = theta.shape[0]
     x = check_inputs(spec, inputs)
     n = x.shape[0]

@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _core
-from ._checks import as_float64, check_bytes, check_inputs, check_spec, positive_int, resolve_pinned, resolve_threads
+from ._checks import check_bytes, check_inputs, check_params, check_spec, positive_int, resolve_pinned, resolve_threads
 from ._evaluate import sample_params
 from ._rng import RngLike, resolve_seed
 from ._serial import to_plain
@@ -75,11 +75,7 @@ def jacobian(spec: MoESpec, params: ArrayLike, inputs: ArrayLike, n_threads: int
         A `Jacobian`; for a 1-D `params` the leading axis is dropped.
     """
     spec = check_spec(spec)
-    theta = as_float64("params", params, ndim=(1, 2))
-    single = theta.ndim == 1
-    theta = theta.reshape(1, -1) if single else theta
-    if theta.shape[1] != spec.total_params:
-        raise ValueError(f"params: expected {spec.total_params} columns (spec.total_params), got shape {theta.shape}")
+    theta, single = check_params(spec, params)
     x = check_inputs(spec, inputs)
     m, n, o, p = theta.shape[0], x.shape[0], spec.output_dim, spec.total_params
     check_bytes("params", m * n * o * (8 * p + 8) + m * n * 4 * spec.layers * spec.seq_len,
@@ -200,6 +196,31 @@ class FunctionalDimension:
         return fig
 
 
+#: Jacobians whose singular values are taken in one NumPy call: small enough that Ctrl-C, which
+#: Python sees between calls, is answered well within a second.
+SVD_BATCH = 16
+
+
+def _ranks(matrix: NDArray[np.float64], rtol: float, n: int, o: int,
+           prefix: NDArray[np.int64]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """The singular values and numerical ranks of each Jacobian in `matrix` (m, n·o, free), and into
+    `prefix` (m, n) the rank of its rows on the first j inputs: R of a QR of Jᵀ spans the same
+    prefixes, and its leading blocks' singular values count them (with the full threshold)."""
+    m, rows, width = matrix.shape
+    singular = np.zeros((m, min(rows, width)))
+    for b in range(0, m if rows and width else 0, SVD_BATCH):
+        part = matrix[b : b + SVD_BATCH]
+        singular[b : b + SVD_BATCH] = np.linalg.svd(part, compute_uv=False)
+        threshold = rtol * singular[b : b + SVD_BATCH, :1]
+        r_factor: NDArray[np.float64] = np.asarray(np.linalg.qr(np.swapaxes(part, 1, 2), mode="r"))
+        for j in range(1, n):
+            block = r_factor[:, : min(j * o, width), : j * o]
+            prefix[b : b + SVD_BATCH, j - 1] = (np.linalg.svd(block, compute_uv=False) > threshold).sum(axis=1)
+    ranks = (singular > rtol * singular[:, :1]).sum(axis=1) if singular.size else np.zeros(m, dtype=np.int64)
+    prefix[:, n - 1] = ranks
+    return singular, ranks
+
+
 def _gap(singular: NDArray[np.float64], rank: int) -> float:
     if rank >= len(singular):
         return math.inf
@@ -256,18 +277,7 @@ def functional_dimension(
         theta = sample_params(spec, m, rng=seed, start=start, pinned=pinned, n_threads=threads)
         found = jacobian(spec, theta, x, n_threads=threads)
         matrix = found.matrix[:, :, free]
-        singular = np.linalg.svd(matrix, compute_uv=False) if width and rows else np.zeros((m, 0))
-        top = singular[:, :1] if singular.shape[1] else np.zeros((m, 1))
-        threshold = rtol * top
-        chunk_ranks = (singular > threshold).sum(axis=1)
-        # the rank on the first j inputs: R of a QR of Jᵀ spans the same prefixes, and its leading
-        # blocks' singular values count them (with the full Jacobian's threshold)
-        if width and rows:
-            r_factor: NDArray[np.float64] = np.asarray(np.linalg.qr(np.swapaxes(matrix, 1, 2), mode="r"))
-            for j in range(1, n + 1):
-                block = r_factor[:, : min(j * o, width), : j * o]
-                prefix[start : start + m, j - 1] = (np.linalg.svd(block, compute_uv=False) > threshold).sum(axis=1)
-            prefix[start : start + m, n - 1] = chunk_ranks
+        singular, chunk_ranks = _ranks(matrix, rtol, n, o, prefix[start : start + m])
         for i in range(m):
             s = start + i
             ranks[s] = chunk_ranks[i]

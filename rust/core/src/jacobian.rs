@@ -240,8 +240,10 @@ fn mixture(
             boundary |= near(lowest_chosen, highest_other);
         }
         let probs = &mut r.probs[t * m..(t + 1) * m];
-        probs.copy_from_slice(scores);
-        softmax(probs);
+        if spec.gate == Gate::FullSoftmax {
+            probs.copy_from_slice(scores);
+            softmax(probs);
+        }
         let chosen = &mut r.chosen[t * k..(t + 1) * k];
         chosen.copy_from_slice(&*ws.selected);
         let gates = &mut r.gates[t * k..(t + 1) * k];
@@ -691,7 +693,7 @@ mod tests {
     use crate::forward::one;
     use crate::parallel::never;
     use crate::sampling::sample_row;
-    use crate::spec::SpecOptions;
+    use crate::spec::{option_combinations, SpecOptions};
 
     /// Values and routes of the forward pass (the one [`crate::evaluate`] runs).
     fn forward(spec: &MoeSpec, theta: &[f64], inputs: &[f64]) -> (Vec<f64>, Vec<u32>) {
@@ -711,37 +713,23 @@ mod tests {
     }
 
     fn options() -> Vec<SpecOptions<'static>> {
-        let mut all = Vec::new();
-        let mut case = 0i64;
-        for heads in [0, 1, 2] {
-            for block in ["sequential", "parallel"] {
-                for gate in ["uniform", "renormalized_softmax", "full_softmax"] {
-                    for (expert, readout) in [
-                        ("constant", "all"),
-                        ("linear", "token0"),
-                        ("mlp", "scalar"),
-                        ("mlp", "all"),
-                    ] {
-                        case += 1;
-                        all.push(SpecOptions {
-                            layers: 1 + case % 2,
-                            experts: 4,
-                            top_k: 1 + case % 2,
-                            d_model: 4,
-                            seq_len: 2,
-                            heads,
-                            expert,
-                            expert_hidden: 3,
-                            gate,
-                            block,
-                            readout,
-                            param_bound: 1.0,
-                        });
-                    }
-                }
-            }
-        }
-        all
+        let combinations = option_combinations().into_iter().enumerate();
+        combinations
+            .map(|(case, (heads, block, gate, expert, readout))| SpecOptions {
+                layers: 1 + (case as i64 + 1) % 2,
+                experts: 4,
+                top_k: 1 + (case as i64 + 1) % 2,
+                d_model: 4,
+                seq_len: 2,
+                heads,
+                expert,
+                expert_hidden: 3,
+                gate,
+                block,
+                readout,
+                param_bound: 1.0,
+            })
+            .collect()
     }
 
     /// Central finite differences of the forward pass agree with the reverse pass wherever no

@@ -385,6 +385,28 @@ impl MoeSpec {
     }
 }
 
+/// Every combination of the options that change the forward pass's code path, for the tests that
+/// compare two implementations on all of them: (heads, block, gate, expert, readout).
+#[cfg(test)]
+pub(crate) fn option_combinations() -> Vec<(i64, &'static str, &'static str, &'static str, &'static str)> {
+    let mut all = Vec::new();
+    for heads in [0, 1, 2] {
+        for block in ["sequential", "parallel"] {
+            for gate in ["uniform", "renormalized_softmax", "full_softmax"] {
+                for (expert, readout) in [
+                    ("constant", "all"),
+                    ("linear", "token0"),
+                    ("mlp", "scalar"),
+                    ("mlp", "all"),
+                ] {
+                    all.push((heads, block, gate, expert, readout));
+                }
+            }
+        }
+    }
+    all
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -505,7 +505,7 @@ impl<const W: usize> Layers for InLanes<'_, W> {
 mod tests {
     use super::*;
     use crate::sampling::sample_row;
-    use crate::spec::SpecOptions;
+    use crate::spec::{option_combinations, SpecOptions};
 
     /// Values and routes of `n` inputs through [`forward_batch`] in batches of `batch`, and one at
     /// a time through [`one::forward`].
@@ -538,52 +538,40 @@ mod tests {
 
     #[test]
     fn every_input_gets_the_bits_of_the_one_input_pass_in_any_batch() {
-        let mut case = 0u64;
-        for heads in [0, 1, 2] {
-            for block in ["sequential", "parallel"] {
-                for gate in ["uniform", "renormalized_softmax", "full_softmax"] {
-                    for (expert, readout) in [
-                        ("constant", "all"),
-                        ("linear", "token0"),
-                        ("mlp", "scalar"),
-                        ("mlp", "all"),
-                    ] {
-                        case += 1;
-                        let spec = MoeSpec::new(&SpecOptions {
-                            layers: 1 + (case % 2) as i64,
-                            experts: 5,
-                            top_k: 1 + (case % 3) as i64,
-                            d_model: 4,
-                            seq_len: 3,
-                            heads,
-                            expert,
-                            expert_hidden: 3,
-                            gate,
-                            block,
-                            readout,
-                            param_bound: 1.5,
-                        })
-                        .expect("valid");
-                        let mut theta = vec![0.0; spec.total_params()];
-                        sample_row(case, 0, spec.param_bound, &Vec::new(), &mut theta);
-                        // experts 0 and 1 of layer 0 get the same router row: their scores tie
-                        // exactly on every token, and the tie must go to expert 0
-                        let router = spec.offsets(0);
-                        let d = spec.d_model;
-                        theta.copy_within(router.router_weight..router.router_weight + d, router.router_weight + d);
-                        theta[router.router_bias + 1] = theta[router.router_bias];
-                        let n = 37;
-                        let mut inputs = vec![0.0; n * spec.input_len()];
-                        sample_row(case, 1, 2.0, &Vec::new(), &mut inputs);
-                        // exact ties between router scores: a repeated input, and a zero input
-                        inputs.copy_within(0..spec.input_len(), 5 * spec.input_len());
-                        inputs[7 * spec.input_len()..8 * spec.input_len()].fill(0.0);
-                        for batch in [1, 13, 14, 17, 28, 37] {
-                            let [lanes, one] = both_ways(&spec, &theta, &inputs, batch);
-                            assert_eq!(lanes, one, "case {case} {spec:?}, batches of {batch}");
-                        }
-                    }
-                }
+        for (case, (heads, block, gate, expert, readout)) in option_combinations().into_iter().enumerate() {
+            let case = case as u64 + 1;
+            let spec = MoeSpec::new(&SpecOptions {
+                layers: 1 + (case % 2) as i64,
+                experts: 5,
+                top_k: 1 + (case % 3) as i64,
+                d_model: 4,
+                seq_len: 3,
+                heads,
+                expert,
+                expert_hidden: 3,
+                gate,
+                block,
+                readout,
+                param_bound: 1.5,
+            })
+            .expect("valid");
+            let mut theta = vec![0.0; spec.total_params()];
+            sample_row(case, 0, spec.param_bound, &Vec::new(), &mut theta);
+            // experts 0 and 1 of layer 0 get the same router row: their scores tie
+            // exactly on every token, and the tie must go to expert 0
+            let router = spec.offsets(0);
+            let d = spec.d_model;
+            theta.copy_within(router.router_weight..router.router_weight + d, router.router_weight + d);
+            theta[router.router_bias + 1] = theta[router.router_bias];
+            let n = 37;
+            let mut inputs = vec![0.0; n * spec.input_len()];
+            sample_row(case, 1, 2.0, &Vec::new(), &mut inputs);
+            // exact ties between router scores: a repeated input, and a zero input
+            inputs.copy_within(0..spec.input_len(), 5 * spec.input_len());
+            inputs[7 * spec.input_len()..8 * spec.input_len()].fill(0.0);
+            for batch in [1, 13, 14, 17, 28, 37] {
+                let [lanes, one] = both_ways(&spec, &theta, &inputs, batch);
+                assert_eq!(lanes, one, "case {case} {spec:?}, batches of {batch}");
             }
         }
     }
