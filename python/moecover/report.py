@@ -162,11 +162,11 @@ def _sweep_plot(rows: list[StoredEstimate], axis: str, path: Path) -> None:
         for name in PREDICTIONS
     ]
     first = ax.legend(handles=kinds, fontsize=8, loc="upper left")
-    if len(series) > 1:
+    if len(series) > 1:  # the series beside the axes, where they cannot cover the first legend
         ax.add_artist(first)
-        ax.legend(fontsize=8, loc="best", title="series")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="series", title_fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")
+    fig.savefig(path, dpi=110, format="png", bbox_inches="tight")
     plt.close(fig)
 
 
