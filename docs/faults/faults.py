@@ -101,7 +101,7 @@ FAULTS = [
           "the full comparison takes a NaN coordinate as within δ, so a NaN row is covered and never checked",
           "pytest tests/test_cover.py -q -x"),
     Fault("cover-no-rollback", "rust/core/src/cover/stream.rs",
-          "            self.roll_back(before);", "            let _ = before;",
+          "            self.roll_back(before);\n        }\n        result", "            let _ = before;\n        }\n        result",
           "a chunk that fails part-way (NaN in a later block, memory limit, Ctrl-C) leaves its first blocks in the nets",
           "pytest tests/test_cover.py -q -x"),
     Fault("no-memory-check", "python/moecover/_checks.py",

@@ -96,7 +96,16 @@ pub fn run_chunked(
 /// steps: entering a pool from outside costs a hand-over between threads (about 10 µs on a VM),
 /// so one entry per call, not per step (on the nets' blocks of 2048 points, 4 % of one thread's
 /// time). `interrupt` stays on this thread, which is where Python runs its signal handlers.
-pub fn run_watched<R: Send>(pool: &Pool, interrupt: Interrupt, work: impl FnOnce(&AtomicBool) -> R + Send) -> R {
+///
+/// Once `interrupt` has said yes the result is [`Error::Interrupted`], even when the work finished
+/// its last step in the meantime: the check has consumed the signal (Python's handler ran and its
+/// exception waits in the glue), so a result of `Ok` would lose the user's Ctrl-C. Callers undo
+/// the work's effects on any error, as they do for an interrupt between steps.
+pub fn run_watched<T: Send>(
+    pool: &Pool,
+    interrupt: Interrupt,
+    work: impl FnOnce(&AtomicBool) -> Result<T> + Send,
+) -> Result<T> {
     const POLL: Duration = Duration::from_millis(50);
     let stop = AtomicBool::new(false);
     let done = AtomicBool::new(false);
@@ -114,7 +123,11 @@ pub fn run_watched<R: Send>(pool: &Pool, interrupt: Interrupt, work: impl FnOnce
             }
         }
     });
-    result.expect("the scope ends after its job")
+    let result = result.expect("the scope ends after its job");
+    if stop.load(Ordering::Relaxed) {
+        return Err(Error::Interrupted);
+    }
+    result
 }
 
 /// Tells `run_watched`'s calling thread that the work is over when dropped, so also when the work
@@ -144,7 +157,7 @@ mod tests {
     #[test]
     fn run_watched_returns_the_work_and_stops_it_once_interrupted() {
         let pool = pool(2).expect("pool");
-        assert_eq!(run_watched(&pool, &mut never(), |_| 6 * 7), 42);
+        assert_eq!(run_watched(&pool, &mut never(), |_| Ok(6 * 7)), Ok(42));
 
         // Work that runs until told to stop (at most 20 s): the third question stops it.
         let mut asked = 0;
@@ -153,26 +166,39 @@ mod tests {
             asked == 3
         };
         let start = Instant::now();
-        let steps = run_watched(&pool, &mut third, |stop| {
-            let mut steps = 0u64;
+        let mut steps = 0u64;
+        let stopped = run_watched(&pool, &mut third, |stop| {
             while !stop.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(20) {
                 std::thread::sleep(Duration::from_millis(1));
                 steps += 1;
             }
-            steps
+            Ok(steps)
         });
+        assert_eq!(stopped, Err(Error::Interrupted));
         let took = start.elapsed();
         assert_eq!(asked, 3, "no question after the stop");
 
         // A panic in the work reaches the caller (as a panic, which the glue turns into an
         // exception) instead of leaving it waiting.
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_watched(&pool, &mut never(), |_| -> u8 { panic!("a bug in the work") })
+            run_watched(&pool, &mut never(), |_| -> Result<u8> { panic!("a bug in the work") })
         }));
         assert!(panicked.is_err());
         assert!(
             took >= Duration::from_millis(100) && took < Duration::from_secs(2),
             "{took:?}, {steps} steps"
         );
+    }
+
+    /// The interrupt check says yes while the work, which never looks at `stop`, finishes: the
+    /// call must still report the interrupt (the check consumed the user's Ctrl-C).
+    #[test]
+    fn an_interrupt_during_the_last_step_is_not_lost() {
+        let pool = pool(1).expect("pool");
+        let result = run_watched(&pool, &mut || true, |_| {
+            std::thread::sleep(Duration::from_millis(120)); // two polls of 50 ms
+            Ok(5)
+        });
+        assert_eq!(result, Err(Error::Interrupted));
     }
 }

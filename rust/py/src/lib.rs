@@ -57,10 +57,13 @@ fn detach_core<T: Send>(
         };
         work(&mut check)
     });
-    result.map_err(|error| match (error, pending.take()) {
-        (Error::Interrupted, Some(signal_error)) => Failure::Signal(signal_error),
-        (error, _) => Failure::Core(error),
-    })
+    match (result, pending.take()) {
+        // A signal handler raised during the call: that exception is the call's outcome, also if
+        // the core finished before it saw the request to stop (the signal must not be lost).
+        (_, Some(signal_error)) => Err(Failure::Signal(signal_error)),
+        (Ok(value), None) => Ok(value),
+        (Err(error), None) => Err(Failure::Core(error)),
+    }
 }
 
 /// [`detach_core`], with its failure as a Python exception.

@@ -98,19 +98,29 @@ impl<T: Real> MultiNet<T> {
             return Ok(());
         }
         let pool = pool(n_threads)?;
-        run_watched(&pool, interrupt, |stop| {
-            self.add_in_pool(points, &|| stop.load(Ordering::Relaxed))
-        })
+        let before = self.mark();
+        let scanned = run_watched(&pool, interrupt, |stop| {
+            self.scan(points, &|| stop.load(Ordering::Relaxed))
+        });
+        self.rolled_back_on_error(before, scanned)
     }
 
-    /// `add`, run inside the pool, asking `stopped` between blocks; rolls back on any error.
+    /// `add` without its thread pool and watcher, asking `stopped` between blocks (for tests that
+    /// interrupt at a chosen block).
+    #[cfg(test)]
     fn add_in_pool(&mut self, points: &[T], stopped: &(dyn Fn() -> bool + Sync)) -> Result<()> {
         let before = self.mark();
         let scanned = self.scan(points, stopped);
-        if scanned.is_err() {
+        self.rolled_back_on_error(before, scanned)
+    }
+
+    /// `result`, after returning the nets to `before` if it is an error (a NaN, the memory limit,
+    /// an interrupt, however late).
+    fn rolled_back_on_error(&mut self, before: Mark, result: Result<()>) -> Result<()> {
+        if result.is_err() {
             self.roll_back(before);
         }
-        scanned
+        result
     }
 
     /// The blocks of `points` in order, stopping between blocks once `stopped` says so. Rows are
