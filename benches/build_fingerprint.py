@@ -11,24 +11,15 @@ and n = 64 (the lane pass), and the greedy-net times of cases (a) and (b, δ = 0
 
 import hashlib
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, "benches")
 import moecover  # noqa: E402
 from test_bench_cover import DELTAS_A, POINTS_A, cube_in_r64  # noqa: E402
+from timing import best  # noqa: E402
 
 SPEC = moecover.MoESpec(layers=2, experts=8, top_k=2, d_model=4, heads=1, seq_len=4, expert="mlp", expert_hidden=8)
-
-
-def best(call, rounds=5):
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 inputs = np.random.default_rng(0).uniform(-1, 1, (64, SPEC.seq_len, SPEC.d_model))
@@ -37,8 +28,8 @@ digest = hashlib.sha256(out.values.tobytes() + out.routes.tobytes()).hexdigest()
 print(f"checksum of 20 000 x 64 values and routes: {digest}")
 for n in (8, 64):
     m = 320_000 // n
-    seconds = best(lambda: moecover.evaluate_sampled(SPEC, inputs[:n], m, rng=1, n_threads=1))
+    seconds = best(lambda: moecover.evaluate_sampled(SPEC, inputs[:n], m, rng=1, n_threads=1), rounds=5)
     print(f"evaluate_sampled, n = {n:2d}, 1 thread: {seconds / (m * n) * 1e9:6.0f} ns per forward pass")
-print(f"cover (a), 12 scales, 1 thread: {best(lambda: moecover.cover(POINTS_A, DELTAS_A, n_threads=1)):.3f} s")
+print(f"cover (a), 12 scales, 1 thread: {best(lambda: moecover.cover(POINTS_A, DELTAS_A, n_threads=1), rounds=5):.3f} s")
 points_b = cube_in_r64(1_000_000)
-print(f"cover (b) delta 0.9, 1 thread: {best(lambda: moecover.cover(points_b, [0.9], n_threads=1)):.3f} s")
+print(f"cover (b) delta 0.9, 1 thread: {best(lambda: moecover.cover(points_b, [0.9], n_threads=1), rounds=5):.3f} s")

@@ -3,21 +3,12 @@ baseline's: `python benches/cover_times.py` from the repository root (release bu
 moecover: the minimum of 5 rounds (3 for case (b)); baselines: one round."""
 
 import sys
-import time
 
 sys.path.insert(0, "benches")
 import moecover  # noqa: E402
 from baselines import ckdtree_cover_net  # noqa: E402
+from timing import best as seconds  # noqa: E402
 from test_bench_cover import DELTAS_A, DELTAS_B, DELTAS_C, POINTS_A, POINTS_C, cube_in_r64  # noqa: E402
-
-
-def seconds(call, rounds):
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def compare(name, points, deltas, rounds):

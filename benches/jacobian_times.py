@@ -15,7 +15,6 @@ threads are set with XLA_FLAGS before it is imported (one thread: no Eigen threa
 import argparse
 import os
 import sys
-import time
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--threads", type=int, default=1, choices=[1, 2])
@@ -31,19 +30,11 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 import moecover  # noqa: E402
 from jax_model import output  # noqa: E402
+from timing import best  # noqa: E402
 
 SPEC = moecover.MoESpec(layers=2, experts=8, top_k=2, d_model=4, heads=1, seq_len=4, expert="mlp", expert_hidden=8)
 X = np.asarray(moecover.inputs.box(64, seq_len=4, d_model=4, rng=0))
 CHUNK = 64
-
-
-def best(call, rounds=3):
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def per_input(function):

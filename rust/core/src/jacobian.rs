@@ -61,20 +61,30 @@ struct LayerRecord {
     pre: Vec<f64>,
 }
 
-/// Scratch for one thread: a record per layer, the final activations and the reverse pass's
-/// buffers.
+/// Scratch for one thread: a record per layer, the final activations, the top-k choice's
+/// buffers and the reverse pass's.
 pub struct Workspace {
     layers: Vec<LayerRecord>,
     out: Vec<f64>,
+    routing: Routing,
+    /// ∂f/∂H of the current block's output and input, and of the sequential form's Y.
+    d_out: Vec<f64>,
+    d_in: Vec<f64>,
+    d_branch: Vec<f64>,
+    scratch: Scratch,
+}
+
+/// The buffers of one token's top-k choice.
+struct Routing {
     ranks: RankTable,
     top_scores: Vec<f64>,
     top_experts: Vec<f64>,
     selected: Vec<usize>,
-    /// The reverse pass: ∂f/∂H of the current block's output and input, ∂f/∂(attention or
-    /// mixture input), and per-token scratch.
-    d_out: Vec<f64>,
-    d_in: Vec<f64>,
-    d_branch: Vec<f64>,
+}
+
+/// The reverse pass's buffers for one branch: attention's ∂C, ∂Q, ∂K, ∂V and one query's ∂weights;
+/// one token's ∂scores, ∂gates and an expert's ∂hidden.
+struct Scratch {
     d_context: Vec<f64>,
     d_q: Vec<f64>,
     d_k: Vec<f64>,
@@ -108,21 +118,25 @@ impl Workspace {
         Workspace {
             layers: (0..spec.layers).map(|_| record()).collect(),
             out: vec![0.0; l * d],
-            ranks: RankTable::new(spec.experts, spec.top_k),
-            top_scores: vec![0.0; k],
-            top_experts: vec![0.0; k],
-            selected: vec![0; k],
+            routing: Routing {
+                ranks: RankTable::new(spec.experts, spec.top_k),
+                top_scores: vec![0.0; k],
+                top_experts: vec![0.0; k],
+                selected: vec![0; k],
+            },
             d_out: vec![0.0; l * d],
             d_in: vec![0.0; l * d],
             d_branch: vec![0.0; l * d],
-            d_context: vec![0.0; l * d],
-            d_q: vec![0.0; l * d],
-            d_k: vec![0.0; l * d],
-            d_v: vec![0.0; l * d],
-            d_weights: vec![0.0; l],
-            d_scores: vec![0.0; m],
-            d_gates: vec![0.0; k],
-            d_hidden: vec![0.0; h],
+            scratch: Scratch {
+                d_context: vec![0.0; l * d],
+                d_q: vec![0.0; l * d],
+                d_k: vec![0.0; l * d],
+                d_v: vec![0.0; l * d],
+                d_weights: vec![0.0; l],
+                d_scores: vec![0.0; m],
+                d_gates: vec![0.0; k],
+                d_hidden: vec![0.0; h],
+            },
         }
     }
 }
@@ -211,7 +225,7 @@ fn mixture(
     theta: &[f64],
     layer: usize,
     r: &mut LayerRecord,
-    ws: &mut Tools,
+    ws: &mut Routing,
     out: &mut [f64],
     routes: &mut [u32],
 ) -> bool {
@@ -226,11 +240,11 @@ fn mixture(
         for ((s, row), &b) in scores.iter_mut().zip(weight.chunks_exact(d)).zip(bias) {
             *s = row.iter().zip(z).map(|(w, x)| w * x).sum::<f64>() + b;
         }
-        select_top_k::<1>(scores, k, &mut *ws.top_scores, &mut *ws.top_experts);
+        select_top_k::<1>(scores, k, &mut ws.top_scores, &mut ws.top_experts);
         for (s, &j) in ws.selected.iter_mut().zip(ws.top_experts.iter()) {
             *s = j as usize;
         }
-        routes[t] = ws.ranks.rank(ws.selected);
+        routes[t] = ws.ranks.rank(&ws.selected);
         if k < m {
             let lowest_chosen = ws.top_scores[k - 1];
             let highest_other = (0..m)
@@ -245,7 +259,7 @@ fn mixture(
             softmax(probs);
         }
         let chosen = &mut r.chosen[t * k..(t + 1) * k];
-        chosen.copy_from_slice(&*ws.selected);
+        chosen.copy_from_slice(&ws.selected);
         let gates = &mut r.gates[t * k..(t + 1) * k];
         match spec.gate {
             Gate::Uniform => gates.fill(1.0 / k as f64),
@@ -292,33 +306,13 @@ fn mixture(
     boundary
 }
 
-/// The routing helpers the mixture borrows from the workspace.
-struct Tools<'a> {
-    ranks: &'a RankTable,
-    top_scores: &'a mut [f64],
-    top_experts: &'a mut [f64],
-    selected: &'a mut [usize],
-}
-
 /// The forward pass of θ on one input `x`, recorded in `ws`; the last block's H in `ws.out`, the
 /// routes into `routes`. Returns whether θ is on a boundary for this input.
 fn record(spec: &MoeSpec, theta: &[f64], x: &[f64], ws: &mut Workspace, routes: &mut [u32]) -> bool {
     let l = spec.seq_len;
     let Workspace {
-        layers,
-        out,
-        ranks,
-        top_scores,
-        top_experts,
-        selected,
-        ..
+        layers, out, routing, ..
     } = ws;
-    let mut tools = Tools {
-        ranks,
-        top_scores,
-        top_experts,
-        selected,
-    };
     let mut boundary = false;
     layers[0].h.copy_from_slice(x);
     for layer in 0..spec.layers {
@@ -338,7 +332,7 @@ fn record(spec: &MoeSpec, theta: &[f64], x: &[f64], ws: &mut Workspace, routes: 
             Block::Parallel => r.z.copy_from_slice(&r.h),
         }
         let layer_routes = &mut routes[layer * l..(layer + 1) * l];
-        boundary |= mixture(spec, theta, layer, r, &mut tools, out, layer_routes);
+        boundary |= mixture(spec, theta, layer, r, routing, out, layer_routes);
         // the block's output: H' = Y + MoE(Y) (sequential) or H + Attn(H) + MoE(H) (parallel)
         for (i, o) in out.iter_mut().enumerate() {
             *o += match spec.block {
@@ -384,7 +378,7 @@ fn attention_reverse(
         d,
         d_attn,
         &mut grad[wo..wo + dd],
-        ws.d_context,
+        &mut ws.d_context,
     );
     ws.d_q.fill(0.0);
     ws.d_k.fill(0.0);
@@ -415,9 +409,9 @@ fn attention_reverse(
             }
         }
     }
-    matmul_reverse(&r.h, &theta[wq..wq + dd], d, ws.d_q, &mut grad[wq..wq + dd], d_h);
-    matmul_reverse(&r.h, &theta[wk..wk + dd], d, ws.d_k, &mut grad[wk..wk + dd], d_h);
-    matmul_reverse(&r.h, &theta[wv..wv + dd], d, ws.d_v, &mut grad[wv..wv + dd], d_h);
+    matmul_reverse(&r.h, &theta[wq..wq + dd], d, &ws.d_q, &mut grad[wq..wq + dd], d_h);
+    matmul_reverse(&r.h, &theta[wk..wk + dd], d, &ws.d_k, &mut grad[wk..wk + dd], d_h);
+    matmul_reverse(&r.h, &theta[wv..wv + dd], d, &ws.d_v, &mut grad[wv..wv + dd], d_h);
 }
 
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
@@ -525,18 +519,6 @@ fn mixture_reverse(
     }
 }
 
-/// The reverse pass's buffers, borrowed from the workspace beside its records.
-struct Scratch<'a> {
-    d_context: &'a mut [f64],
-    d_q: &'a mut [f64],
-    d_k: &'a mut [f64],
-    d_v: &'a mut [f64],
-    d_weights: &'a mut [f64],
-    d_scores: &'a mut [f64],
-    d_gates: &'a mut [f64],
-    d_hidden: &'a mut [f64],
-}
-
 /// The gradient of the last block's H at index `index` with respect to θ, into `grad` (length P,
 /// zeroed here), from the recording in `ws`.
 fn reverse(spec: &MoeSpec, theta: &[f64], ws: &mut Workspace, index: usize, grad: &mut [f64]) {
@@ -546,26 +528,9 @@ fn reverse(spec: &MoeSpec, theta: &[f64], ws: &mut Workspace, index: usize, grad
         d_out,
         d_in,
         d_branch,
-        d_context,
-        d_q,
-        d_k,
-        d_v,
-        d_weights,
-        d_scores,
-        d_gates,
-        d_hidden,
+        scratch,
         ..
     } = ws;
-    let mut scratch = Scratch {
-        d_context,
-        d_q,
-        d_k,
-        d_v,
-        d_weights,
-        d_scores,
-        d_gates,
-        d_hidden,
-    };
     d_out.fill(0.0);
     d_out[index] = 1.0;
     for layer in (0..spec.layers).rev() {
@@ -574,18 +539,18 @@ fn reverse(spec: &MoeSpec, theta: &[f64], ws: &mut Workspace, index: usize, grad
             Block::Sequential => {
                 // H' = Y + MoE(Y), Y = H + Attn(H)
                 d_branch.copy_from_slice(d_out);
-                mixture_reverse(spec, theta, layer, r, d_out, &mut scratch, grad, d_branch);
+                mixture_reverse(spec, theta, layer, r, d_out, scratch, grad, d_branch);
                 d_in.copy_from_slice(d_branch);
                 if spec.heads > 0 {
-                    attention_reverse(spec, theta, layer, r, d_branch, &mut scratch, grad, d_in);
+                    attention_reverse(spec, theta, layer, r, d_branch, scratch, grad, d_in);
                 }
             }
             Block::Parallel => {
                 // H' = H + Attn(H) + MoE(H)
                 d_in.copy_from_slice(d_out);
-                mixture_reverse(spec, theta, layer, r, d_out, &mut scratch, grad, d_in);
+                mixture_reverse(spec, theta, layer, r, d_out, scratch, grad, d_in);
                 if spec.heads > 0 {
-                    attention_reverse(spec, theta, layer, r, d_out, &mut scratch, grad, d_in);
+                    attention_reverse(spec, theta, layer, r, d_out, scratch, grad, d_in);
                 }
             }
         }

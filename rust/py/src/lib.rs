@@ -74,6 +74,17 @@ fn detach_interruptible<T: Send>(
     Ok(detach_core(py, work)?)
 }
 
+/// The data of a C-contiguous array; the Python side makes arrays contiguous first, so an error
+/// here names the argument of a caller that did not.
+fn contiguous<'a, T: Element, D: numpy::ndarray::Dimension>(
+    array: &'a numpy::PyReadonlyArray<'_, T, D>,
+    argument: &str,
+) -> PyResult<&'a [T]> {
+    array
+        .as_slice()
+        .map_err(|e| PyValueError::new_err(format!("{argument}: {e}")))
+}
+
 /// A validated MoE class; `moecover.MoESpec` holds one.
 #[pyclass(frozen, name = "CoreSpec", module = "moecover._core")]
 struct CoreSpec {
@@ -190,12 +201,8 @@ fn evaluate_py<'py>(
     n_threads: usize,
 ) -> PyResult<FlatEvaluation<'py>> {
     let spec = &spec.inner;
-    let params = params
-        .as_slice()
-        .map_err(|e| PyValueError::new_err(format!("params: {e}")))?;
-    let inputs = inputs
-        .as_slice()
-        .map_err(|e| PyValueError::new_err(format!("inputs: {e}")))?;
+    let params = contiguous(&params, "params")?;
+    let inputs = contiguous(&inputs, "inputs")?;
     let evaluation = detach_interruptible(py, |interrupt| {
         evaluate::evaluate(spec, params, inputs, n_threads, interrupt)
     })?;
@@ -216,9 +223,7 @@ fn evaluate_sampled<'py>(
     n_threads: usize,
 ) -> PyResult<FlatEvaluation<'py>> {
     let spec = &spec.inner;
-    let inputs = inputs
-        .as_slice()
-        .map_err(|e| PyValueError::new_err(format!("inputs: {e}")))?;
+    let inputs = contiguous(&inputs, "inputs")?;
     let evaluation = detach_interruptible(py, |interrupt| {
         evaluate::evaluate_sampled(spec, inputs, seed, start, m, &pinned, n_threads, interrupt)
     })?;
@@ -242,12 +247,8 @@ fn jacobian_py<'py>(
     n_threads: usize,
 ) -> PyResult<FlatJacobians<'py>> {
     let spec = &spec.inner;
-    let params = params
-        .as_slice()
-        .map_err(|e| PyValueError::new_err(format!("params: {e}")))?;
-    let inputs = inputs
-        .as_slice()
-        .map_err(|e| PyValueError::new_err(format!("inputs: {e}")))?;
+    let params = contiguous(&params, "params")?;
+    let inputs = contiguous(&inputs, "inputs")?;
     let found = detach_interruptible(py, |interrupt| {
         jacobian::jacobian(spec, params, inputs, n_threads, interrupt)
     })?;
@@ -279,9 +280,7 @@ fn add_points<T: Real + Element>(
     argument: &str,
 ) -> PyResult<()> {
     let array: PyReadonlyArray2<T> = points.extract()?;
-    let slice = array
-        .as_slice()
-        .map_err(|e| PyValueError::new_err(format!("{argument}: {e}")))?;
+    let slice = contiguous(&array, argument)?;
     // The core names its input `points`; the caller's name for it may differ (`chunk`).
     detach_core(py, |interrupt| nets.add(slice, n_threads, interrupt)).map_err(|failure| match failure {
         Failure::Core(Error::InvalidArgument {
@@ -377,9 +376,7 @@ fn box_count_typed<T: Real + Element>(
 ) -> PyResult<Vec<usize>> {
     let array: PyReadonlyArray2<T> = points.extract()?;
     let dim = array.shape()[1];
-    let slice = array
-        .as_slice()
-        .map_err(|e| PyValueError::new_err(format!("points: {e}")))?;
+    let slice = contiguous(&array, "points")?;
     detach_interruptible(py, |interrupt| {
         moecover_core::box_count::box_count(slice, dim, deltas, n_threads, interrupt)
     })
@@ -427,9 +424,7 @@ fn count_patterns<'py>(
     width: usize,
     n_threads: usize,
 ) -> PyResult<FlatPatternCounts<'py>> {
-    let routes = routes
-        .as_slice()
-        .map_err(|e| PyValueError::new_err(format!("routes: {e}")))?;
+    let routes = contiguous(&routes, "routes")?;
     let counts = detach_interruptible(py, |interrupt| {
         patterns::count_patterns(routes, m, n, width, n_threads, interrupt)
     })?;
@@ -451,9 +446,7 @@ fn exact_patterns<'py>(
     return_patterns: bool,
     n_threads: usize,
 ) -> PyResult<FlatExactPatterns<'py>> {
-    let tokens = tokens
-        .as_slice()
-        .map_err(|e| PyValueError::new_err(format!("inputs: {e}")))?;
+    let tokens = contiguous(&tokens, "inputs")?;
     let found = detach_interruptible(py, |interrupt| {
         exact::exact_patterns(
             experts,
