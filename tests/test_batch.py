@@ -158,3 +158,49 @@ def test_jobs_use_spawned_processes_and_give_the_same_rows(tmp_path):
 def test_bad_config_exits_2_and_names_the_key(tmp_path):
     result = cli("run", str(write(tmp_path, "[spec]\nexpertz = 3\n")))
     assert result.returncode == 2 and "spec.expertz" in result.stderr
+
+
+def test_a_failing_point_is_stored_the_rest_complete_and_a_rerun_repairs_it(tmp_path, monkeypatch, capsys):
+    from moecover import _cli
+    from moecover.batch import executors
+
+    config = write(tmp_path, TINY.format(samples=500))
+    points = batch.expand_config(batch.load_config(config))
+    original = executors.estimate_point
+
+    def estimate_point(point, n_threads):
+        if (point["spec"]["experts"], point["spec"]["top_k"]) == (3, 2):
+            raise MemoryError("a deliberate failure")
+        return original(point, n_threads)
+
+    monkeypatch.setattr(executors, "estimate_point", estimate_point)
+    assert _cli.main(["run", str(config), "--quiet"]) == 1
+    out, err = capsys.readouterr()
+    assert "5 estimate(s) run, 1 failed, 0 already stored" in out
+    assert "failed: MemoryError: a deliberate failure" in err
+    db = config.with_suffix(".db")
+    [failure] = batch.stored_failures(db)
+    assert failure.settings["spec"]["experts"] == 3 and failure.settings["spec"]["top_k"] == 2
+    assert len(batch.stored_rows(db)) == 5
+    from moecover.report import write_report
+
+    report = write_report(db, tmp_path / "report")
+    assert f"Grid point {failure.key} failed and is not shown: MemoryError" in report.markdown.read_text()
+    monkeypatch.setattr(executors, "estimate_point", original)
+    run = batch.run_grid(points, db, progress=False)
+    assert (run.ran, run.skipped, run.failed) == (1, 5, [])
+    assert batch.stored_failures(db) == [] and len(batch.stored_rows(db)) == 6
+
+
+def test_repeated_sweep_values_are_one_point():
+    assert len(batch.expand_config({"spec": {"experts": [2, 2, 2], "top_k": [1, 1]}})) == 1
+
+
+def test_the_dask_executor_without_distributed_says_what_to_install(tmp_path, monkeypatch, capsys):
+    from moecover import _cli
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # `import distributed` raises ImportError
+    config = write(tmp_path, TINY.format(samples=500))
+    assert _cli.main(["run", str(config), "--quiet", "--executor", "dask"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and 'pip install "moecover[dask]"' in err

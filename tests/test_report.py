@@ -38,7 +38,7 @@ def db(tmp_path_factory):
     config = directory / "grid.toml"
     config.write_text(GRID)
     path = directory / "grid.db"
-    assert batch.run_grid(batch.expand_config(batch.load_config(config)), path, progress=False) == 8
+    assert batch.run_grid(batch.expand_config(batch.load_config(config)), path, progress=False).ran == 8
     return path
 
 

@@ -12,7 +12,8 @@ are in docs/definitions.md, cited by section):
   scales, in one call or streamed in chunks;
 - `inputs`: seeded manifold input sets (box, sphere, torus, swiss_roll, grid);
 - `estimate_entropy` (`estimate`): log N(δ) with replicate error bars beside the theory;
-- `batch`, `report`: grids of estimates from a TOML config, stored in SQLite, and their report
+- `batch`, `report`: grids of estimates from a TOML config, stored in SQLite, run here or on a Dask
+  cluster, and their report
   (the `moecover run`, `show` and `report` commands);
 - `routing`: top-k expert sets as colex ranks;
 - `theory`: what the paper and the alternatives of definitions §4 predict for a class;

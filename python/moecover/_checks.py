@@ -22,6 +22,7 @@ __all__ = [
     "check_params",
     "check_spec",
     "check_start",
+    "MissingDependency",
     "positive_int",
     "resolve_pinned",
     "resolve_threads",
@@ -35,6 +36,11 @@ class TooLargeError(ValueError, MemoryError):
 
     It is both a ValueError (the argument is out of range) and a MemoryError (the reason).
     """
+
+
+class MissingDependency(Exception):
+    """An optional dependency a command or an executor needs is not installed; the message says
+    which extra installs it."""
 
 
 def physical_memory_bytes() -> int:

@@ -15,14 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from ._checks import MissingDependency
 from ._spec import MoESpec
 
 #: What installs each optional dependency a command may need.
 INSTALL = {"matplotlib": 'pip install "moecover[plot]"', "pandas": 'pip install "moecover[frame]"'}
-
-
-class MissingDependency(Exception):
-    """An optional dependency a command needs is not installed."""
 
 
 def _require(module: str, purpose: str) -> None:
@@ -72,17 +69,28 @@ def _run(args: argparse.Namespace) -> int:
     """Run every grid point of a config that the database does not hold yet."""
     from . import batch
 
-    points = batch.expand_config(batch.load_config(args.config))
+    config = batch.load_config(args.config)
+    points = batch.expand_config(config)
+    settings = batch.run_settings(
+        config, executor=args.executor, scheduler=args.scheduler, jobs=args.jobs, threads=args.threads
+    )
     db = args.db or str(Path(args.config).with_suffix(".db"))
     if args.dry_run:
         for point in points:
             print(batch.key_of(point), json.dumps(point, sort_keys=True))
         return 0
-    if args.jobs < 1:
-        raise ValueError(f"--jobs: must be >= 1, got {args.jobs}")
-    ran = batch.run_grid(points, db, jobs=args.jobs, progress=_show_progress(args))
-    print(f"{ran} estimate(s) run, {len(points) - ran} already stored; results in {db}")
-    return 0
+    done = batch.run_grid(
+        points, db, jobs=settings.jobs, executor=settings.executor, scheduler=settings.scheduler,
+        threads=settings.threads, progress=_show_progress(args),
+    )
+    failed = f", {len(done.failed)} failed" if done.failed else ""
+    print(f"{done.ran} estimate(s) run{failed}, {done.skipped} already stored; results in {db}")
+    for key, error in done.failed:
+        print(f"moecover: grid point {key} failed: {error}", file=sys.stderr)
+    if done.failed:
+        print(f"moecover: the errors are stored with their points (`moecover show {db}`); "
+              "`moecover run` runs them again", file=sys.stderr)
+    return 1 if done.failed else 0
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -92,8 +100,10 @@ def _show(args: argparse.Namespace) -> int:
 
     if not Path(args.db).is_file():
         raise ValueError(f"DB: no such file {args.db!r}")
-    rows = batch.stored_rows(args.db)
+    rows, failures = batch.stored_rows(args.db), batch.stored_failures(args.db)
     if args.format == "json":
+        for failure in failures:  # the JSON lists estimates only; what failed is said beside it
+            print(f"moecover: note: grid point {failure.key} failed: {failure.error}", file=sys.stderr)
         summaries = [
             {
                 "key": row.key,
@@ -118,6 +128,9 @@ def _show(args: argparse.Namespace) -> int:
         predicted = " ".join(f"{k}={v}" for k, v in estimate.predicted_slopes.items())
         print(f"{row.key:16}  {spec['experts']:>7} {spec['top_k']:>5} {spec['layers']:>6}  {slope:>6}  "
               f"{interval:>15}  {predicted}")
+    for failure in failures:
+        spec = failure.settings["spec"]
+        print(f"{failure.key:16}  {spec['experts']:>7} {spec['top_k']:>5} {spec['layers']:>6}  failed: {failure.error}")
     return 0
 
 
@@ -161,7 +174,18 @@ def build_parser() -> argparse.ArgumentParser:
     run = command("run", "run a grid of estimates from a TOML config, resuming where a database left off")
     run.add_argument("config", help="the TOML config (see examples/quickstart.toml)")
     run.add_argument("--db", default=None, help="SQLite results (default: next to the config, same stem, .db)")
-    run.add_argument("--jobs", type=int, default=1, help="processes (spawned); the threads are shared out among them")
+    run.add_argument("--executor", choices=["local", "dask"], default=None,
+                     help="where the grid points run: this machine, or a Dask cluster (needs moecover[dask]); "
+                          "default: the config's [run] executor, else local")
+    run.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                     help="a Dask scheduler's address (tcp://host:8786); implies --executor dask. "
+                          "Without one, the dask executor starts a local cluster")
+    run.add_argument("--jobs", type=int, default=None,
+                     help="local processes (spawned), or the workers of a local Dask cluster; "
+                          "default: 1 locally, one per core for Dask")
+    run.add_argument("--threads", type=int, default=None,
+                     help="threads per estimate; default: this machine's shared out among the jobs (a Dask task on "
+                          "a remote cluster: 1, its worker's threads being the parallelism)")
     run.add_argument("--dry-run", action="store_true", help="print each grid point's key and settings, run nothing")
     progress_flags(run)
     run.set_defaults(handler=_run)

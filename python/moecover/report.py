@@ -170,8 +170,13 @@ def _sweep_plot(rows: list[StoredEstimate], axis: str, path: Path) -> None:
     plt.close(fig)
 
 
+def _failed_note(failures: list[batch.StoredFailure]) -> list[str]:
+    """A sentence per failed grid point: what the report leaves out, and why."""
+    return [f"Grid point {f.key} failed and is not shown: {f.error} (`moecover run` runs it again)." for f in failures]
+
+
 def _markdown(db: str, header: list[str], body: list[list[str]], tracking: list[tuple[str, str, str]],
-              sweeps: dict[str, Path], skipped: str | None) -> str:
+              sweeps: dict[str, Path], skipped: str | None, failed: list[str]) -> str:
     def line(cells: Sequence[str]) -> str:
         return "| " + " | ".join(cells) + " |"
 
@@ -184,6 +189,7 @@ def _markdown(db: str, header: list[str], body: list[list[str]], tracking: list[
         f"{len(body)} estimate(s). Slopes are of log N(δ) (nats) against log(1/δ) over the scales that "
         "are not saturated; the interval is the range of the same fit over each replicate alone.",
         "",
+        *(line for note in failed for line in (note, "")),
         *table,
         "",
         "## How each prediction tracks the measurements",
@@ -202,7 +208,7 @@ def _markdown(db: str, header: list[str], body: list[list[str]], tracking: list[
 
 
 def _html(db: str, header: list[str], body: list[list[str]], tracking: list[tuple[str, str, str]],
-          sweeps: dict[str, Path], skipped: str | None) -> str:
+          sweeps: dict[str, Path], skipped: str | None, failed: list[str]) -> str:
     e = html.escape
 
     def row(cells: Sequence[str], tag: str = "td") -> str:
@@ -221,6 +227,7 @@ def _html(db: str, header: list[str], body: list[list[str]], tracking: list[tupl
             f"<h1>moecover report: {e(db)}</h1>",
             f"<p>{len(body)} estimate(s). Slopes are of log N(δ) (nats) against log(1/δ) over the scales "
             "that are not saturated; the interval is the range of the same fit over each replicate alone.</p>",
+            *(f"<p>{e(note)}</p>" for note in failed),
             '<table id="estimates">',
             *table,
             "</table>",
@@ -269,7 +276,8 @@ def write_report(db: str | os.PathLike[str], out: str | os.PathLike[str]) -> Rep
             _sweep_plot(rows, axis, path)
     tracking = _tracking(rows)
     markdown = directory / "report.md"
-    markdown.write_text(_markdown(str(db), header, body, tracking, sweep_plots, skipped), encoding="utf-8")
+    failed = _failed_note(batch.stored_failures(db))
+    markdown.write_text(_markdown(str(db), header, body, tracking, sweep_plots, skipped, failed), encoding="utf-8")
     page = directory / "report.html"
-    page.write_text(_html(str(db), header, body, tracking, sweep_plots, skipped), encoding="utf-8")
+    page.write_text(_html(str(db), header, body, tracking, sweep_plots, skipped, failed), encoding="utf-8")
     return Report(header, body, markdown, page, point_plots, sweep_plots, skipped)

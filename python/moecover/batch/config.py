@@ -1,17 +1,15 @@
-"""Batch runs: a grid of estimates described in a TOML file, stored in SQLite, resumable.
-
-Config (every section optional but `[spec]`; see examples/quickstart.toml):
+"""Grid configs: a TOML file → validated, fully defaulted grid points with stable keys.
 
     [spec]        MoESpec fields
     [inputs]      sampler = "box" | "sphere" | "torus" | "swiss_roll" | "grid" | "one_per_expert",
                   n, seed, and the sampler's own arguments (dim, ...)
     [pinned]      block name = nested list, or router = "one_expert_per_input"
     [estimate]    samples, replicates, deltas, seed, by_routing, saturation_threshold
+    [run]         executor = "local" | "dask", scheduler, jobs, threads (how to run, never part of
+                  a point's key: the same grid run anywhere gives the same rows)
 
 A list in a scalar field sweeps it (cartesian product over all swept fields); `deltas`, itself a
-list, is swept by a list of lists; pinned arrays never sweep. Every grid point gets a stable
-key: a hash of its canonical, fully defaulted settings. Each finished estimate is committed to
-SQLite at once, so killing a run loses only the estimates in flight and re-running skips the rest.
+list, is swept by a list of lists; pinned arrays never sweep.
 """
 
 from __future__ import annotations
@@ -20,42 +18,21 @@ import hashlib
 import itertools
 import json
 import os
-import sqlite3
 import sys
-import time
 from collections.abc import Mapping
-from contextlib import closing
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from . import inputs as input_samplers
-from ._checks import physical_memory_bytes
-from ._checks import check_inputs, resolve_pinned
-from ._progress import Progress
-from ._spec import MoESpec
-
-if TYPE_CHECKING:
-    from .estimate import EntropyEstimate
+from .. import inputs as input_samplers
+from .._checks import check_inputs, physical_memory_bytes, resolve_pinned
+from .._spec import MoESpec
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-__all__ = [
-    "ConfigError",
-    "GridPoint",
-    "StoreError",
-    "StoredEstimate",
-    "expand_config",
-    "grid_order",
-    "load_config",
-    "open_db",
-    "run_grid",
-    "stored_rows",
-]
 
 SPEC_FIELDS = {f.name: f.default for f in fields(MoESpec) if f.init}
 INPUT_DEFAULTS: dict[str, Any] = {"sampler": "box", "n": 16, "seed": 0}
@@ -77,6 +54,8 @@ ESTIMATE_DEFAULTS: dict[str, Any] = {
 }
 LIST_VALUED = {("estimate", "deltas")}
 SECTIONS = ("spec", "inputs", "pinned", "estimate")
+#: The section that says how to run a grid, not what it is.
+RUN_SECTION = "run"
 
 
 class ConfigError(ValueError):
@@ -115,9 +94,9 @@ def _axes(section: str, table: Mapping[str, Any]) -> list[tuple[str, str, list[A
 
 def expand_config(config: Mapping[str, Any]) -> list[GridPoint]:
     """Every grid point of `config`, fully defaulted and validated; ConfigError names the key."""
-    unknown = set(config) - set(SECTIONS)
+    unknown = set(config) - set(SECTIONS) - {RUN_SECTION}
     if unknown:
-        raise ConfigError(f"unknown section(s) {sorted(unknown)}; expected {list(SECTIONS)}")
+        raise ConfigError(f"unknown section(s) {sorted(unknown)}; expected {[*SECTIONS, RUN_SECTION]}")
     for section in SECTIONS:
         if section in config and not isinstance(config[section], Mapping):
             raise ConfigError(f"{section}: expected a table")
@@ -143,7 +122,8 @@ def expand_config(config: Mapping[str, Any]) -> list[GridPoint]:
             point[section][key] = value
         _validate(point)
         points.append(point)
-    return points
+    # A value repeated in a sweep (experts = [2, 2]) names one point, run and stored once.
+    return list({key_of(point): point for point in points}.values())
 
 
 def _validate(point: GridPoint) -> None:
@@ -184,7 +164,7 @@ def memory_need(point: GridPoint, spec: MoESpec, n: int) -> int:
     samples = point["estimate"]["samples"]
     dim = n * spec.output_dim
     nets = 2 if point["estimate"]["by_routing"] else 1
-    from .estimate import CHUNK
+    from ..estimate import CHUNK
 
     chunk = CHUNK * n * (8 * spec.output_dim + 4 * spec.layers * spec.seq_len)
     return nets * samples * dim * 8 + chunk
@@ -217,158 +197,57 @@ def key_of(point: GridPoint) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-# --- storage ---------------------------------------------------------------------------------
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS estimates (
-    key TEXT PRIMARY KEY,
-    settings TEXT NOT NULL,
-    result TEXT NOT NULL,
-    version TEXT NOT NULL,
-    finished REAL NOT NULL
-)
-"""
 
 
-class StoreError(ValueError):
-    """A results database that cannot be opened or read: the message names the file."""
+# --- how to run ------------------------------------------------------------------------------
 
-
-def open_db(path: str | os.PathLike[str]) -> sqlite3.Connection:
-    """The results database at `path` (created if missing); StoreError if it is not one."""
-    try:
-        connection = sqlite3.connect(str(path), timeout=60)
-        connection.execute("PRAGMA journal_mode=WAL")  # a kill mid-write leaves the last commit intact
-        connection.execute(SCHEMA)
-        connection.commit()
-    except sqlite3.DatabaseError as error:
-        raise StoreError(f"{os.fspath(path)}: not a moecover results database ({error})") from error
-    return connection
-
-
-def stored_keys(connection: sqlite3.Connection) -> set[str]:
-    return {row[0] for row in connection.execute("SELECT key FROM estimates")}
+EXECUTORS = ("local", "dask")
 
 
 @dataclass(frozen=True)
-class StoredEstimate:
-    """One stored grid point: its key, its settings (`GridPoint`), the estimate, the package version
-    that computed it and when it finished (Unix time)."""
+class RunSettings:
+    """How a grid runs (the `[run]` section, overridden by the command line's flags).
 
-    key: str
-    settings: GridPoint
-    estimate: EntropyEstimate
-    version: str
-    finished: float
+    executor: "local" (this machine: one process, or `jobs` spawned ones) or "dask" (a Dask
+        cluster: the one at `scheduler`, else a LocalCluster of `jobs` worker processes, one per
+        core by default).
+    threads: the threads each estimate uses; by default the local executor shares this machine's
+        threads out among its jobs, and a Dask task uses one (a Dask worker's threads are its
+        parallelism: each runs one task).
+    """
 
-    def setting(self, name: str) -> Any:
-        """A setting by its flat name, `"section.key"` (e.g. `"spec.experts"`); None if unset."""
-        section, _, key = name.partition(".")
-        return self.settings.get(section, {}).get(key)
+    executor: str = "local"
+    scheduler: str | None = None
+    jobs: int | None = None
+    threads: int | None = None
 
-    @property
-    def flat_settings(self) -> dict[str, Any]:
-        """Every setting by its flat name, `"section.key"`."""
-        return {f"{section}.{key}": value for section, table in self.settings.items() for key, value in table.items()}
-
-    @property
-    def spec(self) -> MoESpec:
-        return MoESpec(**self.settings["spec"])
-
-
-def stored_rows(path: str | os.PathLike[str]) -> list[StoredEstimate]:
-    """Every stored estimate, in grid order (see `grid_order`)."""
-    from .estimate import EntropyEstimate
-
-    with closing(open_db(path)) as connection:
-        rows = connection.execute("SELECT key, settings, result, version, finished FROM estimates")
-        stored = [
-            StoredEstimate(k, json.loads(s), EntropyEstimate.from_dict(json.loads(r)), v, f)
-            for k, s, r, v, f in rows
-        ]
-    return sorted(stored, key=grid_order)
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"run.executor (--executor): unknown executor {self.executor!r}; expected one of {list(EXECUTORS)}")
+        if self.scheduler is not None:
+            if not isinstance(self.scheduler, str) or not self.scheduler.strip():
+                raise ConfigError(f"run.scheduler (--scheduler): expected a scheduler address such as 'tcp://host:8786', got {self.scheduler!r}")
+            if self.executor != "dask":
+                raise ConfigError("run.scheduler (--scheduler): a scheduler address needs executor = 'dask'")
+        for name in ("jobs", "threads"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 4096):
+                raise ConfigError(f"run.{name} (--{name}): expected an integer from 1 to 4096, got {value!r}")
+        if self.jobs is not None and self.scheduler is not None:
+            raise ConfigError("run.jobs (--jobs): the cluster at run.scheduler has its own workers; jobs sizes a local one")
 
 
-#: The settings a table shows first and sorts by first.
-LEADING_SETTINGS = ("spec.experts", "spec.top_k", "spec.layers")
-
-
-def grid_order(row: StoredEstimate) -> list[tuple[int, Any]]:
-    """Sorts rows by their settings, `LEADING_SETTINGS` first (numbers numerically), so that a
-    table reads along the grid."""
-    flat = row.flat_settings
-    order = list(LEADING_SETTINGS) + sorted(set(flat) - set(LEADING_SETTINGS))
-    return [(0, v) if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, repr(v))
-            for v in (flat.get(name) for name in order)]
-
-
-# --- running ---------------------------------------------------------------------------------
-
-
-def estimate_point(point: GridPoint, n_threads: int) -> dict[str, Any]:
-    """Runs one grid point's estimate; returns its to_dict()."""
-    from .estimate import estimate_entropy
-
-    spec = MoESpec(**point["spec"])
-    settings = point["estimate"]
-    estimate = estimate_entropy(
-        spec,
-        make_inputs(point, spec),
-        settings["samples"],
-        deltas=settings["deltas"],
-        replicates=settings["replicates"],
-        rng=settings["seed"],
-        pinned=make_pinned(point, spec) or None,
-        by_routing=settings["by_routing"],
-        saturation_threshold=settings["saturation_threshold"],
-        n_threads=n_threads,
-    )
-    return estimate.to_dict()
-
-
-def _worker(args: tuple[GridPoint, int]) -> tuple[str, dict[str, Any]]:
-    point, threads = args
-    return key_of(point), estimate_point(point, threads)
-
-
-def run_grid(
-    points: list[GridPoint], db_path: str | os.PathLike[str], jobs: int = 1, progress: bool = True
-) -> int:
-    """Runs the grid points not yet in the database; returns how many it ran."""
-    from . import __version__
-    from ._checks import resolve_threads
-
-    connection = open_db(db_path)
-    done = stored_keys(connection)
-    todo = [p for p in points if key_of(p) not in done]
-    threads = max(1, resolve_threads(None) // jobs)
-    if progress and len(points) > len(todo):
-        sys.stderr.write(f"{len(points) - len(todo)} grid point(s) already stored: skipped\n")
-    bar = Progress(len(todo), "grid points") if progress else None
-
-    def store(key: str, result: dict[str, Any], point: GridPoint) -> None:
-        connection.execute(
-            "INSERT OR REPLACE INTO estimates VALUES (?, ?, ?, ?, ?)",
-            (key, json.dumps(point, sort_keys=True), json.dumps(result), __version__, time.time()),
-        )
-        connection.commit()
-        if bar is not None:
-            bar.advance()
-
-    by_key = {key_of(p): p for p in todo}
-    try:
-        if jobs == 1:
-            for point in todo:
-                store(key_of(point), estimate_point(point, threads), point)
-        else:
-            import multiprocessing
-
-            # spawn, never fork: a rayon pool inherited through fork deadlocks
-            with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-                for key, result in pool.imap_unordered(_worker, [(p, threads) for p in todo]):
-                    store(key, result, by_key[key])
-    finally:
-        if bar is not None:
-            bar.close()
-        connection.close()
-    return len(todo)
+def run_settings(config: Mapping[str, Any], **overrides: Any) -> RunSettings:
+    """The `[run]` section of `config`, with `overrides` (the command line's flags; None = unset)
+    taking precedence; ConfigError names the key."""
+    table = config.get(RUN_SECTION, {})
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{RUN_SECTION}: expected a table")
+    known = {f.name for f in fields(RunSettings)}
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"run.{key}: unknown setting; expected one of {sorted(known)}")
+    merged = {**table, **{k: v for k, v in overrides.items() if v is not None}}
+    if "scheduler" in merged and "executor" not in merged:
+        merged["executor"] = "dask"  # an address alone says where to run
+    return RunSettings(**merged)

@@ -1,0 +1,69 @@
+"""Batch runs: a grid of estimates described in a TOML file, stored in SQLite, resumable.
+
+- `config`: the TOML file → validated, fully defaulted grid points, each with a stable key (a hash
+  of its settings), and the `[run]` settings (executor, scheduler, jobs, threads).
+- `store`: the SQLite results, one row per point, committed as each estimate finishes; the
+  errors of points that raised, kept beside them.
+- `executors`: runs the points not yet stored, in this process, in spawned processes, or on a Dask
+  cluster (`executor = "dask"`), with the driver as the store's only writer.
+
+See examples/quickstart.toml for a config, `moecover run --help` for the command line.
+"""
+
+from .config import (
+    EXECUTORS,
+    LIST_VALUED,
+    SECTIONS,
+    ConfigError,
+    GridPoint,
+    RunSettings,
+    expand_config,
+    key_of,
+    load_config,
+    make_inputs,
+    make_pinned,
+    memory_need,
+    run_settings,
+)
+from .executors import GridRun, SchedulerUnreachable, estimate_point, run_grid, run_point
+from .store import (
+    LEADING_SETTINGS,
+    StoredEstimate,
+    StoredFailure,
+    StoreError,
+    grid_order,
+    open_db,
+    stored_failures,
+    stored_keys,
+    stored_rows,
+)
+
+__all__ = [
+    "EXECUTORS",
+    "LEADING_SETTINGS",
+    "LIST_VALUED",
+    "SECTIONS",
+    "ConfigError",
+    "GridPoint",
+    "GridRun",
+    "RunSettings",
+    "SchedulerUnreachable",
+    "StoreError",
+    "StoredEstimate",
+    "StoredFailure",
+    "estimate_point",
+    "expand_config",
+    "grid_order",
+    "key_of",
+    "load_config",
+    "make_inputs",
+    "make_pinned",
+    "memory_need",
+    "open_db",
+    "run_grid",
+    "run_point",
+    "run_settings",
+    "stored_failures",
+    "stored_keys",
+    "stored_rows",
+]

@@ -1,0 +1,164 @@
+"""The results store: one SQLite file per grid, one row per finished grid point, written only by
+the process that drives the run (workers return plain data), each row committed as it arrives, so
+that killing a run loses only the estimates in flight and re-running skips the rest.
+
+A grid point whose estimate raised is stored too, in `failures`, with its error; it is run again
+by the next `moecover run`, and its failure row goes when it succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from contextlib import closing
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .._spec import MoESpec
+from .config import GridPoint
+
+if TYPE_CHECKING:
+    from ..estimate import EntropyEstimate
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS estimates (
+    key TEXT PRIMARY KEY,
+    settings TEXT NOT NULL,
+    result TEXT NOT NULL,
+    version TEXT NOT NULL,
+    finished REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS failures (
+    key TEXT PRIMARY KEY,
+    settings TEXT NOT NULL,
+    error TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    version TEXT NOT NULL,
+    finished REAL NOT NULL
+);
+"""
+
+
+class StoreError(ValueError):
+    """A results database that cannot be opened or read: the message names the file."""
+
+
+def open_db(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """The results database at `path` (created if missing); StoreError if it is not one."""
+    try:
+        connection = sqlite3.connect(str(path), timeout=60)
+        connection.execute("PRAGMA journal_mode=WAL")  # a kill mid-write leaves the last commit intact
+        connection.executescript(SCHEMA)
+        connection.commit()
+    except sqlite3.DatabaseError as error:
+        raise StoreError(f"{os.fspath(path)}: not a moecover results database ({error})") from error
+    return connection
+
+
+def stored_keys(connection: sqlite3.Connection) -> set[str]:
+    return {row[0] for row in connection.execute("SELECT key FROM estimates")}
+
+
+def store_result(connection: sqlite3.Connection, key: str, point: GridPoint, result: dict[str, Any]) -> None:
+    """Commits one finished estimate (its `to_dict()`), clearing any failure stored for its point."""
+    from .. import __version__
+
+    with connection:
+        connection.execute(
+            "INSERT OR REPLACE INTO estimates VALUES (?, ?, ?, ?, ?)",
+            (key, json.dumps(point, sort_keys=True), json.dumps(result), __version__, time.time()),
+        )
+        connection.execute("DELETE FROM failures WHERE key = ?", (key,))
+
+
+def store_failure(connection: sqlite3.Connection, key: str, point: GridPoint, error: str, detail: str) -> None:
+    """Commits the error of a grid point whose estimate raised (`error` one line, `detail` the
+    traceback)."""
+    from .. import __version__
+
+    with connection:
+        connection.execute(
+            "INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?)",
+            (key, json.dumps(point, sort_keys=True), error, detail, __version__, time.time()),
+        )
+
+
+class _Settings:
+    """The settings accessors shared by stored estimates and failures."""
+
+    settings: GridPoint
+
+    def setting(self, name: str) -> Any:
+        """A setting by its flat name, `"section.key"` (e.g. `"spec.experts"`); None if unset."""
+        section, _, key = name.partition(".")
+        return self.settings.get(section, {}).get(key)
+
+    @property
+    def flat_settings(self) -> dict[str, Any]:
+        """Every setting by its flat name, `"section.key"`."""
+        return {f"{section}.{key}": value for section, table in self.settings.items() for key, value in table.items()}
+
+    @property
+    def spec(self) -> MoESpec:
+        return MoESpec(**self.settings["spec"])
+
+
+@dataclass(frozen=True)
+class StoredEstimate(_Settings):
+    """One stored grid point: its key, its settings (`GridPoint`), the estimate, the package version
+    that computed it and when it finished (Unix time)."""
+
+    key: str
+    settings: GridPoint
+    estimate: EntropyEstimate
+    version: str
+    finished: float
+
+
+@dataclass(frozen=True)
+class StoredFailure(_Settings):
+    """A grid point whose estimate raised: its key, settings, the error in one line, the traceback,
+    the package version and when it failed (Unix time)."""
+
+    key: str
+    settings: GridPoint
+    error: str
+    detail: str
+    version: str
+    finished: float
+
+
+def stored_rows(path: str | os.PathLike[str]) -> list[StoredEstimate]:
+    """Every stored estimate, in grid order (see `grid_order`)."""
+    from ..estimate import EntropyEstimate
+
+    with closing(open_db(path)) as connection:
+        rows = connection.execute("SELECT key, settings, result, version, finished FROM estimates")
+        stored = [
+            StoredEstimate(k, json.loads(s), EntropyEstimate.from_dict(json.loads(r)), v, f)
+            for k, s, r, v, f in rows
+        ]
+    return sorted(stored, key=grid_order)
+
+
+def stored_failures(path: str | os.PathLike[str]) -> list[StoredFailure]:
+    """Every grid point whose last run failed (and has not succeeded since), in grid order."""
+    with closing(open_db(path)) as connection:
+        rows = connection.execute("SELECT key, settings, error, detail, version, finished FROM failures")
+        failed = [StoredFailure(k, json.loads(s), e, d, v, f) for k, s, e, d, v, f in rows]
+    return sorted(failed, key=grid_order)
+
+
+#: The settings a table shows first and sorts by first.
+LEADING_SETTINGS = ("spec.experts", "spec.top_k", "spec.layers")
+
+
+def grid_order(row: _Settings) -> list[tuple[int, Any]]:
+    """Sorts rows by their settings, `LEADING_SETTINGS` first (numbers numerically), so that a
+    table reads along the grid."""
+    flat = row.flat_settings
+    order = list(LEADING_SETTINGS) + sorted(set(flat) - set(LEADING_SETTINGS))
+    return [(0, v) if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, repr(v))
+            for v in (flat.get(name) for name in order)]
