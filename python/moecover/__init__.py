@@ -17,6 +17,8 @@ are in docs/definitions.md, cited by section):
   (the `moecover run`, `show` and `report` commands);
 - `routing`: top-k expert sets as colex ranks;
 - `theory`: what the paper and the alternatives of definitions §4 predict for a class;
+- `targets`: regression problems of known intrinsic dimension d and smoothness β (definitions §9);
+- `manifold` (the `[manifold]` extra): d and β estimated from data, validated on those (§10);
 - `resolve_seed` (`_rng`): every random result is a function of one integer seed.
 """
 
@@ -30,7 +32,7 @@ from ._evaluate import Evaluation, evaluate, evaluate_sampled, sample_params
 from ._jacobian import FunctionalDimension, Jacobian, functional_dimension, jacobian
 from ._rng import resolve_seed
 from ._spec import MoESpec, ParamBlock
-from . import inputs, routing, theory
+from . import inputs, routing, targets, theory
 from .estimate import EntropyEstimate, estimate_entropy
 
 try:
@@ -61,6 +63,7 @@ __all__ = [
     "evaluate_sampled",
     "resolve_seed",
     "routing",
+    "targets",
     "theory",
     "sample_params",
 ]
