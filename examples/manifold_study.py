@@ -85,7 +85,7 @@ def noise_tables(quick: bool, log) -> tuple[list[str], dict]:
             cells = [label, str(d), f"{noise:g}"]
             series = []
             for n in ns:
-                x = points_on(kind, d, 40, n, noise, seed=2)
+                x = points_on(kind, d, 10, n, noise, seed=2)
                 value = manifold.intrinsic_dimension(x, methods=("mle",), sizes=[n], subsamples=0, rng=0).estimates["mle"][0]
                 if n <= 4000:  # local PCA beside it where it is quick
                     local = manifold.intrinsic_dimension(x, methods=("lpca",), sizes=[n], neighbours=(40,), subsamples=0,
@@ -98,9 +98,9 @@ def noise_tables(quick: bool, log) -> tuple[list[str], dict]:
             curves[(label, noise)] = series
             log(f"noise: {label} σ={noise}: {cells[3:]}")
     lines = [
-        "### Ambient noise against n (MLE, neighbourhood 10 / local PCA, 40; points in R^40)",
+        "### Ambient noise against n (MLE, neighbourhood 10 / local PCA, 40; points in R^10)",
         "",
-        "Noise of standard deviation σ in each of the 40 ambient coordinates (the manifolds have unit "
+        "Noise of standard deviation σ in each of the 10 ambient coordinates (the manifolds have unit "
         "scale). The noise's own dimension shows once the neighbourhoods shrink to its size: the "
         "MLE estimate climbs with n. Local PCA counts only directions above 5 % of the largest local "
         "variance, so noise below that leaves it at d until the neighbourhoods are as small as the noise.",
@@ -195,7 +195,7 @@ def plots(out: Path, dimension_points, noise, smoothness_points) -> list[str]:
         axes[1].plot(noise["ns"], series, marker="o", label=f"{label}, σ = {sigma:g}",
                      linestyle={0.0: "-", 0.01: "--", 0.05: ":"}[sigma])
     axes[1].set_xscale("log")
-    axes[1].set(xlabel="points n", ylabel="MLE d̂", title="d̂ against n with ambient noise (R^40)")
+    axes[1].set(xlabel="points n", ylabel="MLE d̂", title="d̂ against n with ambient noise (R^10)")
     axes[1].legend(fontsize=7)
     for d, beta, mean, _, kind in smoothness_points:
         axes[2].scatter(beta, mean, marker="o" if kind == "weierstrass" else "x",

@@ -84,7 +84,8 @@ def _run(args: argparse.Namespace) -> int:
         threads=settings.threads, progress=_show_progress(args),
     )
     failed = f", {len(done.failed)} failed" if done.failed else ""
-    print(f"{done.ran} estimate(s) run{failed}, {done.skipped} already stored; results in {db}")
+    noun = "learning curve(s)" if points and batch.is_learning_curve(points[0]) else "estimate(s)"
+    print(f"{done.ran} {noun} run{failed}, {done.skipped} already stored; results in {db}")
     for key, error in done.failed:
         print(f"moecover: grid point {key} failed: {error}", file=sys.stderr)
     if done.failed:
@@ -117,9 +118,23 @@ def _show(args: argparse.Namespace) -> int:
             }
             for row in rows
         ]
+        summaries += [
+            {
+                "key": row.key,
+                "settings": row.settings,
+                "exponent": to_plain(row.curve.exponent),
+                "interval": to_plain(row.curve.interval),
+                "theory_exponent": row.curve.theory_exponent,
+                "ns": row.curve.ns,
+                "risks": to_plain(row.curve.risks),
+                "version": row.version,
+            }
+            for row in batch.stored_curves(args.db)
+        ]
         print(json.dumps(summaries, indent=1))
         return 0
-    print(f"{'key':16}  {'experts':>7} {'top_k':>5} {'layers':>6}  {'slope':>6}  {'interval':>15}  predicted")
+    if rows:
+        print(f"{'key':16}  {'experts':>7} {'top_k':>5} {'layers':>6}  {'slope':>6}  {'interval':>15}  predicted")
     for row in rows:
         spec, estimate = row.settings["spec"], row.estimate
         lo, hi = estimate.slope_interval
@@ -128,9 +143,16 @@ def _show(args: argparse.Namespace) -> int:
         predicted = " ".join(f"{k}={v}" for k, v in estimate.predicted_slopes.items())
         print(f"{row.key:16}  {spec['experts']:>7} {spec['top_k']:>5} {spec['layers']:>6}  {slope:>6}  "
               f"{interval:>15}  {predicted}")
+    curves = batch.stored_curves(args.db)
+    if curves:
+        print(("\n" if rows else "") + f"{'key':16}  {'d':>2} {'beta':>5} {'model':>13}  {'exponent':>8}  {'interval':>15}  theory")
+        for stored in curves:
+            erm, curve = stored.settings["erm"], stored.curve
+            lo, hi = curve.interval
+            print(f"{stored.key:16}  {erm['d']:>2} {erm['beta']:>5g} {erm['model']:>13}  {curve.exponent:>8.3f}  "
+                  f"[{lo:.3f}, {hi:.3f}]  {curve.theory_exponent:.3f}")
     for failure in failures:
-        spec = failure.settings["spec"]
-        print(f"{failure.key:16}  {spec['experts']:>7} {spec['top_k']:>5} {spec['layers']:>6}  failed: {failure.error}")
+        print(f"{failure.key:16}  failed: {failure.error}")
     return 0
 
 
@@ -140,7 +162,8 @@ def _report(args: argparse.Namespace) -> int:
 
     report = write_report(args.db, args.out)
     plots = len(report.point_plots) + len(report.sweep_plots)
-    print(f"{len(report.rows)} estimate(s): {report.markdown}, {report.html}, {plots} plots in {report.markdown.parent}")
+    curves = f", {len(report.curve_rows)} learning curve(s)" if report.curve_rows else ""
+    print(f"{len(report.rows)} estimate(s){curves}: {report.markdown}, {report.html}, {plots} plots in {report.markdown.parent}")
     if report.plots_skipped:
         print(f"moecover: note: no plots written: {report.plots_skipped}", file=sys.stderr)
     return 0

@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ._checks import MissingDependency, as_float64, positive_int
+from ._knn import knn_predictions
 from ._rng import RngLike, resolve_seed
 
 __all__ = [
@@ -400,7 +401,6 @@ def knn_learning_curve(
     The responses must be noisy: without noise, k-NN interpolates at the approximation rate
     n^{−2β/d} instead, and the exponent means something else."""
     from scipy import stats
-    from scipy.spatial import cKDTree
 
     x, y = _checked_values(points, values)
     seeds = positive_int("seeds", seeds, minimum=2)
@@ -431,21 +431,13 @@ def knn_learning_curve(
         test, validation, rest = order[:held], order[held: 2 * held], order[2 * held:]
         for row, n in enumerate(ns):
             train = rest[:n]
-            k_max = min(n, 256)
-            tree = cKDTree(x[train])
-            ks = np.unique(np.round(np.geomspace(1, k_max, 16)).astype(int))
-
-            def predictions(where: NDArray[np.intp]) -> NDArray[np.float64]:
-                _, index = tree.query(x[where], k=k_max)
-                index = index.reshape(len(where), k_max)
-                running = np.cumsum(y[train][index], axis=1)
-                return running[:, ks - 1] / ks  # (points, len(ks)): the k-NN mean for each k
-
-            validation_error = ((predictions(validation) - y[validation, None]) ** 2).mean(0)
+            ks = np.unique(np.round(np.geomspace(1, min(n, 256), 16)).astype(np.int64))
+            validation_error = ((knn_predictions(x[train], y[train], x[validation], ks) - y[validation, None]) ** 2).mean(0)
             best = int(np.argmin(validation_error))
             chosen[row, s] = ks[best]
             reference = y[test] if truth is None else truth[test]
-            risks[row, s] = ((predictions(test)[:, best] - reference) ** 2).mean() - noise_variance
+            prediction = knn_predictions(x[train], y[train], x[test], ks[best: best + 1])[:, 0]
+            risks[row, s] = ((prediction - reference) ** 2).mean() - noise_variance
     if (risks <= 0).any():
         raise ValueError(
             "values: the test error falls below the noise variance read off the data at some n, so the excess risk "

@@ -1,7 +1,8 @@
 """Batch runs: a grid of estimates described in a TOML file, stored in SQLite, resumable.
 
 - `config`: the TOML file → validated, fully defaulted grid points, each with a stable key (a hash
-  of its settings), and the `[run]` settings (executor, scheduler, jobs, threads).
+  of its settings): entropy estimates, or learning curves (`[erm]`, `moecover.erm`); and the
+  `[run]` settings (executor, scheduler, jobs, threads).
 - `store`: the SQLite results, one row per point, committed as each estimate finishes; the
   errors of points that raised, kept beside them.
 - `executors`: runs the points not yet stored, in this process, in spawned processes, or on a Dask
@@ -11,6 +12,7 @@ See examples/quickstart.toml for a config, `moecover run --help` for the command
 """
 
 from .config import (
+    ERM_DEFAULTS,
     EXECUTORS,
     LIST_VALUED,
     SECTIONS,
@@ -18,27 +20,32 @@ from .config import (
     GridPoint,
     RunSettings,
     expand_config,
+    is_learning_curve,
     key_of,
     load_config,
     make_inputs,
     make_pinned,
+    make_problem,
     memory_need,
     run_settings,
 )
-from .executors import GridRun, SchedulerUnreachable, estimate_point, run_grid, run_point
+from .executors import GridRun, SchedulerUnreachable, estimate_point, learning_curve_point, run_grid, run_point
 from .store import (
     LEADING_SETTINGS,
+    StoredCurve,
     StoredEstimate,
     StoredFailure,
     StoreError,
     grid_order,
     open_db,
+    stored_curves,
     stored_failures,
     stored_keys,
     stored_rows,
 )
 
 __all__ = [
+    "ERM_DEFAULTS",
     "EXECUTORS",
     "LEADING_SETTINGS",
     "LIST_VALUED",
@@ -49,20 +56,25 @@ __all__ = [
     "RunSettings",
     "SchedulerUnreachable",
     "StoreError",
+    "StoredCurve",
     "StoredEstimate",
     "StoredFailure",
     "estimate_point",
     "expand_config",
+    "is_learning_curve",
+    "learning_curve_point",
     "grid_order",
     "key_of",
     "load_config",
     "make_inputs",
     "make_pinned",
+    "make_problem",
     "memory_need",
     "open_db",
     "run_grid",
     "run_point",
     "run_settings",
+    "stored_curves",
     "stored_failures",
     "stored_keys",
     "stored_rows",

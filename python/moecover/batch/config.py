@@ -5,6 +5,7 @@
                   n, seed, and the sampler's own arguments (dim, ...)
     [pinned]      block name = nested list, or router = "one_expert_per_input"
     [estimate]    samples, replicates, deltas, seed, by_routing, saturation_threshold
+    [erm]         instead of [inputs]/[pinned]/[estimate]: a learning-curve grid (see ERM_DEFAULTS)
     [run]         executor = "local" | "dask", scheduler, jobs, threads (how to run, never part of
                   a point's key: the same grid run anywhere gives the same rows)
 
@@ -52,8 +53,31 @@ ESTIMATE_DEFAULTS: dict[str, Any] = {
     "by_routing": True,
     "saturation_threshold": 0.05,
 }
-LIST_VALUED = {("estimate", "deltas")}
+#: A learning-curve grid ([erm]): the regression problem (`moecover.targets.RegressionProblem`'s
+#: fields, its seed as `target_seed`), the model ("neff_schedule": Section 4's N_eff* ∝
+#: n^{d/(2β+d)}; "knn": the calibration model; "spec": the [spec] section, which may sweep, e.g.
+#: over experts and top_k at a fixed N_eff), and the fitting settings of `erm.learning_curve`.
+ERM_DEFAULTS: dict[str, Any] = {
+    "manifold": "sphere",
+    "d": 1,
+    "ambient": 2,
+    "beta": 0.8,
+    "kind": "weierstrass",
+    "noise": 0.5,
+    "target_seed": 0,
+    "model": "neff_schedule",
+    "ns": [100, 200, 400, 800, 1600, 3200],
+    "seeds": 3,
+    "steps": 1500,
+    "starts": 4,
+    "learning_rate": 0.01,
+    "test_size": 4000,
+    "seed": 0,
+}
+ERM_MODELS = ("neff_schedule", "knn", "spec")
+LIST_VALUED = {("estimate", "deltas"), ("erm", "ns")}
 SECTIONS = ("spec", "inputs", "pinned", "estimate")
+ERM_SECTION = "erm"
 #: The section that says how to run a grid, not what it is.
 RUN_SECTION = "run"
 
@@ -94,6 +118,8 @@ def _axes(section: str, table: Mapping[str, Any]) -> list[tuple[str, str, list[A
 
 def expand_config(config: Mapping[str, Any]) -> list[GridPoint]:
     """Every grid point of `config`, fully defaulted and validated; ConfigError names the key."""
+    if ERM_SECTION in config:
+        return _expand_erm(config)
     unknown = set(config) - set(SECTIONS) - {RUN_SECTION}
     if unknown:
         raise ConfigError(f"unknown section(s) {sorted(unknown)}; expected {[*SECTIONS, RUN_SECTION]}")
@@ -197,6 +223,91 @@ def key_of(point: GridPoint) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+
+
+def is_learning_curve(point: GridPoint) -> bool:
+    """Whether a grid point is a learning curve ([erm]) rather than an entropy estimate."""
+    return ERM_SECTION in point
+
+
+def _expand_erm(config: Mapping[str, Any]) -> list[GridPoint]:
+    unknown = set(config) - {ERM_SECTION, "spec", RUN_SECTION}
+    if unknown:
+        raise ConfigError(f"unknown section(s) {sorted(unknown)} beside [erm]; a learning-curve grid takes "
+                          f"[erm], [spec] (with model = 'spec') and [run]")
+    table = config[ERM_SECTION]
+    if not isinstance(table, Mapping):
+        raise ConfigError("erm: expected a table")
+    for key in table:
+        if key not in ERM_DEFAULTS:
+            raise ConfigError(f"erm.{key}: unknown setting; expected one of {sorted(ERM_DEFAULTS)}")
+    spec_table = dict(config.get("spec", {}))
+    for key in spec_table:
+        if key not in SPEC_FIELDS:
+            raise ConfigError(f"spec.{key}: unknown MoESpec field; expected one of {sorted(SPEC_FIELDS)}")
+    axes = _axes(ERM_SECTION, {**ERM_DEFAULTS, **table})
+    models = {value for section, key, values in axes if key == "model" for value in values}
+    if "spec" in config and models != {"spec"}:
+        raise ConfigError("spec: a [spec] section beside [erm] needs model = 'spec'")
+    if "spec" in models:
+        axes += _axes("spec", {**SPEC_FIELDS, **spec_table})
+    points = []
+    for combination in itertools.product(*(values for _, _, values in axes)):
+        point: GridPoint = {ERM_SECTION: {}}
+        for (section, key, _), value in zip(axes, combination):
+            point.setdefault(section, {})[key] = value
+        if point[ERM_SECTION]["model"] != "spec":
+            point.pop("spec", None)
+        _validate_erm(point)
+        points.append(point)
+    return list({key_of(point): point for point in points}.values())
+
+
+def make_problem(point: GridPoint) -> Any:
+    """The `moecover.targets.RegressionProblem` of a learning-curve point."""
+    from ..targets import RegressionProblem
+
+    settings = point[ERM_SECTION]
+    return RegressionProblem(
+        manifold=settings["manifold"], d=settings["d"], ambient=settings["ambient"], beta=settings["beta"],
+        kind=settings["kind"], noise=settings["noise"], seed=settings["target_seed"],
+    )
+
+
+def _validate_erm(point: GridPoint) -> None:
+    settings = point[ERM_SECTION]
+    try:
+        problem = make_problem(point)
+    except (ValueError, TypeError) as error:
+        field = str(error).split(":")[0]
+        name = "target_seed" if field == "seed" else field
+        raise ConfigError(f"erm.{name}: {str(error).partition(':')[2].strip()}") from error
+    if problem.noise == 0:
+        raise ConfigError("erm.noise: learning curves need noisy responses (the rate 2β/(2β+d) is theirs); give noise > 0")
+    if settings["model"] not in ERM_MODELS:
+        raise ConfigError(f"erm.model: expected one of {list(ERM_MODELS)}, got {settings['model']!r}")
+    ns = settings["ns"]
+    if (not isinstance(ns, list) or len(ns) < 2 or any(isinstance(n, bool) or not isinstance(n, int) or n < 2 for n in ns)
+            or sorted(set(ns)) != ns):
+        raise ConfigError(f"erm.ns: expected at least two increasing training sizes >= 2, got {ns!r}")
+    for key in ("seeds", "steps", "starts", "test_size"):
+        value = settings[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < (2 if key == "seeds" else 1):
+            raise ConfigError(f"erm.{key}: expected an integer >= {2 if key == 'seeds' else 1}, got {value!r}")
+    rate = settings["learning_rate"]
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
+        raise ConfigError(f"erm.learning_rate: expected a positive number, got {rate!r}")
+    seed = settings["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"erm.seed: expected an integer >= 0, got {seed!r}")
+    if settings["model"] == "spec":
+        try:
+            spec = MoESpec(**point["spec"])
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"spec: {error}") from error
+        if spec.seq_len != 1 or spec.d_model != problem.ambient or spec.output_dim != 1:
+            raise ConfigError(f"spec: a learning curve's spec takes one token of d_model = erm.ambient = {problem.ambient} "
+                              f"to a scalar; got {spec}")
 
 
 # --- how to run ------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Any
 from .._checks import MissingDependency, resolve_threads
 from .._progress import Progress
 from .._spec import MoESpec
-from .config import GridPoint, RunSettings, key_of, make_inputs, make_pinned
+from .config import GridPoint, RunSettings, is_learning_curve, key_of, make_inputs, make_pinned, make_problem
 from .store import open_db, store_failure, store_result, stored_keys
 
 #: How long the driver waits for a Dask scheduler to answer before it gives up.
@@ -67,6 +67,27 @@ def estimate_point(point: GridPoint, n_threads: int) -> dict[str, Any]:
     return estimate.to_dict()
 
 
+def learning_curve_point(point: GridPoint) -> dict[str, Any]:
+    """Runs one learning-curve grid point ([erm]); returns the curve's to_dict(). (JAX sizes its
+    own thread pool: the point's thread count does not reach it.)"""
+    from .. import erm
+
+    settings = point["erm"]
+    problem = make_problem(point)
+    model: Any
+    if settings["model"] == "knn":
+        model = "knn"
+    elif settings["model"] == "spec":
+        model = MoESpec(**point["spec"])
+    else:
+        model = erm.neff_schedule(problem)
+    curve = erm.learning_curve(
+        model, problem, settings["ns"], seeds=settings["seeds"], rng=settings["seed"], test_size=settings["test_size"],
+        starts=settings["starts"], steps=settings["steps"], learning_rate=settings["learning_rate"],
+    )
+    return curve.to_dict()
+
+
 def run_point(point: GridPoint, n_threads: int) -> Outcome:
     """One task: the point's estimate, or the error it raised, as plain data. Interrupts and exits
     are not errors of the point: they propagate."""
@@ -74,7 +95,8 @@ def run_point(point: GridPoint, n_threads: int) -> Outcome:
 
     key = key_of(point)
     try:
-        return {"key": key, "version": __version__, "result": estimate_point(point, n_threads)}
+        result = learning_curve_point(point) if is_learning_curve(point) else estimate_point(point, n_threads)
+        return {"key": key, "version": __version__, "result": result}
     except Exception as error:
         return {"key": key, "version": __version__, "error": _one_line(error), "detail": traceback.format_exc()}
 

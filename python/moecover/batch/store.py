@@ -17,13 +17,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._spec import MoESpec
-from .config import GridPoint
+from .config import GridPoint, is_learning_curve
 
 if TYPE_CHECKING:
+    from ..erm import LearningCurve
     from ..estimate import EntropyEstimate
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS estimates (
+    key TEXT PRIMARY KEY,
+    settings TEXT NOT NULL,
+    result TEXT NOT NULL,
+    version TEXT NOT NULL,
+    finished REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS learning_curves (
     key TEXT PRIMARY KEY,
     settings TEXT NOT NULL,
     result TEXT NOT NULL,
@@ -58,16 +66,19 @@ def open_db(path: str | os.PathLike[str]) -> sqlite3.Connection:
 
 
 def stored_keys(connection: sqlite3.Connection) -> set[str]:
-    return {row[0] for row in connection.execute("SELECT key FROM estimates")}
+    """The keys of every finished point, estimates and learning curves."""
+    return {row[0] for row in connection.execute("SELECT key FROM estimates UNION SELECT key FROM learning_curves")}
 
 
 def store_result(connection: sqlite3.Connection, key: str, point: GridPoint, result: dict[str, Any]) -> None:
-    """Commits one finished estimate (its `to_dict()`), clearing any failure stored for its point."""
+    """Commits one finished point (the `to_dict()` of its estimate or learning curve), clearing any
+    failure stored for it."""
     from .. import __version__
 
+    table = "learning_curves" if is_learning_curve(point) else "estimates"
     with connection:
         connection.execute(
-            "INSERT OR REPLACE INTO estimates VALUES (?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?, ?, ?)",
             (key, json.dumps(point, sort_keys=True), json.dumps(result), __version__, time.time()),
         )
         connection.execute("DELETE FROM failures WHERE key = ?", (key,))
@@ -143,6 +154,32 @@ def stored_rows(path: str | os.PathLike[str]) -> list[StoredEstimate]:
     return sorted(stored, key=grid_order)
 
 
+@dataclass(frozen=True)
+class StoredCurve(_Settings):
+    """One stored learning-curve point: its key, its settings (`GridPoint` with an `erm` section),
+    the curve, the package version that computed it and when it finished (Unix time)."""
+
+    key: str
+    settings: GridPoint
+    curve: LearningCurve
+    version: str
+    finished: float
+
+    @property
+    def spec(self) -> MoESpec:
+        raise AttributeError("a learning-curve point has a spec only with model = 'spec': see settings")
+
+
+def stored_curves(path: str | os.PathLike[str]) -> list[StoredCurve]:
+    """Every stored learning curve, in grid order."""
+    from ..erm import LearningCurve
+
+    with closing(open_db(path)) as connection:
+        rows = connection.execute("SELECT key, settings, result, version, finished FROM learning_curves")
+        stored = [StoredCurve(k, json.loads(s), LearningCurve.from_dict(json.loads(r)), v, f) for k, s, r, v, f in rows]
+    return sorted(stored, key=grid_order)
+
+
 def stored_failures(path: str | os.PathLike[str]) -> list[StoredFailure]:
     """Every grid point whose last run failed (and has not succeeded since), in grid order."""
     with closing(open_db(path)) as connection:
@@ -152,7 +189,7 @@ def stored_failures(path: str | os.PathLike[str]) -> list[StoredFailure]:
 
 
 #: The settings a table shows first and sorts by first.
-LEADING_SETTINGS = ("spec.experts", "spec.top_k", "spec.layers")
+LEADING_SETTINGS = ("spec.experts", "spec.top_k", "spec.layers", "erm.d", "erm.beta")
 
 
 def grid_order(row: _Settings) -> list[tuple[int, Any]]:
