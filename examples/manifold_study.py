@@ -11,6 +11,7 @@ row is printed as it is measured; failures stay in the tables. About 6 minutes o
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -179,7 +180,7 @@ def plots(out: Path, dimension_points, noise, smoothness_points) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    figure, axes = plt.subplots(1, 3, figsize=(15, 5.0))
     markers = {"mle": "o", "twonn": "s", "corrint": "^", "lpca": "D"}
     offsets = {"mle": -0.2, "twonn": -0.07, "corrint": 0.07, "lpca": 0.2}
     for d, estimates in dimension_points:
@@ -191,25 +192,26 @@ def plots(out: Path, dimension_points, noise, smoothness_points) -> list[str]:
     axes[0].plot([0, 11], [0, 11], "k--", linewidth=1, label="d̂ = d")
     axes[0].set(xlabel="true d", ylabel="estimated d", title="d̂ against d (clean, every manifold and ambient)")
     axes[0].legend()
+    manifolds = list(dict.fromkeys(label for label, _ in noise["curves"]))
     for (label, sigma), series in noise["curves"].items():
         axes[1].plot(noise["ns"], series, marker="o", label=f"{label}, σ = {sigma:g}",
-                     linestyle={0.0: "-", 0.01: "--", 0.05: ":"}[sigma])
+                     color=f"C{manifolds.index(label)}", linestyle={0.0: "-", 0.01: "--", 0.05: ":"}[sigma])
     axes[1].set_xscale("log")
     axes[1].set(xlabel="points n", ylabel="MLE d̂", title="d̂ against n with ambient noise (R^10)")
-    axes[1].legend(fontsize=7)
+    axes[1].legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16))  # below: no line hidden
+    axes[2].fill_between([0.2, 1], [0.1, 0.9], [0.3, 1.1], color="0.9", zorder=0, label="±0.1")
     for d, beta, mean, _, kind in smoothness_points:
         axes[2].scatter(beta, mean, marker="o" if kind == "weierstrass" else "x",
-                        color="C0" if d == 1 else "C3", s=30)
+                        color="k" if kind != "weierstrass" else ("C0" if d == 1 else "C3"), s=30, zorder=3)
     axes[2].scatter([], [], marker="o", color="C0", label="Weierstrass, d = 1")
     axes[2].scatter([], [], marker="o", color="C3", label="Weierstrass, d = 2")
     axes[2].scatter([], [], marker="x", color="k", label="kink sums")
-    axes[2].plot([0.2, 1], [0.2, 1], "k--", linewidth=1, label="β̂ = β")
-    axes[2].fill_between([0.2, 1], [0.1, 0.9], [0.3, 1.1], color="0.9", label="±0.1")
+    axes[2].plot([0.2, 1], [0.2, 1], "k--", linewidth=1, label="β̂ = β", zorder=1)
     axes[2].set(xlabel="true β", ylabel="β̂ by increments (mean of 3 targets)", title="β̂ against β (noiseless)")
     axes[2].legend(fontsize=8)
     figure.tight_layout()
     path = out / "estimates.png"
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
     return [f"![d̂ against d, d̂ against n with noise, β̂ against β]({path.name})"]
 
@@ -218,9 +220,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="docs/manifold_study")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, about a minute")
+    parser.add_argument("--replot", action="store_true", help="redraw estimates.png from --out's data.json only")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.replot:
+        data = json.loads((out / "data.json").read_text(encoding="utf-8"))
+        noise = {"ns": data["noise"]["ns"], "curves": {(l, s): v for l, s, v in data["noise"]["curves"]}}
+        plots(out, [(d, {m: tuple(v) for m, v in e.items()}) for d, e in data["dimension"]], noise,
+              [tuple(p) for p in data["smoothness"]])
+        return
     started = time.perf_counter()
 
     def log(message: str) -> None:
@@ -230,6 +239,10 @@ def main() -> None:
     noise_lines, noise = noise_tables(args.quick, log)
     beta_lines, beta_points = smoothness_tables(args.quick, log)
     inversion_lines = inversion_tables(args.quick, log)
+    data = {"dimension": [[d, {m: list(v) for m, v in e.items()}] for d, e in d_points],
+            "noise": {"ns": noise["ns"], "curves": [[label, sigma, series] for (label, sigma), series in noise["curves"].items()]},
+            "smoothness": beta_points}
+    (out / "data.json").write_text(json.dumps(data, indent=1), encoding="utf-8")  # the plots' numbers
     from moecover import __version__
 
     page = [

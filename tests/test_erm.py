@@ -76,6 +76,31 @@ def test_risks_fall_with_n_on_an_easy_problem():
     assert curve.exponent > 0 and curve.theory_exponent == pytest.approx(problem.theory_exponent)
 
 
+def test_a_curve_keeps_its_fitted_thetas_which_moecover_evaluates_to_its_risks():
+    problem = RegressionProblem("sphere", 1, 2, 0.9, noise=1.0, terms=2)
+    curve = erm.learning_curve(SMALL, problem, [20, 60], seeds=2, rng=1, steps=100, starts=1, test_size=300)
+    test = problem.sample(300, rng=np.random.default_rng([curve.seed, 1]))  # the curve's test set, as documented
+    for row, record in enumerate(curve.details["fits"]):
+        theta = np.asarray(record["theta"])
+        assert theta.shape == (2, SMALL.total_params)
+        for s in range(2):
+            values = moecover.evaluate(SMALL, theta[s], test.x[:, None, :]).values[:, 0]
+            assert np.mean((values - test.f) ** 2) == pytest.approx(curve.risks[row, s], rel=1e-9)
+
+
+def test_sigint_stops_a_fit_within_a_second():
+    from interrupts import seconds_to_stop
+
+    setup = """
+    import numpy as np, moecover
+    from moecover import erm
+    spec = moecover.MoESpec(experts=2, top_k=1, d_model=2, expert="mlp", expert_hidden=3)
+    x = np.random.default_rng(0).uniform(-1, 1, (2000, 2)); y = x[:, 0]
+    erm.fit(spec, x[:50], y[:50], steps=50)  # compiled once, so that the interrupt meets the loop
+    """
+    assert seconds_to_stop(setup, "erm.fit(spec, x, y, steps=10**7, patience=10**9)", delay=3.0) < 1.0
+
+
 def test_knn_calibration_recovers_the_minimax_exponent():
     # k-NN with k = n^(2β/(2β+d)) attains n^(-2β/(2β+d)) for β ≤ 1: the harness must find it
     problem = RegressionProblem("sphere", 1, 2, 0.8, noise=0.5)

@@ -18,6 +18,7 @@ are in docs/definitions.md, cited by section):
 - `routing`: top-k expert sets as colex ranks;
 - `theory`: what the paper and the alternatives of definitions §4 predict for a class;
 - `targets`: regression problems of known intrinsic dimension d and smoothness β (definitions §9);
+- `erm` (the `[erm]` extra): least-squares fits of the class in JAX and their learning curves (§9);
 - `manifold` (the `[manifold]` extra): d and β estimated from data, validated on those (§10);
 - `resolve_seed` (`_rng`): every random result is a function of one integer seed.
 """

@@ -330,7 +330,9 @@ class LearningCurve:
     """Excess test risks E(T̂_n(x) − f*(x))² of `model_name` on `problem`: `risks` (len(ns),
     seeds); `exponent` α of risk ∝ n^{−α} (mean of the seeds' own slopes, `per_seed`) with its
     90 % t-interval over seeds; `theory_exponent` = 2β/(2β+d); `sizes` the active parameter count
-    used at each n (None for k-NN, whose `sizes` are its k)."""
+    used at each n (for k-NN, its k). `details["fits"]` keeps, per n, the spec, the fitted θ of each
+    seed (in `spec.layout`'s order: any moecover function takes them), their train and validation
+    risks, the step of the best validation risk and the optimisation trace."""
 
     ns: list[int]
     risks: NDArray[np.float64]
@@ -438,6 +440,7 @@ def learning_curve(
     test = problem.sample(test_size, rng=np.random.default_rng([seed, 1]))
     risks = np.empty((len(ns), seeds))
     sizes = []
+    fits: list[dict[str, Any]] = []  # per n (MoE only): the fitted θ and what the fit saw
     bar = Progress(len(ns) * seeds, "fits") if progress else None
     try:
         for row, n in enumerate(ns):
@@ -462,6 +465,10 @@ def learning_curve(
                              steps=steps, learning_rate=learning_rate, rng=np.random.default_rng([seed, 3, n]))
                 for s in range(seeds):
                     risks[row, s] = np.mean((fitted.predict(test.x, s)[:, 0] - test.f) ** 2)
+                fits.append({"n": n, "spec": {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.init},
+                             "theta": fitted.theta, "train_risk": fitted.train_risk,
+                             "validation_risk": fitted.validation_risk, "best_step": fitted.best_step,
+                             "steps_run": fitted.steps, "trace": fitted.trace})
                 if bar is not None:
                     bar.advance(seeds)
     finally:
@@ -473,6 +480,9 @@ def learning_curve(
     per_seed = [float(-np.polyfit(log_n, np.log(risks[:, s]), 1)[0]) for s in range(seeds)]
     mean = float(np.mean(per_seed))
     half = float(stats.t.ppf(0.95, seeds - 1) * np.std(per_seed, ddof=1) / math.sqrt(seeds))
+    from ._serial import to_plain
+
+    details = {"test_size": test_size, "starts": starts, "steps": steps, "fits": to_plain(fits)}
     return LearningCurve(ns, risks, mean, (mean - half, mean + half), per_seed, problem.theory_exponent, name, sizes,
-                         problem.to_dict(), seed, {"test_size": test_size, "starts": starts, "steps": steps})
+                         problem.to_dict(), seed, details)
 
