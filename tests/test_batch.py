@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from interrupts import with_default_sigint
@@ -204,3 +205,9 @@ def test_the_dask_executor_without_distributed_says_what_to_install(tmp_path, mo
     assert _cli.main(["run", str(config), "--quiet", "--executor", "dask"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and 'pip install "moecover[dask]"' in err
+
+
+@pytest.mark.parametrize("config", sorted((Path(__file__).parents[1] / "examples").glob("*.toml")), ids=lambda p: p.name)
+def test_every_example_config_expands(config):
+    points = batch.expand_config(batch.load_config(config))
+    assert points and len({batch.key_of(p) for p in points}) == len(points)

@@ -196,15 +196,19 @@ def test_a_grid_over_experts_and_top_k_draws_the_risk_against_them(tmp_path):
     from moecover.report import write_report
 
     config = tmp_path / "km.toml"
-    config.write_text('[erm]\nmodel = "spec"\nns = [40, 160]\nseeds = 2\nsteps = 100\nstarts = 1\ntest_size = 200\n'
-                      '[spec]\nd_model = 2\nexpert_hidden = 2\nexperts = [2, 4]\ntop_k = [1, 2]\n')
+    config.write_text('[erm]\nmodel = "fixed_neff"\nneff = 24\nns = [40, 160]\nseeds = 2\nsteps = 100\nstarts = 1\n'
+                      'test_size = 200\n[spec]\nd_model = 2\nexperts = [2, 4]\ntop_k = [1, 2]\n')
     points = batch.expand_config(batch.load_config(config))
     assert len(points) == 4
+    # the active parameter count held near 24 while k varies: expert_hidden follows
+    specs = [batch.erm_spec(p) for p in points]
+    assert all(abs(moecover.theory.paper_slope(s) - 24) <= 4 for s in specs)
+    assert len({s.expert_hidden for s in specs}) > 1
     run = batch.run_grid(points, tmp_path / "km.db", progress=False)
     assert run.ran == 4 and not run.failed
     report = write_report(tmp_path / "km.db", tmp_path / "report")
     assert (tmp_path / "report" / "risk_vs_experts_and_top_k.png").stat().st_size > 0
-    assert "spec experts=4, top_k=2" in report.markdown.read_text()
+    assert "spec experts=4, top_k=2, N_eff≈24" in report.markdown.read_text()
 
 
 @pytest.mark.parametrize(("config", "key"), [
@@ -219,6 +223,8 @@ def test_a_grid_over_experts_and_top_k_draws_the_risk_against_them(tmp_path):
     ({"erm": {}, "estimate": {}}, "beside"),
     ({"erm": {"model": "spec"}, "spec": {"d_model": 3}}, "spec"),
     ({"erm": {}, "spec": {"experts": 2}}, "spec"),
+    ({"erm": {"model": "fixed_neff"}, "spec": {"d_model": 2}}, "erm.neff"),
+    ({"erm": {"model": "fixed_neff", "neff": 20}, "spec": {"d_model": 2, "expert": "linear"}}, "spec"),
 ])
 def test_erm_config_errors_name_the_key(config, key):
     from moecover import batch

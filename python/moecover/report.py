@@ -260,8 +260,9 @@ def _curve_section(curves: list[batch.StoredCurve], directory: Path, plots: bool
     for row in curves:
         erm, curve = row.settings["erm"], row.curve
         model = erm["model"]
-        if model == "spec":
-            model = f"spec experts={row.settings['spec']['experts']}, top_k={row.settings['spec']['top_k']}"
+        if model in ("spec", "fixed_neff"):
+            neff = f", N_eff≈{erm['neff']}" if model == "fixed_neff" else ""
+            model = f"spec experts={row.settings['spec']['experts']}, top_k={row.settings['spec']['top_k']}{neff}"
         lo, hi = curve.interval
         path = directory / f"curve_{row.key}.png"
         if plots:
@@ -270,7 +271,7 @@ def _curve_section(curves: list[batch.StoredCurve], directory: Path, plots: bool
         body.append([row.key, str(erm["d"]), f"{erm['beta']:g}", f"{erm['noise']:g}", model,
                      f"{curve.ns[0]}…{curve.ns[-1]}", f"{curve.exponent:.3f} [{lo:.3f}, {hi:.3f}]",
                      f"{curve.theory_exponent:.3f}", f"{curve.exponent - curve.theory_exponent:+.3f}", path.name])
-    grid = [row for row in curves if row.settings["erm"]["model"] == "spec"]
+    grid = [row for row in curves if row.settings["erm"]["model"] in ("spec", "fixed_neff")]
     if plots and len({(r.settings["spec"]["experts"], r.settings["spec"]["top_k"]) for r in grid}) > 1:
         import matplotlib
 
@@ -282,8 +283,12 @@ def _curve_section(curves: list[batch.StoredCurve], directory: Path, plots: bool
             members = sorted((r for r in grid if r.settings["spec"]["top_k"] == top_k), key=lambda r: r.settings["spec"]["experts"])
             risk = [float(np.exp(np.log(r.curve.risks[-1]).mean())) for r in members]
             ax.plot([r.settings["spec"]["experts"] for r in members], risk, "o-", label=f"top_k = {top_k}")
-        ax.set(xlabel="experts M", ylabel="excess test risk at the largest n (geometric mean over seeds)", yscale="log",
-               title="risk against M and k")
+        fixed = {r.settings["erm"].get("neff") for r in grid}
+        title = f"risk against M and k at N_eff ≈ {fixed.pop()}" if len(fixed) == 1 and None not in fixed else "risk against M and k"
+        largest = sorted({r.curve.ns[-1] for r in grid})
+        ax.set(xlabel="experts M", ylabel=f"excess test risk at n = {'/'.join(map(str, largest))}\n(geometric mean over seeds)",
+               yscale="log", title=title)
+        ax.set_xticks(sorted({r.settings["spec"]["experts"] for r in grid}))
         ax.legend(fontsize=8)
         fig.tight_layout()
         paths["risk_vs_experts_and_top_k"] = directory / "risk_vs_experts_and_top_k.png"

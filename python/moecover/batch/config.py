@@ -55,8 +55,10 @@ ESTIMATE_DEFAULTS: dict[str, Any] = {
 }
 #: A learning-curve grid ([erm]): the regression problem (`moecover.targets.RegressionProblem`'s
 #: fields, its seed as `target_seed`), the model ("neff_schedule": Section 4's N_eff* ∝
-#: n^{d/(2β+d)}; "knn": the calibration model; "spec": the [spec] section, which may sweep, e.g.
-#: over experts and top_k at a fixed N_eff), and the fitting settings of `erm.learning_curve`.
+#: n^{d/(2β+d)}; "knn": the calibration model; "spec": the [spec] section as it is, which may
+#: sweep; "fixed_neff": the [spec] section with expert_hidden chosen so that N_eff is nearest
+#: `neff`, so that a sweep over experts and top_k holds the active parameters fixed), and the
+#: fitting settings of `erm.learning_curve`.
 ERM_DEFAULTS: dict[str, Any] = {
     "manifold": "sphere",
     "d": 1,
@@ -66,6 +68,7 @@ ERM_DEFAULTS: dict[str, Any] = {
     "noise": 0.5,
     "target_seed": 0,
     "model": "neff_schedule",
+    "neff": None,
     "ns": [100, 200, 400, 800, 1600, 3200],
     "seeds": 3,
     "steps": 1500,
@@ -74,7 +77,9 @@ ERM_DEFAULTS: dict[str, Any] = {
     "test_size": 4000,
     "seed": 0,
 }
-ERM_MODELS = ("neff_schedule", "knn", "spec")
+ERM_MODELS = ("neff_schedule", "knn", "spec", "fixed_neff")
+#: The models that read the [spec] section.
+SPEC_MODELS = {"spec", "fixed_neff"}
 LIST_VALUED = {("estimate", "deltas"), ("erm", "ns")}
 SECTIONS = ("spec", "inputs", "pinned", "estimate")
 ERM_SECTION = "erm"
@@ -247,20 +252,38 @@ def _expand_erm(config: Mapping[str, Any]) -> list[GridPoint]:
             raise ConfigError(f"spec.{key}: unknown MoESpec field; expected one of {sorted(SPEC_FIELDS)}")
     axes = _axes(ERM_SECTION, {**ERM_DEFAULTS, **table})
     models = {value for section, key, values in axes if key == "model" for value in values}
-    if "spec" in config and models != {"spec"}:
-        raise ConfigError("spec: a [spec] section beside [erm] needs model = 'spec'")
-    if "spec" in models:
+    if "spec" in config and not models <= SPEC_MODELS:
+        raise ConfigError("spec: a [spec] section beside [erm] needs model = 'spec' or 'fixed_neff'")
+    if models & SPEC_MODELS:
         axes += _axes("spec", {**SPEC_FIELDS, **spec_table})
     points = []
     for combination in itertools.product(*(values for _, _, values in axes)):
         point: GridPoint = {ERM_SECTION: {}}
         for (section, key, _), value in zip(axes, combination):
             point.setdefault(section, {})[key] = value
-        if point[ERM_SECTION]["model"] != "spec":
+        if point[ERM_SECTION]["model"] not in SPEC_MODELS:
             point.pop("spec", None)
+        if point[ERM_SECTION]["model"] != "fixed_neff":
+            point[ERM_SECTION].pop("neff", None)  # unused: not part of the key
         _validate_erm(point)
         points.append(point)
     return list({key_of(point): point for point in points}.values())
+
+
+def erm_spec(point: GridPoint) -> MoESpec:
+    """The spec of a learning-curve point whose model reads [spec]: as written ("spec"), or with
+    expert_hidden set so that N_eff is nearest erm.neff ("fixed_neff", mlp experts)."""
+    spec = MoESpec(**point["spec"])
+    if point[ERM_SECTION]["model"] != "fixed_neff":
+        return spec
+    from dataclasses import replace
+
+    from .. import theory
+
+    if spec.expert != "mlp":
+        raise ValueError(f"model = 'fixed_neff' sizes expert_hidden, which needs mlp experts; got expert = {spec.expert!r}")
+    target = point[ERM_SECTION]["neff"]
+    return min((replace(spec, expert_hidden=h) for h in range(1, 257)), key=lambda s: abs(theory.paper_slope(s) - target))
 
 
 def make_problem(point: GridPoint) -> Any:
@@ -300,9 +323,13 @@ def _validate_erm(point: GridPoint) -> None:
     seed = settings["seed"]
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"erm.seed: expected an integer >= 0, got {seed!r}")
-    if settings["model"] == "spec":
+    if settings["model"] == "fixed_neff":
+        neff = settings.get("neff")
+        if isinstance(neff, bool) or not isinstance(neff, int) or neff < 1:
+            raise ConfigError(f"erm.neff: model = 'fixed_neff' needs the active parameter count, a positive integer; got {neff!r}")
+    if settings["model"] in SPEC_MODELS:
         try:
-            spec = MoESpec(**point["spec"])
+            spec = erm_spec(point)
         except (ValueError, TypeError) as error:
             raise ConfigError(f"spec: {error}") from error
         if spec.seq_len != 1 or spec.d_model != problem.ambient or spec.output_dim != 1:

@@ -23,7 +23,16 @@ from typing import Any
 from .._checks import MissingDependency, resolve_threads
 from .._progress import Progress
 from .._spec import MoESpec
-from .config import GridPoint, RunSettings, is_learning_curve, key_of, make_inputs, make_pinned, make_problem
+from .config import (
+    GridPoint,
+    RunSettings,
+    erm_spec,
+    is_learning_curve,
+    key_of,
+    make_inputs,
+    make_pinned,
+    make_problem,
+)
 from .store import open_db, store_failure, store_result, stored_keys
 
 #: How long the driver waits for a Dask scheduler to answer before it gives up.
@@ -77,8 +86,8 @@ def learning_curve_point(point: GridPoint) -> dict[str, Any]:
     model: Any
     if settings["model"] == "knn":
         model = "knn"
-    elif settings["model"] == "spec":
-        model = MoESpec(**point["spec"])
+    elif settings["model"] in ("spec", "fixed_neff"):
+        model = erm_spec(point)
     else:
         model = erm.neff_schedule(problem)
     curve = erm.learning_curve(
