@@ -193,9 +193,17 @@ def test_repr_is_compact():
 def test_threads_default_from_environment(monkeypatch):
     monkeypatch.setenv("MOECOVER_NUM_THREADS", "1")
     assert evaluate_sampled(SPEC, INPUTS, 3, rng=1).n_threads == 1
-    monkeypatch.setenv("MOECOVER_NUM_THREADS", "zero")
-    with pytest.raises(ValueError, match="MOECOVER_NUM_THREADS"):
-        evaluate_sampled(SPEC, INPUTS, 3, rng=1)
+    for bad in ("zero", "0", "-2", "2147483648", "30000"):
+        monkeypatch.setenv("MOECOVER_NUM_THREADS", bad)
+        with pytest.raises(ValueError, match="^MOECOVER_NUM_THREADS"):
+            evaluate_sampled(SPEC, INPUTS, 3, rng=1)
+
+
+@pytest.mark.parametrize("threads", [2**31, 2**63 - 1, 30_000, 1025])
+def test_thread_counts_past_the_cap_are_refused_before_any_thread_starts(threads):
+    # once a process abort (2**31: a 48 GiB allocation), a panic (2**63 - 1) or 30 000 threads
+    with pytest.raises(ValueError, match=r"^n_threads: at most 1024"):
+        evaluate_sampled(SPEC, INPUTS, 3, rng=1, n_threads=threads)
 
 
 BAD_CALLS = [

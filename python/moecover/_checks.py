@@ -117,16 +117,28 @@ def as_scales(argument: str, value: Any) -> NDArray[np.float64]:
     return array
 
 
+#: The most threads a call may ask for: far above any machine this runs on, far below what would
+#: exhaust memory or the process table (each thread reserves a stack).
+MAX_THREADS = 1024
+
+
 def resolve_threads(n_threads: int | None) -> int:
-    """`n_threads`, else `MOECOVER_NUM_THREADS`, else the cores this process may run on."""
+    """`n_threads`, else `MOECOVER_NUM_THREADS`, else the cores this process may run on; at most
+    `MAX_THREADS`."""
     if n_threads is not None:
-        return positive_int("n_threads", n_threads)
+        threads = positive_int("n_threads", n_threads)
+        if threads > MAX_THREADS:
+            raise ValueError(f"n_threads: at most {MAX_THREADS} threads, got {threads}")
+        return threads
     env = os.environ.get("MOECOVER_NUM_THREADS")
     if env:
         try:
-            return positive_int("MOECOVER_NUM_THREADS", int(env))
-        except ValueError as error:
-            raise ValueError(f"MOECOVER_NUM_THREADS: expected a positive integer, got {env!r}") from error
+            threads = int(env.strip())
+        except ValueError:
+            raise ValueError(f"MOECOVER_NUM_THREADS: expected a positive integer, got {env!r}") from None
+        if not 1 <= threads <= MAX_THREADS:
+            raise ValueError(f"MOECOVER_NUM_THREADS: expected an integer from 1 to {MAX_THREADS}, got {env!r}")
+        return threads
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not on Linux
