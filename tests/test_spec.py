@@ -2,6 +2,8 @@
 
 import dataclasses
 
+import numpy as np
+
 import pytest
 from reference import reference_layout
 
@@ -99,3 +101,9 @@ def test_param_block_lookup():
 
 def test_package_exports_version():
     assert moecover.__version__[0].isdigit()
+
+
+def test_numpy_integers_are_sizes_too_and_are_stored_as_int():
+    spec = MoESpec(experts=np.int64(4), top_k=np.int32(2), d_model=np.uint8(2), param_bound=np.float32(0.5))
+    assert spec == MoESpec(experts=4, top_k=2, d_model=2, param_bound=0.5)
+    assert type(spec.experts) is int and type(spec.param_bound) is float

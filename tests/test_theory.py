@@ -156,3 +156,24 @@ BAD = [
 def test_bad_input_names_the_argument(call, name):
     with pytest.raises(ValueError, match=name):
         call()
+
+
+def test_bounds_stay_exact_at_the_smallest_positive_scales():
+    # log(1/δ) overflowed to inf at δ = 1e-310; −log δ is finite, and so is the ceiling's log
+    spec = MoESpec(experts=4, top_k=1, d_model=2)
+    delta = 1e-310
+    assert T.paper_log_covering(spec, delta) == pytest.approx(
+        T.paper_slope(spec) * -math.log(delta) + T.routing_term(spec), rel=1e-12)
+    assert T.parametric_log_covering(spec, delta, 2.0) == pytest.approx(
+        T.parametric_slope(spec) * (math.log(2.0) - math.log(delta)), rel=1e-12)
+    assert T.data_dependent_log_covering(3, 5, delta, 1.0, 1.0) == pytest.approx(
+        math.log(3) - 5 * math.log(delta), rel=1e-12)
+
+
+@pytest.mark.parametrize("junk", ["0.25", True, 0.5 + 0j, np.array(["1"]), None])
+def test_theory_functions_refuse_strings_bools_and_complex(junk):
+    spec = MoESpec()
+    with pytest.raises(TypeError, match="^delta:"):
+        T.paper_log_covering(spec, junk)
+    with pytest.raises((TypeError, ValueError), match="^lipschitz:"):
+        T.parametric_log_covering(spec, 0.5, junk)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
@@ -74,13 +76,15 @@ class MoESpec:
     def __post_init__(self) -> None:
         for name in ("layers", "experts", "top_k", "d_model", "seq_len", "heads", "expert_hidden"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+            object.__setattr__(self, name, int(value))  # numpy integers welcome, stored as int
         for name in ("expert", "gate", "block", "readout"):
             if not isinstance(getattr(self, name), str):
                 raise TypeError(f"{name}: expected a str, got {type(getattr(self, name)).__name__}")
-        if isinstance(self.param_bound, bool) or not isinstance(self.param_bound, (int, float)):
+        if isinstance(self.param_bound, bool) or not isinstance(self.param_bound, numbers.Real):
             raise TypeError(f"param_bound: expected a float, got {type(self.param_bound).__name__}")
+        object.__setattr__(self, "param_bound", float(self.param_bound))
         core = _core.CoreSpec(
             self.layers,
             self.experts,

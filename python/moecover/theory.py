@@ -49,11 +49,28 @@ Pinned = Union[Mapping[str, Any], Iterable[str], None]
 FloatOrArray = Union[float, NDArray[np.float64]]
 
 
+def _real(argument: str, value: ArrayLike) -> NDArray[np.float64]:
+    """`value` as float64, if it is a real number or an array of them: strings, bools and complex
+    numbers are refused rather than converted."""
+    array = np.asarray(value)
+    if array.dtype == np.bool_ or array.dtype.kind not in "iuf":
+        raise TypeError(f"{argument}: expected a real number or an array of them, got {type(value).__name__}"
+                        + (f" of dtype {array.dtype}" if isinstance(value, np.ndarray) else ""))
+    return array.astype(np.float64)
+
+
 def _positive(argument: str, value: ArrayLike) -> NDArray[np.float64]:
-    array = np.asarray(value, dtype=np.float64)
+    array = _real(argument, value)
     if not (np.isfinite(array).all() and (array > 0).all()):
         raise ValueError(f"{argument}: must be finite and > 0, got {value!r}")
     return array
+
+
+def _lipschitz(value: ArrayLike) -> float:
+    lip = _real("lipschitz", value)
+    if lip.ndim != 0 or not (math.isfinite(float(lip)) and float(lip) >= 0):
+        raise ValueError(f"lipschitz: must be one finite number >= 0, got {value!r}")
+    return float(lip)
 
 
 def _out(array: NDArray[np.float64]) -> FloatOrArray:
@@ -68,6 +85,16 @@ _CEIL_TOLERANCE = 1e-9
 def _cells_per_axis(ratio: NDArray[np.float64]) -> NDArray[np.float64]:
     """max(1, ⌈ratio⌉), robust to rounding just above an integer."""
     return np.maximum(1.0, np.ceil(ratio * (1.0 - _CEIL_TOLERANCE)))
+
+
+def _log_cells(scale: float, delta: NDArray[np.float64]) -> NDArray[np.float64]:
+    """log max(1, ⌈scale/δ⌉), exact where the ratio overflows (δ = 1e-310): past 2^52 the ceiling
+    changes nothing a float can hold, and log(scale) − log(δ) is finite where scale/δ is not."""
+    with np.errstate(over="ignore", divide="ignore"):
+        ratio = scale / delta
+    huge = ~(ratio < 2.0**52)
+    safe = np.where(huge, 1.0, ratio)
+    return np.where(huge, math.log(scale) - np.log(delta) if scale > 0 else 0.0, np.log(_cells_per_axis(safe)))
 
 
 def _pinned_names(spec: MoESpec, pinned: Pinned) -> set[str]:
@@ -102,7 +129,7 @@ def paper_log_covering(spec: MoESpec, delta: ArrayLike, constant: float = 1.0) -
     constant · (N_eff log(1/δ) + L_T ℓ k log(eM/k))."""
     d = _positive("delta", delta)
     c = float(_positive("constant", constant))
-    return _out(c * (paper_slope(spec) * np.log(1.0 / d) + routing_term(spec)))
+    return _out(c * (paper_slope(spec) * -np.log(d) + routing_term(spec)))  # −log δ: finite for any δ > 0
 
 
 # --- the parametric bound ---------------------------------------------------------------------
@@ -121,11 +148,8 @@ def parametric_log_covering(spec: MoESpec, delta: ArrayLike, lipschitz: float, p
     cubes of side 2δ/Lip, pushed through a Lip-Lipschitz map θ ↦ f_θ(X_n) (B = param_bound).
     A ratio B·Lip/δ within 1e-9 (relative) of an integer counts as that integer."""
     d = _positive("delta", delta)
-    lip = float(np.asarray(lipschitz, dtype=np.float64))
-    if not (math.isfinite(lip) and lip >= 0):
-        raise ValueError(f"lipschitz: must be finite and >= 0, got {lipschitz!r}")
-    cells = _cells_per_axis(spec.param_bound * lip / d)
-    return _out(parametric_slope(spec, pinned) * np.log(cells))
+    lip = _lipschitz(lipschitz)
+    return _out(parametric_slope(spec, pinned) * _log_cells(spec.param_bound * lip, d))
 
 
 # --- the data-dependent union bound -----------------------------------------------------------
@@ -199,10 +223,8 @@ def data_dependent_log_covering(
     used = positive_int("used", used, minimum=0)
     d = _positive("delta", delta)
     bound = float(_positive("param_bound", param_bound))
-    lip = float(lipschitz)
-    if not (math.isfinite(lip) and lip >= 0):
-        raise ValueError(f"lipschitz: must be finite and >= 0, got {lipschitz!r}")
-    return _out(math.log(n_patterns) + used * np.log(_cells_per_axis(bound * lip / d)))
+    lip = _lipschitz(lipschitz)
+    return _out(math.log(n_patterns) + used * _log_cells(bound * lip, d))
 
 
 @dataclass(frozen=True)
