@@ -158,3 +158,14 @@ def test_exact_patterns_refuses_specs_outside_its_scope_and_overflows():
     spec = MoESpec(experts=3, d_model=2)
     with pytest.raises(ValueError, match="max_patterns"):
         routing.exact_patterns(spec, np.random.default_rng(0).normal(size=(8, 1, 2)), max_patterns=5)
+
+
+@pytest.mark.parametrize("junk", [[0.5, 2.7], "02", [True, 2], None, 5])
+def test_rank_refuses_what_is_not_a_set_of_integer_indices(junk):
+    # [0.5, 2.7] once ranked as [0, 2] and "02" as {0, 2}
+    with pytest.raises(TypeError, match="^subset:"):
+        routing.rank(junk)
+
+
+def test_rank_takes_numpy_integers():
+    assert routing.rank(np.array([0, 2], dtype=np.int64)) == routing.rank([0, 2]) == routing.rank((np.uint8(2), 0))

@@ -7,6 +7,7 @@ colexicographic order, a number in [0, C(M, k)). `evaluate` stores each token's 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -55,7 +56,13 @@ def subsets(experts: int, top_k: int) -> NDArray[np.uint32]:
 
 def rank(subset: Iterable[int]) -> int:
     """The colex rank of a set of distinct expert indices (any order)."""
-    items = sorted(int(s) for s in subset)
+    if isinstance(subset, (str, bytes)) or not isinstance(subset, Iterable):
+        raise TypeError(f"subset: expected a collection of expert indices, got {type(subset).__name__}")
+    members = list(subset)
+    for s in members:  # integers only: int(2.7) would silently make another set
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral):
+            raise TypeError(f"subset: expert indices must be integers, got {s!r}")
+    items = sorted(int(s) for s in members)
     if not items:
         raise ValueError("subset: must hold at least one expert index")
     if items[0] < 0 or items[-1] >= 2**32:
