@@ -57,12 +57,27 @@ def open_db(path: str | os.PathLike[str]) -> sqlite3.Connection:
     """The results database at `path` (created if missing); StoreError if it is not one."""
     try:
         connection = sqlite3.connect(str(path), timeout=60)
-        connection.execute("PRAGMA journal_mode=WAL")  # a kill mid-write leaves the last commit intact
+        _switch_to_wal(connection)
         connection.executescript(SCHEMA)
         connection.commit()
     except sqlite3.DatabaseError as error:
         raise StoreError(f"{os.fspath(path)}: not a moecover results database ({error})") from error
     return connection
+
+
+def _switch_to_wal(connection: sqlite3.Connection, seconds: float = 60.0) -> None:
+    """WAL journaling, so that a kill mid-write leaves the last commit intact. Switching a fresh
+    file needs it to itself, and SQLite answers "database is locked" at once (no busy wait) when
+    another process is opening it too: retry until the other has finished."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def stored_keys(connection: sqlite3.Connection) -> set[str]:
