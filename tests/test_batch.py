@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from interrupts import with_default_sigint
 
@@ -239,3 +240,87 @@ def test_many_processes_opening_one_fresh_database_at_once_all_succeed(tmp_path)
             child.join(timeout=60)
         failures += [o for o in outcomes if o != "ok"]
     assert failures == []
+
+
+def _small_db(tmp_path):
+    config = write(tmp_path, TINY.format(samples=300))
+    db = tmp_path / "small.db"
+    assert cli("run", str(config), "--db", str(db), "--quiet").returncode == 0
+    return config, db
+
+
+def _one_line_error(result, *needles):
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("moecover: error: "), result.stderr
+    assert all(needle in result.stderr for needle in needles), result.stderr
+
+
+def test_a_damaged_database_is_a_one_line_error_not_a_clean_run(tmp_path):
+    config, db = _small_db(tmp_path)
+    with sqlite3.connect(db) as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        pages = connection.execute("PRAGMA page_count").fetchone()[0]
+    assert pages >= 3
+    data = bytearray(db.read_bytes())
+    data[4096 + 100: 4096 + 4096] = bytes(4096 - 100)  # zero most of the second page (a table's b-tree)
+    db.write_bytes(bytes(data))
+    # once "0 run, 6 already stored" and exit 0
+    _one_line_error(cli("run", str(config), "--db", str(db), "--quiet"), str(db), "damaged")
+    _one_line_error(cli("show", str(db)), "damaged")
+
+
+def test_a_database_of_a_newer_layout_or_a_foreign_schema_is_refused(tmp_path):
+    config, db = _small_db(tmp_path)
+    with sqlite3.connect(db) as connection:
+        connection.execute("PRAGMA user_version = 99")
+    _one_line_error(cli("run", str(config), "--db", str(db), "--quiet"), "newer moecover", "layout 99")
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as connection:
+        connection.execute("CREATE TABLE estimates (id INTEGER, payload BLOB)")
+    _one_line_error(cli("run", str(config), "--db", str(foreign), "--quiet"), "not a moecover results database", "payload")
+
+
+def test_show_and_report_only_read(tmp_path):
+    _, db = _small_db(tmp_path)
+    with sqlite3.connect(db) as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = db.read_bytes()
+    assert cli("show", str(db)).returncode == 0
+    assert cli("report", str(db), "--out", str(tmp_path / "report")).returncode == 0
+    assert db.read_bytes() == before
+    missing = tmp_path / "missing.db"
+    _one_line_error(cli("show", str(missing)), "no such file")
+    assert not missing.exists()  # a read never creates a database
+
+
+def test_a_damaged_row_is_named_and_recomputed_by_the_next_run(tmp_path):
+    config, db = _small_db(tmp_path)
+    with sqlite3.connect(db) as connection:
+        key, result = connection.execute("SELECT key, result FROM estimates LIMIT 1").fetchone()
+        connection.execute("UPDATE estimates SET result = ? WHERE key = ?", (result[: len(result) // 2], key))
+    _one_line_error(cli("show", str(db)), key, "damaged")
+    rerun = cli("run", str(config), "--db", str(db), "--quiet")
+    assert rerun.returncode == 0 and "1 estimate(s) run, 5 already stored" in rerun.stdout
+    assert len(batch.stored_rows(db)) == 6
+
+
+@pytest.mark.parametrize(("setting", "key"), [
+    ("seed = -1", "estimate.seed"),
+    ("deltas = [1.0, -0.5]", "estimate.deltas"),
+    ("saturation_threshold = 2.0", "estimate.saturation_threshold"),
+    ('by_routing = "no"', "estimate.by_routing"),
+])
+def test_dry_run_checks_every_estimate_setting(tmp_path, setting, key):
+    # once accepted by --dry-run, failing (or, for by_routing = "no", running with routing on) at run time
+    config = write(tmp_path, TINY.format(samples=300) + setting + "\n")
+    _one_line_error(cli("run", str(config), "--dry-run"), key)
+
+
+def test_duplicate_deltas_are_one_scale():
+    from moecover import MoESpec, estimate_entropy, inputs
+
+    spec = MoESpec(experts=2, d_model=2, expert_hidden=2)
+    x = inputs.box(6, d_model=2, rng=0)
+    twice = estimate_entropy(spec, x, 300, deltas=[1.0, 0.5, 0.5, 1.0], replicates=1, rng=0)
+    once = estimate_entropy(spec, x, 300, deltas=[1.0, 0.5], replicates=1, rng=0)
+    assert list(twice.deltas) == [1.0, 0.5] and np.array_equal(twice.net_sizes, once.net_sizes)

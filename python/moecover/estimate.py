@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -213,8 +214,12 @@ def estimate_entropy(
     x = check_inputs(spec, inputs)
     samples = positive_int("samples", samples)
     replicates = positive_int("replicates", replicates)
+    if isinstance(saturation_threshold, bool) or not isinstance(saturation_threshold, numbers.Real):
+        raise TypeError(f"saturation_threshold: expected a number in (0, 1), got {type(saturation_threshold).__name__}")
     if not (0 < saturation_threshold < 1):
         raise ValueError(f"saturation_threshold: must be in (0, 1), got {saturation_threshold}")
+    if not isinstance(by_routing, (bool, np.bool_)):
+        raise TypeError(f"by_routing: expected True or False, got {by_routing!r}")
     max_groups = positive_int("max_groups", max_groups)
     resolve_pinned(spec, pinned)  # validate names and shapes before any work
     threads = resolve_threads(n_threads)
@@ -227,7 +232,7 @@ def estimate_entropy(
         pilot = evaluate_sampled(spec, x, min(samples, PILOT), rng=replicate_seeds[0], pinned=pinned, n_threads=threads)
         grid = _auto_deltas(pilot.values.reshape(len(pilot.values), -1))
     else:
-        grid = np.sort(as_scales("deltas", deltas))[::-1]
+        grid = np.unique(as_scales("deltas", deltas))[::-1]  # descending; a scale given twice is one scale
 
     bar = Progress(replicates * samples, "samples") if progress else None
     net_sizes, tails = [], []

@@ -172,6 +172,23 @@ def _validate(point: GridPoint) -> None:
         value = point["estimate"][key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"estimate.{key}: expected a positive integer, got {value!r}")
+    # every setting the estimate takes, checked here so that --dry-run finds what a run would
+    settings = point["estimate"]
+    seed = settings["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
+        raise ConfigError(f"estimate.seed: expected an integer in [0, 2**64), got {seed!r}")
+    if settings["deltas"] is not None:
+        from .._checks import as_scales
+
+        try:
+            as_scales("deltas", settings["deltas"])
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"estimate.{error}") from error
+    threshold = settings["saturation_threshold"]
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+        raise ConfigError(f"estimate.saturation_threshold: expected a number in (0, 1), got {threshold!r}")
+    if not isinstance(settings["by_routing"], bool):
+        raise ConfigError(f"estimate.by_routing: expected true or false, got {settings['by_routing']!r}")
     try:
         x = make_inputs(point, spec)
         pinned = make_pinned(point, spec)

@@ -53,16 +53,82 @@ class StoreError(ValueError):
     """A results database that cannot be opened or read: the message names the file."""
 
 
-def open_db(path: str | os.PathLike[str]) -> sqlite3.Connection:
-    """The results database at `path` (created if missing); StoreError if it is not one."""
+#: The store's layout version (SQLite's user_version): a file of a later version is refused, not
+#: misread. 1: estimates, learning_curves, failures.
+SCHEMA_VERSION = 1
+COLUMNS = {
+    "estimates": ["key", "settings", "result", "version", "finished"],
+    "learning_curves": ["key", "settings", "result", "version", "finished"],
+    "failures": ["key", "settings", "error", "detail", "version", "finished"],
+}
+
+
+def open_db(path: str | os.PathLike[str], readonly: bool = False) -> sqlite3.Connection:
+    """The results database at `path`, checked whole (SQLite's quick_check), of a layout this
+    version reads; created if missing unless `readonly` (then it is only read: `show` and `report`
+    need no write access). StoreError, naming the file, for anything else."""
+    where = os.fspath(path)
+    if readonly and not os.path.isfile(where):
+        raise StoreError(f"{where}: no such results database")
     try:
-        connection = sqlite3.connect(str(path), timeout=60)
-        _switch_to_wal(connection)
-        connection.executescript(SCHEMA)
-        connection.commit()
+        if readonly:
+            connection = sqlite3.connect(f"file:{_uri_path(where)}?mode=ro", uri=True, timeout=60)
+            try:
+                connection.execute("SELECT 1 FROM sqlite_master LIMIT 1")
+            except sqlite3.OperationalError:
+                # a WAL file in a directory this process cannot write: read it as it stands
+                connection.close()
+                connection = sqlite3.connect(f"file:{_uri_path(where)}?mode=ro&immutable=1", uri=True, timeout=60)
+        else:
+            connection = sqlite3.connect(where, timeout=60)
+        try:
+            _check(connection, where)
+            if not readonly:
+                _switch_to_wal(connection)
+                connection.executescript(SCHEMA)
+                if connection.execute("PRAGMA user_version").fetchone()[0] == 0:
+                    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                connection.commit()
+        except BaseException:
+            connection.close()
+            raise
     except sqlite3.DatabaseError as error:
-        raise StoreError(f"{os.fspath(path)}: not a moecover results database ({error})") from error
+        raise StoreError(f"{where}: not a moecover results database, or not readable ({error})") from error
     return connection
+
+
+def _uri_path(path: str) -> str:
+    from urllib.parse import quote
+
+    return quote(os.path.abspath(path))
+
+
+def _check(connection: sqlite3.Connection, where: str) -> None:
+    """Refuses a damaged file, one of a newer layout, and one whose tables are not ours."""
+    verdict = connection.execute("PRAGMA quick_check").fetchone()[0]
+    if verdict != "ok":
+        raise StoreError(f"{where}: the database is damaged (SQLite's check: {verdict}); restore a copy or start "
+                         "a new database")
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"{where}: written by a newer moecover (store layout {version}; this version reads up to "
+                         f"{SCHEMA_VERSION}): upgrade moecover")
+    for table, columns in COLUMNS.items():
+        found = [row[1] for row in connection.execute(f"PRAGMA table_info({table})")]
+        if found and found != columns:
+            raise StoreError(f"{where}: not a moecover results database (its table {table!r} has columns {found})")
+
+
+def _tables(connection: sqlite3.Connection) -> set[str]:
+    return {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _parses(text: str) -> bool:
+    try:
+        json.loads(text)
+        return True
+    except ValueError:
+        return False
 
 
 def _switch_to_wal(connection: sqlite3.Connection, seconds: float = 60.0) -> None:
@@ -81,8 +147,11 @@ def _switch_to_wal(connection: sqlite3.Connection, seconds: float = 60.0) -> Non
 
 
 def stored_keys(connection: sqlite3.Connection) -> set[str]:
-    """The keys of every finished point, estimates and learning curves."""
-    return {row[0] for row in connection.execute("SELECT key FROM estimates UNION SELECT key FROM learning_curves")}
+    """The keys of every finished point, estimates and learning curves, whose stored result is
+    whole: a row damaged on disk (truncated JSON) is not finished, and the next run recomputes it."""
+    rows = connection.execute("SELECT key, settings, result FROM estimates UNION ALL "
+                              "SELECT key, settings, result FROM learning_curves")
+    return {key for key, settings, result in rows if _parses(settings) and _parses(result)}
 
 
 def store_result(connection: sqlite3.Connection, key: str, point: GridPoint, result: dict[str, Any]) -> None:
@@ -160,13 +229,27 @@ def stored_rows(path: str | os.PathLike[str]) -> list[StoredEstimate]:
     """Every stored estimate, in grid order (see `grid_order`)."""
     from ..estimate import EntropyEstimate
 
-    with closing(open_db(path)) as connection:
-        rows = connection.execute("SELECT key, settings, result, version, finished FROM estimates")
-        stored = [
-            StoredEstimate(k, json.loads(s), EntropyEstimate.from_dict(json.loads(r)), v, f)
-            for k, s, r, v, f in rows
-        ]
+    with closing(open_db(path, readonly=True)) as connection:
+        rows = _rows(connection, "estimates", "result", path)
+    stored = [StoredEstimate(k, s, EntropyEstimate.from_dict(r), v, f) for k, s, r, v, f in rows]
     return sorted(stored, key=grid_order)
+
+
+def _rows(connection: sqlite3.Connection, table: str, payload: str, path: Any) -> list[tuple[Any, ...]]:
+    """(key, settings, payload, version, finished) of every row of `table`, JSON decoded; a row
+    damaged on disk is a StoreError that names it (`moecover run` recomputes it)."""
+    if table not in _tables(connection):
+        return []  # a database of an earlier layout, opened read-only
+    decoded = []
+    for key, settings, value, version, finished in connection.execute(
+            f"SELECT key, settings, {payload}, version, finished FROM {table}"):
+        try:
+            decoded.append((key, json.loads(settings), json.loads(value) if payload == "result" else value,
+                            version, finished))
+        except ValueError as error:
+            raise StoreError(f"{os.fspath(path)}: the stored row {key} is damaged ({error}); `moecover run` recomputes "
+                             "it") from None
+    return decoded
 
 
 @dataclass(frozen=True)
@@ -189,17 +272,19 @@ def stored_curves(path: str | os.PathLike[str]) -> list[StoredCurve]:
     """Every stored learning curve, in grid order."""
     from ..erm import LearningCurve
 
-    with closing(open_db(path)) as connection:
-        rows = connection.execute("SELECT key, settings, result, version, finished FROM learning_curves")
-        stored = [StoredCurve(k, json.loads(s), LearningCurve.from_dict(json.loads(r)), v, f) for k, s, r, v, f in rows]
+    with closing(open_db(path, readonly=True)) as connection:
+        rows = _rows(connection, "learning_curves", "result", path)
+    stored = [StoredCurve(k, s, LearningCurve.from_dict(r), v, f) for k, s, r, v, f in rows]
     return sorted(stored, key=grid_order)
 
 
 def stored_failures(path: str | os.PathLike[str]) -> list[StoredFailure]:
     """Every grid point whose last run failed (and has not succeeded since), in grid order."""
-    with closing(open_db(path)) as connection:
-        rows = connection.execute("SELECT key, settings, error, detail, version, finished FROM failures")
-        failed = [StoredFailure(k, json.loads(s), e, d, v, f) for k, s, e, d, v, f in rows]
+    with closing(open_db(path, readonly=True)) as connection:
+        if "failures" not in _tables(connection):
+            return []
+        rows = connection.execute("SELECT key, settings, error, detail, version, finished FROM failures").fetchall()
+    failed = [StoredFailure(k, json.loads(s), e, d, v, f) for k, s, e, d, v, f in rows if _parses(s)]
     return sorted(failed, key=grid_order)
 
 
