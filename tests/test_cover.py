@@ -268,7 +268,7 @@ def test_a_stream_goes_on_after_a_failed_chunk(monkeypatch):
     deltas = [0.125, 1.0]
     good = [points[:1000], points[1000:7000], points[7000:]]
     want = cover(points, deltas)
-    monkeypatch.setattr(cover_module, "physical_memory_bytes", lambda: 2_000_000)
+    monkeypatch.setattr(cover_module, "memory_limit_bytes", lambda: 2_000_000)
     stream = CoverStream(deltas, dim=3)
     stream.add(good[0])
     before = stream.result()
@@ -278,7 +278,7 @@ def test_a_stream_goes_on_after_a_failed_chunk(monkeypatch):
         stream.add(poisoned)
     assert stream.n_points == 1000
     np.testing.assert_array_equal(stream.result().net_sizes, before.net_sizes)
-    monkeypatch.setattr(cover_module, "physical_memory_bytes", lambda: 100_000)
+    monkeypatch.setattr(cover_module, "memory_limit_bytes", lambda: 100_000)
     small = CoverStream(deltas, dim=3)
     small.add(good[0][:10])
     with pytest.raises(MemoryError):
@@ -295,7 +295,7 @@ def test_nets_that_outgrow_memory_stop_with_too_large_error(monkeypatch):
     from moecover import TooLargeError
 
     # pretend the machine has 200 kB: 6000 distinct points at a tiny scale are 6000 centres
-    monkeypatch.setattr(cover_module, "physical_memory_bytes", lambda: 200_000)
+    monkeypatch.setattr(cover_module, "memory_limit_bytes", lambda: 200_000)
     points = np.random.default_rng(0).normal(size=(6000, 4))
     with pytest.raises(TooLargeError, match=r"deltas: the nets hold \[\d+\] centres \(about .* MiB\)"):
         cover(points, [1e-6])
@@ -333,7 +333,7 @@ def test_greedy_net_refuses_an_assignment_larger_than_memory(monkeypatch):
     import moecover._cover as cover_module
     from moecover import TooLargeError
 
-    monkeypatch.setattr(cover_module, "physical_memory_bytes", lambda: 1000)
-    monkeypatch.setattr("moecover._checks.physical_memory_bytes", lambda: 1000)
+    monkeypatch.setattr(cover_module, "memory_limit_bytes", lambda: 1000)
+    monkeypatch.setattr("moecover._checks.memory_limit_bytes", lambda: 1000)
     with pytest.raises(TooLargeError, match="points: .* GiB"):
         greedy_net(np.zeros((100, 2)), 0.5)

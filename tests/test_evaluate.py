@@ -242,3 +242,22 @@ def test_bad_input_raises_a_clear_exception(call, error, name):
 def test_too_large_is_also_a_memory_error():
     with pytest.raises(MemoryError, match="GiB"):
         evaluate_sampled(SPEC, INPUTS, 10**13)
+
+
+def test_a_request_at_99_percent_of_available_memory_is_refused_up_front():
+    # the check compared with total RAM, so 0.99 x RAM passed and the kernel killed the process;
+    # it now leaves headroom below the memory available now
+    from moecover import TooLargeError, inputs
+    from moecover._checks import available_memory_bytes
+
+    available = available_memory_bytes()
+    m = int(0.99 * available) // (8 * SPEC.total_params)
+    with pytest.raises(TooLargeError, match="^m: .*available now"):
+        sample_params(SPEC, m, rng=0)
+    per_pair = 8 * SPEC.output_dim + 4 * SPEC.layers * SPEC.seq_len
+    with pytest.raises(TooLargeError, match="^m: "):
+        evaluate_sampled(SPEC, INPUTS, int(0.99 * available) // (len(INPUTS) * per_pair), rng=0)
+    with pytest.raises(TooLargeError, match="^n: "):
+        inputs.box(int(0.99 * available) // (3 * 8 * 2), d_model=2, rng=0)
+    # well inside the limit, the same calls run
+    assert sample_params(SPEC, 1000, rng=0).shape == (1000, SPEC.total_params)

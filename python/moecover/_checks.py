@@ -23,6 +23,8 @@ __all__ = [
     "check_spec",
     "check_start",
     "MissingDependency",
+    "available_memory_bytes",
+    "memory_limit_bytes",
     "positive_int",
     "resolve_pinned",
     "resolve_threads",
@@ -51,13 +53,39 @@ def physical_memory_bytes() -> int:
         return 1 << 40
 
 
+#: The share of the memory available now that one call may plan to fill: the rest is for the
+#: interpreter, the caller's own arrays and the OS, so that a request is refused here rather than
+#: by the kernel's out-of-memory killer.
+MEMORY_HEADROOM = 0.9
+
+
+def available_memory_bytes() -> int:
+    """Memory available to new allocations now (Linux's MemAvailable: free memory plus what the
+    kernel can reclaim), else the machine's total."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
+        pass
+    return physical_memory_bytes()  # pragma: no cover
+
+
+def memory_limit_bytes() -> int:
+    """The most one call may plan to hold: MEMORY_HEADROOM of the memory available now. Arrays the
+    caller already holds are resident, so they are already subtracted."""
+    return int(MEMORY_HEADROOM * available_memory_bytes())
+
+
 def check_bytes(argument: str, nbytes: int, what: str) -> None:
-    """Refuse an allocation of `nbytes` (a Python int: no overflow) that would not fit in memory."""
-    limit = physical_memory_bytes()
+    """Refuse an allocation of `nbytes` (a Python int: no overflow) that would not fit in the
+    memory available now (with headroom: `memory_limit_bytes`)."""
+    limit = memory_limit_bytes()
     if nbytes > limit:
         raise TooLargeError(
-            f"{argument}: {what} would need {nbytes / 2**30:.3g} GiB, "
-            f"more than this machine's {limit / 2**30:.3g} GiB of memory"
+            f"{argument}: {what} would need {nbytes / 2**30:.3g} GiB, more than the {limit / 2**30:.3g} GiB "
+            f"this call may use ({MEMORY_HEADROOM:.0%} of the memory available now, of {physical_memory_bytes() / 2**30:.3g} GiB)"
         )
 
 

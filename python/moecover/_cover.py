@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from . import _core
-from ._checks import as_float64, as_scales, check_bytes, physical_memory_bytes, resolve_threads
+from ._checks import as_float64, as_scales, check_bytes, memory_limit_bytes, resolve_threads
 
 __all__ = ["CoverResult", "CoverStream", "Net", "box_count", "cover", "greedy_net"]
 
@@ -75,7 +75,7 @@ def _engine(deltas: NDArray[np.float64], dim: int, dtype: DTypeLike, keep_assign
     """The core's nets, stopped with TooLargeError once they outgrow physical memory (how large a
     net grows depends on the data, so the engine checks as it grows, block by block)."""
     return _core.CoverEngine(
-        deltas.tolist(), dim, np.dtype(dtype) == np.float64, keep_assignment, physical_memory_bytes()
+        deltas.tolist(), dim, np.dtype(dtype) == np.float64, keep_assignment, memory_limit_bytes()
     )
 
 

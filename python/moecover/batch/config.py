@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .. import inputs as input_samplers
-from .._checks import check_inputs, physical_memory_bytes, resolve_pinned
+from .._checks import check_inputs, memory_limit_bytes, resolve_pinned
 from .._spec import MoESpec
 
 if sys.version_info >= (3, 11):
@@ -197,10 +197,10 @@ def _validate(point: GridPoint) -> None:
     except (ValueError, TypeError) as error:
         raise ConfigError(f"inputs/pinned: {error}") from error
     need = memory_need(point, spec, x.shape[0])
-    if need > physical_memory_bytes():
+    if need > memory_limit_bytes():
         raise ConfigError(
             f"estimate.samples: grid point {key_of(point)} could need {need / 2**30:.3g} GiB in the worst case "
-            f"(every sample a centre), more than this machine's {physical_memory_bytes() / 2**30:.3g} GiB"
+            f"(every sample a centre), more than the {memory_limit_bytes() / 2**30:.3g} GiB a call may use here"
         )
 
 
