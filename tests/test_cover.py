@@ -337,3 +337,17 @@ def test_greedy_net_refuses_an_assignment_larger_than_memory(monkeypatch):
     monkeypatch.setattr("moecover._checks.memory_limit_bytes", lambda: 1000)
     with pytest.raises(TooLargeError, match="points: .* GiB"):
         greedy_net(np.zeros((100, 2)), 0.5)
+
+
+@pytest.mark.parametrize(("points", "delta"), [
+    ([[1e300], [-1e300]], 1.0),  # once 1 cell: both indices saturated the core's integer
+    ([[9.3e15], [9.4e15]], 1e-3),
+])
+def test_box_count_refuses_cells_it_cannot_tell_apart(points, delta):
+    with pytest.raises(ValueError, match="^points: .*2\\^53"):
+        box_count(np.array(points), [delta])
+
+
+def test_box_count_is_exact_just_below_the_limit():
+    x = np.array([[2.0**52 - 3.0], [2.0**52 - 2.0], [-(2.0**52) + 1.0]])
+    assert box_count(x, [1.0]).tolist() == [3]
