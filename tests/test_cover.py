@@ -351,3 +351,10 @@ def test_box_count_refuses_cells_it_cannot_tell_apart(points, delta):
 def test_box_count_is_exact_just_below_the_limit():
     x = np.array([[2.0**52 - 3.0], [2.0**52 - 2.0], [-(2.0**52) + 1.0]])
     assert box_count(x, [1.0]).tolist() == [3]
+
+
+def test_float32_follows_one_precision_rule_in_either_byte_order():
+    # the same values once gave 1 centre little-endian (netted in float32) and 2 big-endian (in float64)
+    x = np.array([[0.0], [0.1]], dtype=np.float32)
+    little, big = greedy_net(x.astype("<f4"), 0.1), greedy_net(x.astype(">f4"), 0.1)
+    assert np.array_equal(little.centers, big.centers) and np.array_equal(little.assignment, big.assignment)

@@ -121,7 +121,9 @@ def as_float64(
     if array.ndim not in allowed:
         expected = " or ".join(str(d) for d in allowed)
         raise ValueError(f"{argument}: expected {expected} dimensions, got shape {array.shape}")
-    dtype = np.float32 if keep_float32 and array.dtype == np.float32 else np.float64
+    # float32 in either byte order is float32: one precision rule whatever the array's endianness
+    single = array.dtype.kind == "f" and array.dtype.itemsize == 4
+    dtype = np.float32 if keep_float32 and single else np.float64
     array = np.ascontiguousarray(array, dtype=dtype)
     if check_finite and not np.isfinite(array).all():
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
