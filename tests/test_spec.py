@@ -107,3 +107,9 @@ def test_numpy_integers_are_sizes_too_and_are_stored_as_int():
     spec = MoESpec(experts=np.int64(4), top_k=np.int32(2), d_model=np.uint8(2), param_bound=np.float32(0.5))
     assert spec == MoESpec(experts=4, top_k=2, d_model=2, param_bound=0.5)
     assert type(spec.experts) is int and type(spec.param_bound) is float
+
+
+def test_a_parameter_count_that_would_wrap_is_refused():
+    # once total_params == 44 314: the count wrapped around 2**64
+    with pytest.raises(ValueError, match=r"2\^48"):
+        MoESpec(layers=58201, experts=62494, d_model=40532, expert_hidden=62562)

@@ -176,11 +176,28 @@ impl Default for SpecOptions<'_> {
     }
 }
 
-/// Sizes beyond this are refused: a class this large has no covering number worth sampling, and
-/// the bound keeps every product of sizes below far below `usize::MAX` (no overflow anywhere).
+/// Sizes beyond this are refused: a class this large has no covering number worth sampling. With
+/// the parameter count bounded too (`MAX_PARAMS`), no product of sizes can overflow.
 const MAX_SIZE: i64 = 1 << 16;
 /// Routes are stored as `u32` colex ranks, so `C(experts, top_k)` must fit.
 const MAX_PATTERNS: u64 = u32::MAX as u64;
+
+/// The most parameters a class may have: a θ of 2^48 f64 is 2 PiB, past any machine, and every
+/// product of sizes below it fits `usize` with room (the sizes alone, each ≤ 2^16, do not bound the
+/// product: layers · experts · d_model · expert_hidden reaches 2^65).
+const MAX_PARAMS: u128 = 1 << 48;
+
+/// `layers·(Π_attn + Π_router + experts·Π_exp)` in u128, which no sizes ≤ 2^16 can overflow.
+fn checked_total_params(layers: usize, experts: usize, d: usize, h: usize, heads: usize, expert: &str) -> u128 {
+    let (layers, experts, d, h) = (layers as u128, experts as u128, d as u128, h as u128);
+    let attention = if heads > 0 { 4 * d * d } else { 0 };
+    let per_expert = match expert {
+        "constant" => d,
+        "linear" => d * d + d,
+        _ => 2 * d * h + h + d,
+    };
+    layers * (attention + experts * (d + 1) + experts * per_expert)
+}
 
 fn positive(argument: &'static str, value: i64) -> Result<usize> {
     if value < 1 {
@@ -223,6 +240,15 @@ impl MoeSpec {
             return Err(Error::invalid(
                 "param_bound",
                 format!("must be finite and > 0, got {}", options.param_bound),
+            ));
+        }
+        let total = checked_total_params(layers, experts, d_model, expert_hidden, heads, options.expert);
+        if total > MAX_PARAMS {
+            return Err(Error::invalid(
+                "spec",
+                format!(
+                    "layers·(Π_attn + Π_router + experts·Π_exp) = {total} parameters, more than the 2^48 a θ can hold"
+                ),
             ));
         }
         let n_patterns = binomial(experts as u64, top_k as u64);
@@ -409,6 +435,25 @@ pub(crate) fn option_combinations() -> Vec<(i64, &'static str, &'static str, &'s
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_parameter_count_past_2_48_is_refused_not_wrapped() {
+        // once 44 314: layers 58201 · experts 62494 · (2 · 40532 · 62562 + …) wrapped around 2^64
+        let options = SpecOptions {
+            layers: 58201,
+            experts: 62494,
+            d_model: 40532,
+            expert_hidden: 62562,
+            ..SpecOptions::default()
+        };
+        match MoeSpec::new(&options) {
+            Err(Error::InvalidArgument { argument, message }) => {
+                assert_eq!(argument, "spec");
+                assert!(message.contains("2^48"), "{message}");
+            }
+            other => panic!("expected an error, got {:?}", other.map(|s| s.total_params())),
+        }
+    }
     use super::*;
 
     fn spec(options: SpecOptions) -> MoeSpec {
