@@ -130,3 +130,13 @@ def test_to_frame_has_one_row_per_scale(small):
     np.testing.assert_array_equal(frame["delta"], est.deltas)
     assert frame["in_slope_fit"].sum() == len(est.slope_scales)
     np.testing.assert_array_equal(frame["theory_paper"], est.theory_curves["paper"])
+
+
+@pytest.mark.parametrize(("argument", "value"), [("samples", 2**64), ("replicates", 2**31)])
+def test_sizes_that_would_never_finish_are_refused_at_once(argument, value):
+    from moecover import MoESpec, estimate_entropy, inputs
+
+    spec = MoESpec(experts=2, d_model=2, expert_hidden=2)
+    kwargs = {"samples": 100, "replicates": 1, argument: value}
+    with pytest.raises(ValueError, match=f"^{argument}: at most"):
+        estimate_entropy(spec, inputs.box(4, d_model=2, rng=0), kwargs.pop("samples"), rng=0, **kwargs)

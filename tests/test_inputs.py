@@ -75,3 +75,10 @@ def test_sizes_beyond_memory_are_refused_before_any_work(sampler):
 
     with pytest.raises(TooLargeError, match=r"^n: .* GiB"):
         getattr(inputs, sampler)(10**13)
+
+
+@pytest.mark.parametrize(("low", "high", "name"), [(-np.inf, np.inf, "low"), (0.0, np.nan, "high"), (True, 2.0, "low")])
+def test_grid_bounds_must_be_finite_numbers(low, high, name):
+    # low = -inf, high = inf once returned NaN inputs
+    with pytest.raises(ValueError, match=f"^{name}:"):
+        inputs.grid(5, low=low, high=high)

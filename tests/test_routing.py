@@ -169,3 +169,11 @@ def test_rank_refuses_what_is_not_a_set_of_integer_indices(junk):
 
 def test_rank_takes_numpy_integers():
     assert routing.rank(np.array([0, 2], dtype=np.int64)) == routing.rank([0, 2]) == routing.rank((np.uint8(2), 0))
+
+
+def test_arrangement_bound_refuses_sizes_it_would_take_hours_on():
+    with pytest.raises(ValueError, match="^experts:"):
+        routing.arrangement_bound(2**31, 2, 5)
+    with pytest.raises(ValueError, match="^experts, d_model:"):
+        routing.arrangement_bound(60_000, 60_000, 5)
+    assert routing.arrangement_bound(2, 1, 3) == 2 * (1 + 2)  # Cover: 2 Σ_{i ≤ D} C(N − 1, i)

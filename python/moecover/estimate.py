@@ -214,6 +214,11 @@ def estimate_entropy(
     x = check_inputs(spec, inputs)
     samples = positive_int("samples", samples)
     replicates = positive_int("replicates", replicates)
+    # past these a call never ends (2**64 samples, 2**31 replicates hung): refuse rather than start
+    if samples > 1 << 48:
+        raise ValueError(f"samples: at most 2^48 per replicate, got {samples}")
+    if replicates > 10_000:
+        raise ValueError(f"replicates: at most 10 000, got {replicates}")
     if isinstance(saturation_threshold, bool) or not isinstance(saturation_threshold, numbers.Real):
         raise TypeError(f"saturation_threshold: expected a number in (0, 1), got {type(saturation_threshold).__name__}")
     if not (0 < saturation_threshold < 1):

@@ -6,6 +6,7 @@ R^{d_model} and returns an `Inputs` array carrying that dimension in `.intrinsic
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import TYPE_CHECKING, Any
 
@@ -118,7 +119,10 @@ def grid(n: int, seq_len: int = 1, d_model: int = 1, low: float = -1.0, high: fl
     """Evenly spaced inputs for exact tests: n points from `low` to `high` along the first
     coordinate of every token (others 0); intrinsic dimension 1. Deterministic (no seed)."""
     n, seq_len, d_model = _sizes(n, seq_len, d_model)
-    if not (isinstance(low, numbers.Real) and isinstance(high, numbers.Real) and low < high):
+    for name, value in (("low", low), ("high", high)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise ValueError(f"{name}: expected a finite number, got {value!r}")  # ±inf gave NaN inputs
+    if not low < high:
         raise ValueError(f"low, high: need low < high, got {low!r}, {high!r}")
     tokens = np.zeros((n, seq_len, d_model))
     tokens[:, :, 0] = np.linspace(low, high, n)[:, None]

@@ -91,6 +91,14 @@ def arrangement_bound(experts: int, d_model: int, tokens: int) -> int:
     experts = positive_int("experts", experts)
     d_model = positive_int("d_model", d_model)
     tokens = positive_int("tokens", tokens)
+    # the sum has (M−1)(D+1) terms of binomials of tokens·C(M, 2): within MoESpec's sizes it is
+    # quick; past them (experts = 2**31) it ran for hours
+    for name, value, most in (("experts", experts, 1 << 16), ("d_model", d_model, 1 << 16), ("tokens", tokens, 1 << 32)):
+        if value > most:
+            raise ValueError(f"{name}: at most {most} here, got {value}")
+    if (experts - 1) * (d_model + 1) > 1 << 20:
+        raise ValueError(f"experts, d_model: the bound sums (experts − 1)(d_model + 1) = {(experts - 1) * (d_model + 1)} "
+                         "binomials; at most 2^20 here")
     if experts == 1:
         return 1
     hyperplanes = tokens * math.comb(experts, 2)
