@@ -324,3 +324,33 @@ def test_duplicate_deltas_are_one_scale():
     twice = estimate_entropy(spec, x, 300, deltas=[1.0, 0.5, 0.5, 1.0], replicates=1, rng=0)
     once = estimate_entropy(spec, x, 300, deltas=[1.0, 0.5], replicates=1, rng=0)
     assert list(twice.deltas) == [1.0, 0.5] and np.array_equal(twice.net_sizes, once.net_sizes)
+
+
+@pytest.mark.parametrize("processes", [2, 4])
+def test_concurrent_runs_on_one_fresh_database_compute_each_point_once(tmp_path, processes):
+    # once every point was computed by every process, and 1 run in 21 died opening the new file
+    config = write(tmp_path, TINY.format(samples=200).replace("experts = [2, 3, 4]", "experts = [2, 3]"))
+    for round_ in range(20):
+        db = tmp_path / f"round{round_}.db"
+        command = [sys.executable, "-m", "moecover", "run", str(config), "--db", str(db), "--quiet"]
+        children = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                    for _ in range(processes)]
+        outputs = [child.communicate(timeout=120) for child in children]
+        assert all(child.returncode == 0 for child in children), [err for _, err in outputs]
+        ran = sum(int(out.split(" estimate(s) run")[0]) for out, _ in outputs)
+        assert ran == 4, [out for out, _ in outputs]  # no point computed twice, none left out
+        with sqlite3.connect(db) as connection:
+            assert connection.execute("SELECT COUNT(*) FROM estimates").fetchone()[0] == 4
+            assert connection.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0
+
+
+def test_a_claim_left_by_a_killed_run_is_taken_over(tmp_path):
+    config = write(tmp_path, TINY.format(samples=200))
+    db = tmp_path / "stale.db"
+    points = batch.expand_config(batch.load_config(config))
+    with batch.open_db(db) as connection:
+        # a run on this host whose process no longer exists (pid far above any in use)
+        connection.execute("INSERT INTO claims VALUES (?, 'gone', ?, ?, ?)",
+                           (batch.key_of(points[0]), __import__("socket").gethostname(), 2**22 + 12345, time.time()))
+    run = batch.run_grid(points, db, progress=False)
+    assert (run.ran, run.busy) == (6, 0)

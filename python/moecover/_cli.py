@@ -85,7 +85,8 @@ def _run(args: argparse.Namespace) -> int:
     )
     failed = f", {len(done.failed)} failed" if done.failed else ""
     noun = "learning curve(s)" if points and batch.is_learning_curve(points[0]) else "estimate(s)"
-    print(f"{done.ran} {noun} run{failed}, {done.skipped} already stored; results in {db}")
+    busy = f", {done.busy} being run by another process" if done.busy else ""
+    print(f"{done.ran} {noun} run{failed}, {done.skipped} already stored{busy}; results in {db}")
     for key, error in done.failed:
         print(f"moecover: grid point {key} failed: {error}", file=sys.stderr)
     if done.failed:

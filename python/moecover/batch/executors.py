@@ -33,7 +33,7 @@ from .config import (
     make_pinned,
     make_problem,
 )
-from .store import open_db, store_failure, store_result, stored_keys
+from .store import CLAIM_HEARTBEAT, Claims, open_db, refresh_claims, store_failure, store_result, stored_keys
 
 #: How long the driver waits for a Dask scheduler to answer before it gives up.
 CONNECT_SECONDS = 10
@@ -43,12 +43,14 @@ Outcome = dict[str, Any]
 
 @dataclass(frozen=True)
 class GridRun:
-    """What one `run_grid` did: `ran` estimates stored, `skipped` points already stored, and the
-    points whose estimate raised, as (key, one-line error) in the order they failed (stored too)."""
+    """What one `run_grid` did: `ran` estimates stored, `skipped` points already stored, the
+    points whose estimate raised, as (key, one-line error) in the order they failed (stored too),
+    and `busy` points left to another run that holds them on the same database."""
 
     ran: int
     skipped: int
     failed: list[tuple[str, str]] = field(default_factory=list)
+    busy: int = 0
 
 
 class SchedulerUnreachable(ValueError):
@@ -130,14 +132,22 @@ def run_grid(
     executor = executor or ("dask" if scheduler is not None else "local")
     settings = RunSettings(executor=executor, scheduler=scheduler, jobs=jobs, threads=threads)
     connection = open_db(db_path)
+    claims = Claims(connection)
+    heartbeat = _Heartbeat(db_path, claims.owner)
     try:
         done = stored_keys(connection)
-        todo = list({key_of(p): p for p in points if key_of(p) not in done}.values())
-        skipped = len({key_of(p) for p in points}) - len(todo)
+        unique = {key_of(p): p for p in points}
+        pending = [k for k in unique if k not in done]
+        taken = set(claims.take(pending))  # points another live run holds are left to it
+        todo = [unique[k] for k in pending if k in taken]
+        skipped, busy = len(unique) - len(pending), len(pending) - len(taken)
         if progress and skipped:
             sys.stderr.write(f"{skipped} grid point(s) already stored: skipped\n")
+        if progress and busy:
+            sys.stderr.write(f"{busy} grid point(s) being run by another process on this database: skipped\n")
         if not todo:
-            return GridRun(0, skipped)
+            return GridRun(0, skipped, busy=busy)
+        heartbeat.start()
         recorder = _Recorder(connection, {key_of(p): p for p in todo}, Progress(len(todo), "grid points") if progress else None)
         try:
             if settings.executor == "dask":
@@ -146,9 +156,39 @@ def run_grid(
                 _run_local(todo, settings, recorder.record)
         finally:
             recorder.close()
-        return GridRun(recorder.ran, skipped, recorder.failed)
+        return GridRun(recorder.ran, skipped, recorder.failed, busy)
     finally:
-        connection.close()
+        heartbeat.stop()
+        try:
+            claims.release()
+        finally:
+            connection.close()
+
+
+class _Heartbeat:
+    """Refreshes this run's claims every CLAIM_HEARTBEAT seconds from a daemon thread, so that a
+    long point is not mistaken for an abandoned one."""
+
+    def __init__(self, path: str | os.PathLike[str], owner: str):
+        import threading
+
+        self.path, self.owner, self.stopped = path, owner, threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True, name="moecover-claims")
+
+    def _beat(self) -> None:
+        while not self.stopped.wait(CLAIM_HEARTBEAT):
+            try:
+                refresh_claims(self.path, self.owner)
+            except sqlite3.Error:  # a busy or vanished file: the next beat tries again
+                pass
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=5)
 
 
 class _Recorder:

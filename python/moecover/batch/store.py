@@ -38,6 +38,13 @@ CREATE TABLE IF NOT EXISTS learning_curves (
     version TEXT NOT NULL,
     finished REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS claims (
+    key TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    heartbeat REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS failures (
     key TEXT PRIMARY KEY,
     settings TEXT NOT NULL,
@@ -54,12 +61,13 @@ class StoreError(ValueError):
 
 
 #: The store's layout version (SQLite's user_version): a file of a later version is refused, not
-#: misread. 1: estimates, learning_curves, failures.
+#: misread. 1: estimates, learning_curves, failures, claims.
 SCHEMA_VERSION = 1
 COLUMNS = {
     "estimates": ["key", "settings", "result", "version", "finished"],
     "learning_curves": ["key", "settings", "result", "version", "finished"],
     "failures": ["key", "settings", "error", "detail", "version", "finished"],
+    "claims": ["key", "owner", "host", "pid", "heartbeat"],
 }
 
 
@@ -154,6 +162,82 @@ def stored_keys(connection: sqlite3.Connection) -> set[str]:
     return {key for key, settings, result in rows if _parses(settings) and _parses(result)}
 
 
+#: A claim whose owner has not shown signs of life for this long is taken over (its owner's
+#: heartbeat thread refreshes it every CLAIM_HEARTBEAT seconds while it runs).
+CLAIM_TIMEOUT = 300.0
+CLAIM_HEARTBEAT = 30.0
+
+
+class Claims:
+    """The grid points this process is running, recorded in the store so that a second `moecover
+    run` on the same database skips them instead of computing them again. A claim is released when
+    its point is stored, and all of them when the run ends; a claim left by a killed run is taken
+    over once its owner is seen dead (same host) or silent for CLAIM_TIMEOUT seconds."""
+
+    def __init__(self, connection: sqlite3.Connection):
+        import socket
+        import uuid
+
+        self.connection = connection
+        self.owner, self.host, self.pid = uuid.uuid4().hex, socket.gethostname(), os.getpid()
+
+    def take(self, keys: list[str]) -> list[str]:
+        """Claims those of `keys` that are neither stored nor held by a live run; returns them."""
+        taken: list[str] = []
+        with _immediate(self.connection):
+            done = stored_keys(self.connection)
+            held = {k: (h, p, t) for k, h, p, t in self.connection.execute("SELECT key, host, pid, heartbeat FROM claims")}
+            now = time.time()
+            for key in keys:
+                if key in done or (key in held and self._alive(*held[key], now)):
+                    continue
+                self.connection.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?)",
+                                        (key, self.owner, self.host, self.pid, now))
+                taken.append(key)
+        return taken
+
+    def _alive(self, host: str, pid: int, heartbeat: float, now: float) -> bool:
+        if now - heartbeat > CLAIM_TIMEOUT:
+            return False
+        if host == self.host:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                return True
+        return True
+
+    def release(self) -> None:
+        with self.connection:
+            self.connection.execute("DELETE FROM claims WHERE owner = ?", (self.owner,))
+
+
+def refresh_claims(path: str | os.PathLike[str], owner: str) -> None:
+    """One heartbeat of `owner`'s claims, from its own connection (called from a thread)."""
+    with closing(sqlite3.connect(os.fspath(path), timeout=60)) as connection, connection:
+        connection.execute("UPDATE claims SET heartbeat = ? WHERE owner = ?", (time.time(), owner))
+
+
+class _immediate:
+    """A write transaction begun at once (BEGIN IMMEDIATE), so that two processes claiming points
+    take turns instead of both reading the same free points."""
+
+    def __init__(self, connection: sqlite3.Connection):
+        self.connection = connection
+
+    def __enter__(self) -> None:
+        self.level = self.connection.isolation_level
+        self.connection.isolation_level = None
+        self.connection.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: Any, *_: Any) -> None:
+        try:
+            self.connection.execute("COMMIT" if kind is None else "ROLLBACK")
+        finally:
+            self.connection.isolation_level = self.level
+
+
 def store_result(connection: sqlite3.Connection, key: str, point: GridPoint, result: dict[str, Any]) -> None:
     """Commits one finished point (the `to_dict()` of its estimate or learning curve), clearing any
     failure stored for it."""
@@ -166,6 +250,7 @@ def store_result(connection: sqlite3.Connection, key: str, point: GridPoint, res
             (key, json.dumps(point, sort_keys=True), json.dumps(result), __version__, time.time()),
         )
         connection.execute("DELETE FROM failures WHERE key = ?", (key,))
+        connection.execute("DELETE FROM claims WHERE key = ?", (key,))
 
 
 def store_failure(connection: sqlite3.Connection, key: str, point: GridPoint, error: str, detail: str) -> None:
@@ -178,6 +263,7 @@ def store_failure(connection: sqlite3.Connection, key: str, point: GridPoint, er
             "INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?)",
             (key, json.dumps(point, sort_keys=True), error, detail, __version__, time.time()),
         )
+        connection.execute("DELETE FROM claims WHERE key = ?", (key,))
 
 
 class _Settings:
