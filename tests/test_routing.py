@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import reference
 
-from moecover import routing
+from moecover import MoESpec, routing
 
 
 @pytest.mark.parametrize("experts", range(1, 13))
@@ -177,3 +177,16 @@ def test_arrangement_bound_refuses_sizes_it_would_take_hours_on():
     with pytest.raises(ValueError, match="^experts, d_model:"):
         routing.arrangement_bound(60_000, 60_000, 5)
     assert routing.arrangement_bound(2, 1, 3) == 2 * (1 + 2)  # Cover: 2 Σ_{i ≤ D} C(N − 1, i)
+
+
+@pytest.mark.parametrize("scale", [1e308, 1e200, 1e-300])
+def test_exact_patterns_do_not_depend_on_the_inputs_scale(scale):
+    # at 1e200 the LP solver panicked on an overflowing norm; patterns on c·x equal those on x
+    spec = MoESpec(experts=3, top_k=1, d_model=2, heads=0)
+    x = np.random.default_rng(3).uniform(-1, 1, (5, 1, 2))
+    x /= np.abs(x).max()
+    reference = routing.exact_patterns(spec, x, return_patterns=True)
+    scaled = routing.exact_patterns(spec, x * scale, return_patterns=True)
+    assert scaled.count == reference.count
+    rows = lambda found: {tuple(row) for row in found.patterns.reshape(found.count, -1).tolist()}  # noqa: E731
+    assert rows(scaled) == rows(reference)

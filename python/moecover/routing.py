@@ -220,6 +220,12 @@ def exact_patterns(
             f"tokens); got layers={spec.layers}, heads={spec.heads}"
         )
     x = check_inputs(spec, inputs)
+    # A linear router's realisable patterns on c·x are those on x for any c > 0 (the weights absorb
+    # c), so far-off magnitudes are brought near 1 by a power of two, exactly: at 1e200 the LP's
+    # squared norms overflowed (a panic in the solver).
+    largest = float(np.abs(x).max()) if x.size else 0.0
+    if largest > 2.0**64 or 0 < largest < 2.0**-64:
+        x = np.ldexp(x, -math.frexp(largest)[1])
     max_patterns = positive_int("max_patterns", max_patterns)
     n = x.shape[0]
     if return_patterns:
