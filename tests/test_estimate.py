@@ -138,5 +138,5 @@ def test_sizes_that_would_never_finish_are_refused_at_once(argument, value):
 
     spec = MoESpec(experts=2, d_model=2, expert_hidden=2)
     kwargs = {"samples": 100, "replicates": 1, argument: value}
-    with pytest.raises(ValueError, match=f"^{argument}: at most"):
+    with pytest.raises(ValueError, match=f"^{argument}: (at most|must be <=)"):
         estimate_entropy(spec, inputs.box(4, d_model=2, rng=0), kwargs.pop("samples"), rng=0, **kwargs)

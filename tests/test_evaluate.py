@@ -261,3 +261,12 @@ def test_a_request_at_99_percent_of_available_memory_is_refused_up_front():
         inputs.box(int(0.99 * available) // (3 * 8 * 2), d_model=2, rng=0)
     # well inside the limit, the same calls run
     assert sample_params(SPEC, 1000, rng=0).shape == (1000, SPEC.total_params)
+
+
+@pytest.mark.parametrize("huge", [2**64, 10**400])
+def test_integers_past_64_bits_name_their_argument(huge):
+    # once an OverflowError from the conversion into the core
+    with pytest.raises(ValueError, match="^m: must be <="):
+        evaluate_sampled(SPEC, INPUTS, huge, rng=0)
+    with pytest.raises(ValueError, match="^start: must be <="):
+        sample_params(SPEC, 2, rng=0, start=huge)

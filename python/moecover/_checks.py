@@ -89,12 +89,17 @@ def check_bytes(argument: str, nbytes: int, what: str) -> None:
         )
 
 
-def positive_int(argument: str, value: Any, *, minimum: int = 1) -> int:
-    """`value` as an int >= `minimum`; bools and non-integers are TypeErrors."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+def positive_int(argument: str, value: Any, *, minimum: int = 1, maximum: int = 2**63 - 1) -> int:
+    """`value` as an int in [`minimum`, `maximum`]; bools and non-integers are TypeErrors. The
+    default maximum is the core's signed 64-bit range, so that a larger Python int is a ValueError
+    naming the argument rather than an OverflowError where it crosses into Rust."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{argument}: expected an integer, got {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{argument}: must be >= {minimum}, got {value}")
+    if value > maximum:
+        shown = value if value < 10**30 else f"an integer of {len(str(int(value)))} digits"
+        raise ValueError(f"{argument}: must be <= {maximum}, got {shown}")
     return int(value)
 
 
@@ -186,7 +191,7 @@ def check_spec(spec: Any) -> MoESpec:
 
 def check_start(start: Any, m: int) -> int:
     """The first sample index: an int >= 0 with start + m below 2**64."""
-    start = positive_int("start", start, minimum=0)
+    start = positive_int("start", start, minimum=0, maximum=_MAX_START)
     if start + m > _MAX_START:
         raise ValueError(f"start: start + m must stay below 2**64, got {start} + {m}")
     return start

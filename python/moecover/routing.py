@@ -74,12 +74,10 @@ def rank(subset: Iterable[int]) -> int:
 
 def unrank(rank: int, top_k: int) -> tuple[int, ...]:
     """The top_k-subset (ascending) whose colex rank is `rank`."""
-    rank = positive_int("rank", rank, minimum=0)
+    rank = positive_int("rank", rank, minimum=0, maximum=2**64 - 1)
     top_k = positive_int("top_k", top_k)
     if top_k > _MAX_TOP_K:
         raise ValueError(f"top_k: must be <= {_MAX_TOP_K} (the largest MoESpec), got {top_k}")
-    if rank >= 2**64:
-        raise ValueError(f"rank: must be < 2**64, got {rank}")
     return tuple(_core.unrank(rank, top_k))
 
 
