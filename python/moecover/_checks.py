@@ -95,12 +95,13 @@ def positive_int(argument: str, value: Any, *, minimum: int = 1, maximum: int = 
     naming the argument rather than an OverflowError where it crosses into Rust."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{argument}: expected an integer, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{argument}: must be >= {minimum}, got {value}")
-    if value > maximum:
-        shown = value if value < 10**30 else f"an integer of {len(str(int(value)))} digits"
+    number = int(value)
+    if number < minimum:
+        raise ValueError(f"{argument}: must be >= {minimum}, got {number}")
+    if number > maximum:
+        shown = number if number < 10**30 else f"an integer of {len(str(number))} digits"
         raise ValueError(f"{argument}: must be <= {maximum}, got {shown}")
-    return int(value)
+    return number
 
 
 def as_float64(
