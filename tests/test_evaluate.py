@@ -270,3 +270,19 @@ def test_integers_past_64_bits_name_their_argument(huge):
         evaluate_sampled(SPEC, INPUTS, huge, rng=0)
     with pytest.raises(ValueError, match="^start: must be <="):
         sample_params(SPEC, 2, rng=0, start=huge)
+
+
+def test_a_huge_broadcast_view_is_a_too_large_error_before_any_copy():
+    # once NumPy's MemoryError from the contiguous copy
+    from moecover import TooLargeError
+
+    view = np.broadcast_to(INPUTS[:1], (10**12,) + INPUTS.shape[1:])
+    with pytest.raises(TooLargeError, match="^inputs: a contiguous float64 copy"):
+        evaluate(SPEC, sample_params(SPEC, 1, rng=0)[0], view)
+
+
+def test_results_with_extended_precision_numbers_serialise():
+    # to_dict once recursed forever on a longdouble
+    from moecover._serial import to_plain
+
+    assert to_plain({"x": np.longdouble(1.5), "y": [np.float16(0.5)]}) == {"x": 1.5, "y": [0.5]}

@@ -130,6 +130,11 @@ def as_float64(
     # float32 in either byte order is float32: one precision rule whatever the array's endianness
     single = array.dtype.kind == "f" and array.dtype.itemsize == 4
     dtype = np.float32 if keep_float32 and single else np.float64
+    if not (array.flags.c_contiguous and array.dtype == dtype):
+        # a copy is made: a broadcast view of 10^12 rows must be refused here, not by NumPy's
+        # MemoryError (or the kernel) once the copy starts
+        check_bytes(argument, int(array.size) * np.dtype(dtype).itemsize, f"a contiguous {np.dtype(dtype).name} copy of "
+                    f"shape {array.shape}")
     array = np.ascontiguousarray(array, dtype=dtype)
     if check_finite and not np.isfinite(array).all():
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))

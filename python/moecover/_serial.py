@@ -26,7 +26,10 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return to_plain(value.tolist())
     if isinstance(value, np.generic):
-        return to_plain(value.item())
+        item = value.item()
+        if isinstance(item, np.generic):  # longdouble and friends .item() to themselves
+            item = float(item) if np.issubdtype(value.dtype, np.floating) else complex(item)
+        return to_plain(item)
     if isinstance(value, dict):
         return {str(k): to_plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
