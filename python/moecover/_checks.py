@@ -118,7 +118,10 @@ def as_float64(
     `check_finite=False` leaves the check to the core, which makes it while reading the array
     anyway (for large point sets, where `np.isfinite` would allocate a mask as large as the input).
     """
-    array = np.asarray(value)
+    try:
+        array = np.asarray(value)
+    except ValueError as error:  # ragged nested lists
+        raise ValueError(f"{argument}: not a rectangular array ({error})") from None
     if array.dtype == np.bool_ or not (
         np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
     ):
@@ -227,6 +230,8 @@ def check_inputs(spec: MoESpec, inputs: ArrayLike) -> NDArray[np.float64]:
         raise ValueError(
             f"inputs: expected shape (n, seq_len, d_model) = (n, {expected[0]}, {expected[1]}), got {array.shape}"
         )
+    if array.shape[0] == 0:
+        raise ValueError("inputs: expected at least one input, got none")
     return array
 
 
@@ -238,4 +243,4 @@ def check_params(spec: MoESpec, params: ArrayLike) -> tuple[NDArray[np.float64],
     theta = theta.reshape(1, -1) if single else theta
     if theta.shape[1] != spec.total_params:
         raise ValueError(f"params: expected {spec.total_params} columns (spec.total_params), got shape {theta.shape}")
-    return theta, single
+    return theta, single  # m = 0 is a question with an empty answer

@@ -78,7 +78,7 @@ def box(n: int, seq_len: int = 1, d_model: int = 2, dim: int | None = None, rng:
 def sphere(n: int, seq_len: int = 1, d_model: int = 3, dim: int | None = None, rng: RngLike = None) -> Inputs:
     """Tokens uniform on the unit sphere S^dim ⊂ R^{dim+1}, embedded isometrically in R^{d_model}
     (dim = d_model − 1 by default)."""
-    dim = d_model - 1 if dim is None else positive_int("dim", dim)
+    dim = positive_int("d_model", d_model) - 1 if dim is None else positive_int("dim", dim)
     if dim < 1:
         raise ValueError(f"dim: a sphere needs dim >= 1 (d_model >= 2), got {dim}")
     n, seq_len, d_model = _sizes(n, seq_len, d_model, dim + 1)
