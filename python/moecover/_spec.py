@@ -78,9 +78,10 @@ class MoESpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
-            if not (0 if name == "heads" else 1) <= value <= 1 << 16:  # the core's range, checked before conversion
-                raise ValueError(f"{name}: must be {'>= 0' if name == 'heads' else '>= 1'} and <= {1 << 16}, got {value}")
-            object.__setattr__(self, name, int(value))  # numpy integers welcome, stored as int
+            number = int(value)  # numpy integers welcome, stored as int
+            if not (0 if name == "heads" else 1) <= number <= 1 << 16:  # the core's range, checked before conversion
+                raise ValueError(f"{name}: must be {'>= 0' if name == 'heads' else '>= 1'} and <= {1 << 16}, got {number}")
+            object.__setattr__(self, name, number)
         for name in ("expert", "gate", "block", "readout"):
             if not isinstance(getattr(self, name), str):
                 raise TypeError(f"{name}: expected a str, got {type(getattr(self, name)).__name__}")
