@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from math import comb
 
 import numpy as np
@@ -143,3 +144,26 @@ def greedy_net(points: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray
         assignment[i] = len(centres)
         centres.append(i)
     return np.array(centres, dtype=np.int64), assignment
+
+
+#: Every option of the class as MoESpec keywords (heads × block × gate × expert-and-readout pairs):
+#: the grid on which the JAX references (tests/test_jacobian_jax.py, tests/test_erm.py) are checked.
+OPTIONS = [
+    dict(heads=heads, block=block, gate=gate, expert=expert, readout=readout)
+    for heads, block, gate, (expert, readout) in itertools.product(
+        [0, 1, 2], ["sequential", "parallel"], ["renormalized_softmax", "full_softmax", "uniform"],
+        [("mlp", "scalar"), ("linear", "token0"), ("constant", "all"), ("mlp", "all")],
+    )
+]
+
+
+def option_case(options):
+    """(case number, a small spec with `options`, its θ, 5 inputs): layers and top_k cycle with the
+    case so that every value appears; θ and the inputs are seeded by the case."""
+    import moecover
+
+    case = OPTIONS.index(options)
+    spec = moecover.MoESpec(layers=1 + case % 2, experts=4, top_k=1 + case % 3, d_model=4, seq_len=2,
+                            expert_hidden=3, **options)
+    theta = moecover.sample_params(spec, 1, rng=case)[0]
+    return case, spec, theta, np.random.default_rng(case).uniform(-1, 1, (5, spec.seq_len, spec.d_model))

@@ -2,32 +2,18 @@
 option combination, fits are deterministic and stay in the box, learning curves fall with n, the
 k-NN calibration recovers a known exponent, and bad input is refused."""
 
-import itertools
-
 import numpy as np
 import pytest
 
 import moecover
 from moecover import erm
 from moecover.targets import RegressionProblem
-
-# The option combinations of the NumPy reference tests (and tests/test_jacobian_jax.py).
-OPTIONS = [
-    dict(heads=heads, block=block, gate=gate, expert=expert, readout=readout)
-    for heads, block, gate, (expert, readout) in itertools.product(
-        [0, 1, 2], ["sequential", "parallel"], ["renormalized_softmax", "full_softmax", "uniform"],
-        [("mlp", "scalar"), ("linear", "token0"), ("constant", "all"), ("mlp", "all")],
-    )
-]
+from reference import OPTIONS, option_case
 
 
 @pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join(str(v) for v in o.values()))
 def test_the_jax_model_equals_evaluate(options):
-    case = OPTIONS.index(options)
-    spec = moecover.MoESpec(layers=1 + case % 2, experts=4, top_k=1 + case % 3, d_model=4, seq_len=2,
-                            expert_hidden=3, **options)
-    theta = moecover.sample_params(spec, 1, rng=case)[0]
-    x = np.random.default_rng(case).uniform(-1, 1, (5, spec.seq_len, spec.d_model))
+    _, spec, theta, x = option_case(options)
     reference = moecover.evaluate(spec, theta, x)
     values, routes = erm.evaluate(spec, theta, x)
     np.testing.assert_allclose(values, reference.values, rtol=0, atol=1e-10)

@@ -134,16 +134,11 @@ def evaluate(spec: MoESpec, theta: ArrayLike, x: ArrayLike) -> tuple[NDArray[np.
     with jax.enable_x64(True):
         values, chosen = jax.jit(lambda t, v: _forward(spec, t, v))(jnp.asarray(theta), jnp.asarray(x))
         values = np.asarray(values, dtype=np.float64)
-        ranks = [_colex_rank(np.asarray(c)) for c in chosen]
+        from . import routing
+
+        # each token's expert set as moecover encodes it (routing.rank: its colex rank)
+        ranks = [np.apply_along_axis(routing.rank, -1, np.asarray(c)) for c in chosen]
     return values, np.stack(ranks, axis=1).astype(np.uint32)
-
-
-def _colex_rank(chosen: NDArray[np.int64]) -> NDArray[np.int64]:
-    """Σ_i C(s_i, i + 1) of each ascending expert set s (the last axis): its colex rank."""
-    rank = np.zeros(chosen.shape[:-1], dtype=np.int64)
-    for i in range(chosen.shape[-1]):
-        rank += np.vectorize(lambda s, i=i: math.comb(int(s), i + 1), otypes=[np.int64])(chosen[..., i])
-    return rank
 
 
 def _inputs_for(spec: MoESpec, x: ArrayLike) -> NDArray[np.float64]:
@@ -314,13 +309,10 @@ def neff_schedule(problem: RegressionProblem, base: MoESpec | None = None, const
     if base is None:
         base = MoESpec(experts=4, top_k=1, d_model=problem.ambient, expert="mlp", expert_hidden=1)
     check_spec(base)
-    if base.expert != "mlp":
-        raise ValueError(f"base: the schedule sizes expert_hidden, which needs mlp experts, got {base.expert!r}")
+    theory.spec_with_active_params(base, 1)  # refuses a base it cannot size, before any n
 
     def spec_for(n: int) -> MoESpec:
-        target = float(theory.optimal_active_params(n, problem.beta, problem.d, constant))
-        sizes = [dataclasses.replace(base, expert_hidden=h) for h in range(1, 257)]
-        return min(sizes, key=lambda s: abs(theory.paper_slope(s) - target))
+        return theory.spec_with_active_params(base, float(theory.optimal_active_params(n, problem.beta, problem.d, constant)))
 
     return spec_for
 
@@ -474,15 +466,23 @@ def learning_curve(
     finally:
         if bar is not None:
             bar.close()
+    from ._serial import to_plain
+
+    mean, interval, per_seed = learning_exponent(ns, risks)
+    details = {"test_size": test_size, "starts": starts, "steps": steps, "fits": to_plain(fits)}
+    return LearningCurve(ns, risks, mean, interval, per_seed, problem.theory_exponent, name, sizes,
+                         problem.to_dict(), seed, details)
+
+
+def learning_exponent(ns: Sequence[int], risks: NDArray[np.float64]) -> tuple[float, tuple[float, float], list[float]]:
+    """α of risk ∝ n^{−α} from risks (len(ns), seeds): each seed's least-squares slope of log risk
+    in log n, their mean, and its 90 % t-interval over seeds."""
     from scipy import stats
 
+    seeds = risks.shape[1]
     log_n = np.log(ns)
     per_seed = [float(-np.polyfit(log_n, np.log(risks[:, s]), 1)[0]) for s in range(seeds)]
     mean = float(np.mean(per_seed))
     half = float(stats.t.ppf(0.95, seeds - 1) * np.std(per_seed, ddof=1) / math.sqrt(seeds))
-    from ._serial import to_plain
-
-    details = {"test_size": test_size, "starts": starts, "steps": steps, "fits": to_plain(fits)}
-    return LearningCurve(ns, risks, mean, (mean - half, mean + half), per_seed, problem.theory_exponent, name, sizes,
-                         problem.to_dict(), seed, details)
+    return mean, (mean - half, mean + half), per_seed
 

@@ -400,8 +400,6 @@ def knn_learning_curve(
 
     The responses must be noisy: without noise, k-NN interpolates at the approximation rate
     n^{−2β/d} instead, and the exponent means something else."""
-    from scipy import stats
-
     x, y = _checked_values(points, values)
     seeds = positive_int("seeds", seeds, minimum=2)
     total = x.shape[0]
@@ -443,11 +441,10 @@ def knn_learning_curve(
             "values: the test error falls below the noise variance read off the data at some n, so the excess risk "
             "cannot be fitted on a log scale; give noise_variance, or larger ns"
         )
-    log_n = np.log(ns)
-    per_seed = [float(-np.polyfit(log_n, np.log(risks[:, s]), 1)[0]) for s in range(seeds)]
-    mean = float(np.mean(per_seed))
-    half = float(stats.t.ppf(0.95, seeds - 1) * np.std(per_seed, ddof=1) / math.sqrt(seeds))
-    return KnnLearningCurve(list(ns), risks, float(noise_variance), mean, (mean - half, mean + half), per_seed, chosen)
+    from .erm import learning_exponent
+
+    mean, interval, per_seed = learning_exponent(ns, risks)
+    return KnnLearningCurve(list(ns), risks, float(noise_variance), mean, interval, per_seed, chosen)
 
 
 def nearest_neighbour_noise(points: ArrayLike, values: ArrayLike) -> float:

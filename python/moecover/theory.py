@@ -342,6 +342,17 @@ def optimal_active_params(n: ArrayLike, beta: float, d: float, constant: float =
     return _out(float(_positive("constant", constant)) * samples ** (dim / (2 * b + dim)))
 
 
+def spec_with_active_params(base: MoESpec, n_eff: float) -> MoESpec:
+    """`base` (mlp experts) with `expert_hidden` in 1 … 256 chosen so that N_eff is nearest `n_eff`:
+    how Section 4's schedule and a grid at fixed active parameters size a class."""
+    import dataclasses
+
+    if base.expert != "mlp":
+        raise ValueError(f"base: sizing by expert_hidden needs mlp experts, got expert = {base.expert!r}")
+    sizes = (dataclasses.replace(base, expert_hidden=h) for h in range(1, 257))
+    return min(sizes, key=lambda spec: abs(paper_slope(spec) - n_eff))
+
+
 def optimal_error_exponent(beta: float, d: float) -> float:
     """Section 4: at N_eff*, the error decays as n^{−2β/(2β+d)}; this returns 2β/(2β+d)."""
     b, dim = float(_positive("beta", beta)), float(_positive("d", d))

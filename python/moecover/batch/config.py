@@ -293,14 +293,11 @@ def erm_spec(point: GridPoint) -> MoESpec:
     spec = MoESpec(**point["spec"])
     if point[ERM_SECTION]["model"] != "fixed_neff":
         return spec
-    from dataclasses import replace
-
     from .. import theory
 
     if spec.expert != "mlp":
         raise ValueError(f"model = 'fixed_neff' sizes expert_hidden, which needs mlp experts; got expert = {spec.expert!r}")
-    target = point[ERM_SECTION]["neff"]
-    return min((replace(spec, expert_hidden=h) for h in range(1, 257)), key=lambda s: abs(theory.paper_slope(s) - target))
+    return theory.spec_with_active_params(spec, point[ERM_SECTION]["neff"])
 
 
 def make_problem(point: GridPoint) -> Any:
