@@ -82,7 +82,7 @@ def chunked(function, params, chunk=CHUNK):
 CHUNKS = {"jacrev": 16, "jacfwd": 2}
 
 
-params = moecover.sample_params(SPEC, args.samples, rng=1)
+params = moecover.sample_params(SPEC, args.samples, rng=1, sampler="uniform")
 ours = moecover.jacobian(SPEC, params[:CHUNK], X, n_threads=args.threads).matrix
 print(f"{args.threads} thread(s), jax {jax.__version__}, P = {SPEC.total_params}, {len(X)} inputs", flush=True)
 ours_s = best(lambda: moecover.jacobian(SPEC, params, X, n_threads=args.threads))
@@ -103,7 +103,7 @@ for model, function in MODELS.items():
 name = min(peers, key=peers.get)
 print(f"Jacobians: the fastest JAX ({name}) {peers[name]:.3f} s; moecover {peers[name] / ours_s:.2f}x faster")
 
-forward_params = moecover.sample_params(SPEC, args.forwards, rng=2)
+forward_params = moecover.sample_params(SPEC, args.forwards, rng=2, sampler="uniform")
 ours_values = moecover.evaluate(SPEC, forward_params[:CHUNK], X, n_threads=args.threads).values
 ours_s = best(lambda: moecover.evaluate(SPEC, forward_params, X, n_threads=args.threads))
 print(f"forward passes of {args.forwards} θ x 64 inputs: moecover.evaluate {ours_s:.3f} s")

@@ -165,5 +165,5 @@ def option_case(options):
     case = OPTIONS.index(options)
     spec = moecover.MoESpec(layers=1 + case % 2, experts=4, top_k=1 + case % 3, d_model=4, seq_len=2,
                             expert_hidden=3, **options)
-    theta = moecover.sample_params(spec, 1, rng=case)[0]
+    theta = moecover.sample_params(spec, 1, rng=case, sampler="uniform")[0]
     return case, spec, theta, np.random.default_rng(case).uniform(-1, 1, (5, spec.seq_len, spec.d_model))

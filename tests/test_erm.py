@@ -22,7 +22,7 @@ def test_the_jax_model_equals_evaluate(options):
 
 def test_routes_agree_at_exact_router_ties():
     spec = moecover.MoESpec(experts=4, top_k=2, d_model=2, expert="linear")
-    theta = moecover.sample_params(spec, 1, rng=3)[0]
+    theta = moecover.sample_params(spec, 1, rng=3, sampler="uniform")[0]
     router = spec.param_block("layers.0.router.weight")
     bias = spec.param_block("layers.0.router.bias")
     weights = theta[router.offset: router.offset + router.size].reshape(router.shape)
@@ -47,7 +47,7 @@ def test_a_fit_is_deterministic_stays_in_the_box_and_beats_its_start():
     assert np.array_equal(one.theta, two.theta) and np.array_equal(one.trace, two.trace)
     assert np.abs(one.theta).max() <= SMALL.param_bound
     assert one.theta.shape == (1, SMALL.total_params)
-    start = moecover.sample_params(SMALL, 2, rng=5)
+    start = moecover.sample_params(SMALL, 2, rng=5, sampler="uniform")
     start_risk = min(np.mean((moecover.evaluate(SMALL, t, sample.x[:, None, :]).values[:, 0] - sample.y) ** 2) for t in start)
     assert one.train_risk[0] < 0.5 * start_risk
     # the fitted θ is a θ of the class: moecover's own evaluation gives the same function

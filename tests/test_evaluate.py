@@ -86,14 +86,67 @@ def test_routes_are_colex_ranks_of_a_known_router():
     np.testing.assert_allclose(out.values[:, 0, 0], 0.7 + constants.mean(axis=1), rtol=1e-14)
 
 
-def test_samples_are_uniform_in_the_box():
+def test_uniform_samples_are_uniform_in_the_box():
     spec = MoESpec(param_bound=2.5)
-    params = sample_params(spec, 2000, rng=3)
+    params = sample_params(spec, 2000, rng=3, sampler="uniform")
     assert params.shape == (2000, spec.total_params)
     assert params.min() >= -2.5 and params.max() < 2.5
     assert stats.kstest(params.ravel(), stats.uniform(loc=-2.5, scale=5.0).cdf).pvalue > 1e-3
     # coordinates of one row are uncorrelated with their neighbours
     assert abs(np.corrcoef(params[:, 0], params[:, 1])[0, 1]) < 0.1
+
+
+def test_arcsine_samples_follow_the_arcsine_law():
+    spec = MoESpec(param_bound=2.5)
+    params = sample_params(spec, 2000, rng=3, sampler="arcsine")
+    assert np.abs(params).max() <= 2.5
+    # SciPy's arcsine law lives on [0, 1]: x = 2.5 (2u − 1)
+    assert stats.kstest((params.ravel() / 2.5 + 1) / 2, stats.arcsine.cdf).pvalue > 1e-3
+
+
+def test_face_samples_put_a_row_rate_of_coordinates_on_the_faces():
+    spec = MoESpec(param_bound=2.5)
+    params = sample_params(spec, 3000, rng=3, sampler="faces")
+    assert np.abs(params).max() <= 2.5
+    on_face = (np.abs(params) == 2.5).mean(axis=1)
+    # the per-row rate ρ is uniform on [0, 1): so is each row's fraction on the faces, up to noise
+    assert stats.kstest(on_face, stats.uniform.cdf).pvalue > 1e-4
+    signs = np.sign(params[np.abs(params) == 2.5])
+    assert abs(signs.mean()) < 0.02  # either face, equally
+    inner = params[np.abs(params) < 2.5]
+    assert stats.kstest(inner, stats.uniform(loc=-2.5, scale=5.0).cdf).pvalue > 1e-3
+
+
+def test_mixture_rows_are_rows_of_its_components():
+    spec = MoESpec()
+    mixed = sample_params(spec, 600, rng=5, sampler="mixture")
+    parts = {name: sample_params(spec, 600, rng=5, sampler=name) for name in ("uniform", "arcsine", "faces")}
+    which = np.array([[np.array_equal(mixed[s], parts[name][s]) for name in parts] for s in range(600)])
+    assert (which.sum(axis=1) == 1).all()  # each row is exactly one component's row of its index
+    shares = which.mean(axis=0)
+    np.testing.assert_allclose(shares, [1 / 6, 1 / 6, 2 / 3], atol=0.06)
+
+
+@pytest.mark.parametrize("sampler", ["uniform", "arcsine", "faces", "mixture"])
+def test_every_sampler_keeps_pins_and_is_thread_independent(sampler):
+    block = SPEC.param_block("layers.1.router.bias")
+    pinned = {"layers.1.router.bias": np.arange(5.0)}
+    free = sample_params(SPEC, 300, rng=8, sampler=sampler, n_threads=1)
+    held = sample_params(SPEC, 300, rng=8, sampler=sampler, pinned=pinned, n_threads=2)
+    np.testing.assert_array_equal(held[:, block.offset : block.offset + block.size], np.tile(np.arange(5.0), (300, 1)))
+    others = np.ones(SPEC.total_params, dtype=bool)
+    others[block.offset : block.offset + block.size] = False
+    np.testing.assert_array_equal(held[:, others], free[:, others])
+    out = evaluate_sampled(SPEC, INPUTS, 300, rng=8, sampler=sampler, pinned=pinned, n_threads=2)
+    np.testing.assert_array_equal(out.values, evaluate(SPEC, held, INPUTS, n_threads=1).values)
+    assert out.sampler == sampler
+
+
+def test_unknown_sampler_is_named():
+    with pytest.raises(ValueError, match="sampler"):
+        sample_params(MoESpec(), 3, sampler="gauss")
+    with pytest.raises(ValueError, match="sampler"):
+        evaluate_sampled(MoESpec(), np.zeros((1, 1, 2)), 3, sampler=None)
 
 
 SPEC = MoESpec(layers=2, experts=5, top_k=2, d_model=4, seq_len=3, heads=2, expert_hidden=3)

@@ -16,6 +16,7 @@ params = moecover.sample_params(spec, 5_000, rng=0)  # 0.7 GB, several seconds o
 CALLS = {
     "evaluate_sampled": "moecover.evaluate_sampled(spec, x, 200_000, rng=0, n_threads=2)",
     "evaluate": "moecover.evaluate(spec, params, x, n_threads=2)",
+    "explore": "moecover.explore(spec, x, 0.5, 10**9, rng=0, n_threads=2, batch=20_000)",
 }
 
 

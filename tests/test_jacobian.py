@@ -32,7 +32,7 @@ def central_differences(spec, theta, x, step=1e-6):
 def test_the_jacobian_equals_central_differences_of_evaluate(options):
     spec = MoESpec(**options)
     rng = np.random.default_rng(3)
-    theta = moecover.sample_params(spec, 1, rng=4)[0]
+    theta = moecover.sample_params(spec, 1, rng=4, sampler="uniform")[0]
     x = rng.uniform(-1, 1, (4, spec.seq_len, spec.d_model))
     found = jacobian(spec, theta, x)
     assert found.matrix.shape == (4 * spec.output_dim, spec.total_params)
@@ -46,7 +46,7 @@ def test_the_jacobian_equals_central_differences_of_evaluate(options):
 
 def test_rows_follow_the_values_and_columns_the_layout():
     spec = MoESpec(layers=1, experts=3, top_k=1, d_model=2, seq_len=2, readout="all", expert="linear")
-    theta = moecover.sample_params(spec, 1, rng=1)[0]
+    theta = moecover.sample_params(spec, 1, rng=1, sampler="uniform")[0]
     x = np.random.default_rng(2).normal(size=(3, 2, 2))
     found = jacobian(spec, theta, x)
     # one named block, moved along one of its coordinates: the change of every output, in order
@@ -132,7 +132,7 @@ def test_each_symmetry_is_a_null_vector(heads, gate):
     spec = MoESpec(layers=2, experts=4, top_k=2, d_model=4, seq_len=3, heads=heads, expert="mlp", expert_hidden=3,
                    gate=gate)
     x = np.random.default_rng(8).uniform(-1, 1, (6, 3, 4))
-    for s, theta in enumerate(moecover.sample_params(spec, 3, rng=9)):
+    for s, theta in enumerate(moecover.sample_params(spec, 3, rng=9, sampler="uniform")):
         matrix = jacobian(spec, theta, x).matrix
         scale = np.linalg.norm(matrix, 2)
         for name, v in null_vectors(spec, theta).items():

@@ -4,12 +4,16 @@ The pipeline, one module per step (the Rust core in `rust/core` does the numeric
 are in docs/definitions.md, cited by section):
 
 - `MoESpec` (`_spec`): the function class of definitions §1 and its parameter layout;
-- `sample_params`, `evaluate`, `evaluate_sampled` (`_evaluate`): parameters sampled in the box,
-  evaluated on inputs, with each token's routing pattern;
+- `sample_params`, `evaluate`, `evaluate_sampled` (`_evaluate`): parameters sampled in the box by
+  a named sampler (uniform, arcsine, faces, their mixture: §7), evaluated on inputs, with each
+  token's routing pattern;
 - `jacobian`, `functional_dimension` (`_jacobian`): exact Jacobians in θ, and their largest rank
   r*, the exact asymptotic slope of log N(δ) (definitions §6);
 - `greedy_net`, `cover`, `CoverStream`, `box_count` (`_cover`): exact greedy ℓ∞ nets at many
   scales, in one call or streamed in chunks;
+- `explore` (`_explore`): a search for members farther than δ from every centre, which reaches the
+  parts of the class that uniform sampling makes rare (§7), and `known_image_class`, classes whose
+  image is known in closed form to measure how complete a packing is;
 - `inputs`: seeded manifold input sets (box, sphere, torus, swiss_roll, grid);
 - `estimate_entropy` (`estimate`): log N(δ) with replicate error bars beside the theory;
 - `batch`, `report`: grids of estimates from a TOML config, stored in SQLite, run here or on a Dask
@@ -28,8 +32,9 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from ._checks import TooLargeError
-from ._cover import CoverResult, CoverStream, Net, box_count, cover, greedy_net
+from ._cover import CoverResult, CoverStream, Net, added_centres, box_count, cover, greedy_net
 from ._evaluate import Evaluation, evaluate, evaluate_sampled, sample_params
+from ._explore import Exploration, KnownImageClass, explore, image_coverage, known_image_class
 from ._jacobian import FunctionalDimension, Jacobian, functional_dimension, jacobian
 from ._rng import resolve_seed
 from ._spec import MoESpec, ParamBlock
@@ -45,6 +50,7 @@ __all__ = [
     "CoverResult",
     "EntropyEstimate",
     "CoverStream",
+    "added_centres",
     "Net",
     "box_count",
     "cover",
@@ -62,6 +68,11 @@ __all__ = [
     "__version__",
     "evaluate",
     "evaluate_sampled",
+    "Exploration",
+    "KnownImageClass",
+    "explore",
+    "image_coverage",
+    "known_image_class",
     "resolve_seed",
     "routing",
     "targets",

@@ -12,7 +12,11 @@ from numpy.typing import ArrayLike, DTypeLike, NDArray
 from . import _core
 from ._checks import as_float64, as_scales, check_bytes, memory_limit_bytes, resolve_threads
 
-__all__ = ["CoverResult", "CoverStream", "Net", "box_count", "cover", "greedy_net"]
+__all__ = ["CoverResult", "CoverStream", "Net", "added_centres", "box_count", "cover", "greedy_net"]
+
+#: γ(δ) above this: the net still grows with the budget at δ (a net that doubled its points and
+#: grew by 7 % or more). A complete net's γ tends to 0; one far from complete has γ near 1.
+STILL_GROWING = 0.1
 
 
 @dataclass(frozen=True, repr=False)
@@ -47,6 +51,16 @@ class CoverResult:
         tail_discovery: float64 per scale: the fraction of the last 10 % of the points that opened
             a centre (≈ 0: the net has saturated; ≈ 1: more points would grow it). NaN when empty.
         n_points, dim: the shape scanned.
+        rarefaction: float64 per scale, γ(δ) = Δ log|net_δ| / Δ log m, the least-squares slope over
+            the nets of the first m/4, m/2 and m points (definitions §7): how fast the net still
+            grows with the budget. Above `STILL_GROWING` the net is sample-limited at that scale.
+            NaN with fewer than 8 points or an empty net at m/4.
+        singletons: int64 per scale, f1: centres no other point joined. `unseen_mass` = f1/m is
+            Good–Turing's estimate of the sampler's mass outside the net's balls.
+
+    Tail discovery and f1/m measure mass under the sampler: both read ≈ 0 while regions the
+    sampler almost never visits still hold centres. γ(δ) sees the growth those regions cause;
+    a second sampler's or a search's added centres (`added_centres`) see the regions themselves.
     """
 
     deltas: NDArray[np.float64]
@@ -54,10 +68,27 @@ class CoverResult:
     tail_discovery: NDArray[np.float64]
     n_points: int
     dim: int
+    rarefaction: NDArray[np.float64]
+    singletons: NDArray[np.int64]
+
+    @property
+    def unseen_mass(self) -> NDArray[np.float64]:
+        """Good–Turing's f1/m per scale (NaN before any point)."""
+        if self.n_points == 0:
+            return np.full(len(self.deltas), np.nan)
+        return self.singletons / self.n_points
+
+    @property
+    def still_growing(self) -> NDArray[np.bool_]:
+        """Per scale: γ(δ) above `STILL_GROWING` (False where γ is NaN)."""
+        return np.nan_to_num(self.rarefaction, nan=0.0) > STILL_GROWING
 
     def __repr__(self) -> str:
-        pairs = ", ".join(f"{d:.3g}: {n}" for d, n in zip(self.deltas, self.net_sizes))
-        return f"CoverResult(n_points={self.n_points}, dim={self.dim}, net_sizes={{{pairs}}})"
+        pairs = ", ".join(
+            f"{d:.3g}: {n}" + ("+" if g else "") for d, n, g in zip(self.deltas, self.net_sizes, self.still_growing)
+        )
+        note = f"; +: still growing, γ > {STILL_GROWING}" if self.still_growing.any() else ""
+        return f"CoverResult(n_points={self.n_points}, dim={self.dim}, net_sizes={{{pairs}}}{note})"
 
 
 def _as_points(points: ArrayLike, argument: str = "points", check_finite: bool = True) -> NDArray[Any]:
@@ -117,14 +148,46 @@ class CoverStream:
         self._engine.add(np.ascontiguousarray(array, dtype=self._dtype), self._threads, argument)
 
     def result(self) -> CoverResult:
-        """Net sizes and tail discovery of everything added so far."""
+        """Net sizes and diagnostics of everything added so far."""
         return CoverResult(
             deltas=self._deltas.copy(),
             net_sizes=np.asarray(self._engine.net_sizes(), dtype=np.int64),
             tail_discovery=np.asarray(self._engine.tail_discovery(), dtype=np.float64),
             n_points=self.n_points,
             dim=self._dim,
+            rarefaction=_rarefaction(self._engine),
+            singletons=np.asarray(self._engine.singletons(), dtype=np.int64),
         )
+
+
+def _rarefaction(engine: _core.CoverEngine) -> NDArray[np.float64]:
+    """γ(δ) per scale from the nets' sizes at m/4, m/2 and m (see `CoverResult.rarefaction`)."""
+    m = int(engine.n_points)
+    scales = len(engine.net_sizes())
+    if m < 8:
+        return np.full(scales, np.nan)
+    budgets = np.array([m // 4, m // 2, m], dtype=float)
+    sizes = np.array([engine.net_sizes_at(int(b)) for b in budgets], dtype=float)  # (3, scales)
+    log_m = np.log(budgets) - np.log(budgets).mean()
+    with np.errstate(divide="ignore"):
+        log_sizes = np.log(sizes)
+    gamma = (log_m @ (log_sizes - log_sizes.mean(axis=0))) / (log_m @ log_m)
+    return np.where(sizes[0] > 0, gamma, np.nan)
+
+
+def added_centres(first: ArrayLike, second: ArrayLike, deltas: ArrayLike, n_threads: int | None = None) -> NDArray[np.int64]:
+    """Per δ (sorted descending), the centres that the rows of `second` open after the greedy net
+    of `first`: the part of the class that `second` (another sampler, or a search) reaches and
+    `first` does not, a diagnostic that no statistic of `first` alone can give (definitions §7)."""
+    a = _as_points(first, "first")
+    b = _as_points(second, "second")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"first, second: expected the same number of columns, got {a.shape[1]} and {b.shape[1]}")
+    stream = CoverStream(deltas, a.shape[1], n_threads=n_threads)
+    stream._add(a, "first")
+    before = stream.result().net_sizes
+    stream._add(b, "second")
+    return stream.result().net_sizes - before
 
 
 def cover(points: ArrayLike, deltas: ArrayLike, n_threads: int | None = None) -> CoverResult:

@@ -11,9 +11,11 @@ from numpy.typing import ArrayLike, NDArray
 
 from . import _core
 from ._checks import (
+    DEFAULT_SAMPLER,
     check_bytes,
     check_inputs,
     check_params,
+    check_sampler,
     check_spec,
     check_start,
     positive_int,
@@ -36,6 +38,7 @@ class Evaluation:
         seed: the integer seed the samples came from (None when parameters were given).
         start: index of the first sample in its seed's stream.
         n_threads: threads used (results do not depend on it).
+        sampler: the parameter sampler (None when parameters were given).
     """
 
     values: NDArray[np.float64]
@@ -43,12 +46,13 @@ class Evaluation:
     seed: int | None
     start: int
     n_threads: int
+    sampler: str | None = None
 
     def __repr__(self) -> str:
         return (
             f"Evaluation(values={self.values.dtype}{list(self.values.shape)}, "
             f"routes={self.routes.dtype}{list(self.routes.shape)}, seed={self.seed}, start={self.start}, "
-            f"n_threads={self.n_threads})"
+            f"n_threads={self.n_threads}" + (f", sampler={self.sampler!r})" if self.sampler else ")")
         )
 
 
@@ -71,22 +75,29 @@ def sample_params(
     start: int = 0,
     pinned: Mapping[str, ArrayLike] | None = None,
     n_threads: int | None = None,
+    sampler: str = DEFAULT_SAMPLER,
 ) -> NDArray[np.float64]:
     """Samples `start … start+m-1` of the seed `rng`: float64 (m, total_params).
 
-    Coordinates are uniform in [-param_bound, param_bound). Row s depends only on (seed, start + s),
-    so any sub-range can be regenerated and nothing depends on `n_threads`. `pinned` maps block names
-    (see `spec.layout`) to arrays of the block's shape that replace the sampled values; the other
-    coordinates are the same as without the pin. To replay a run from a Generator or None, resolve
-    the seed first with `moecover.resolve_seed` and pass the integer.
+    Every coordinate lies in [-param_bound, param_bound], drawn by `sampler` (definitions §7):
+    `"uniform"`; `"arcsine"` (density 1/(π√(B² − x²)), mass near the faces); `"faces"` (the
+    default: per row a rate ρ ~ U[0, 1), each coordinate on a face ±B with probability ρ, else
+    uniform, a continuous mixture from uniform rows to corners); `"mixture"` (each row from one
+    of those three, with weights 1/6, 1/6, 2/3). Row s depends only on
+    (seed, start + s, sampler), so any sub-range can be regenerated and nothing depends on
+    `n_threads`. `pinned` maps block names (see `spec.layout`) to arrays of the block's shape that
+    replace the sampled values; the other coordinates are the same as without the pin. To replay a
+    run from a Generator or None, resolve the seed first with `moecover.resolve_seed` and pass the
+    integer.
     """
     spec = check_spec(spec)
     m = positive_int("m", m)
     start = check_start(start, m)
+    sampler = check_sampler(sampler)
     pinned_blocks = resolve_pinned(spec, pinned)
     check_bytes("m", 8 * m * spec.total_params, f"parameters of m={m} samples")
     seed = resolve_seed(rng)
-    flat = _core.sample_params(spec._core, seed, start, m, pinned_blocks, resolve_threads(n_threads))
+    flat = _core.sample_params(spec._core, seed, start, m, sampler, pinned_blocks, resolve_threads(n_threads))
     return flat.reshape(m, spec.total_params)
 
 
@@ -125,18 +136,21 @@ def evaluate_sampled(
     pinned: Mapping[str, ArrayLike] | None = None,
     start: int = 0,
     n_threads: int | None = None,
+    sampler: str = DEFAULT_SAMPLER,
 ) -> Evaluation:
-    """`evaluate(spec, sample_params(spec, m, rng, start, pinned), inputs)`, bit for bit, without
-    materialising the (m, total_params) parameter array. The result records the integer seed."""
+    """`evaluate(spec, sample_params(spec, m, rng, start, pinned, sampler=sampler), inputs)`, bit
+    for bit, without materialising the (m, total_params) parameter array. The result records the
+    integer seed."""
     spec = check_spec(spec)
     m = positive_int("m", m)
     start = check_start(start, m)
+    sampler = check_sampler(sampler)
     pinned_blocks = resolve_pinned(spec, pinned)
     x = check_inputs(spec, inputs)
     n = x.shape[0]
     _check_output_size(spec, m, n)
     seed = resolve_seed(rng)
     threads = resolve_threads(n_threads)
-    values, routes = _core.evaluate_sampled(spec._core, x.ravel(), seed, start, m, pinned_blocks, threads)
+    values, routes = _core.evaluate_sampled(spec._core, x.ravel(), seed, start, m, sampler, pinned_blocks, threads)
     values, routes = _shape_outputs(spec, values, routes, m, n)
-    return Evaluation(values, routes, seed=seed, start=start, n_threads=threads)
+    return Evaluation(values, routes, seed=seed, start=start, n_threads=threads, sampler=sampler)

@@ -51,7 +51,12 @@ def from_plain(hint: Any, value: Any) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if dataclasses.is_dataclass(hint):
         hints = typing.get_type_hints(hint, vars(sys.modules[hint.__module__]))
-        init = {f.name: from_plain(hints[f.name], value[f.name]) for f in dataclasses.fields(hint) if f.init}
+        # A field with a default may be missing: results stored before it existed still load.
+        init = {
+            f.name: from_plain(hints[f.name], value[f.name])
+            for f in dataclasses.fields(hint)
+            if f.init and (f.name in value or (f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING))
+        }
         return hint(**init)  # type: ignore[operator]
     if origin is np.ndarray:
         dtype = typing.get_args(args[1])[0] if len(args) > 1 else np.float64

@@ -217,7 +217,7 @@ def fit(
     train, check = split[held:], split[:held]
     from ._evaluate import sample_params
 
-    init = sample_params(spec, datasets * starts, rng=seed).reshape(datasets, starts, spec.total_params)
+    init = sample_params(spec, datasets * starts, rng=seed, sampler="uniform").reshape(datasets, starts, spec.total_params)
     bound = float(spec.param_bound)
     f = model(spec)
     optimiser = optax.adam(learning_rate)

@@ -19,7 +19,16 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import theory
-from ._checks import as_scales, check_inputs, check_spec, positive_int, resolve_pinned, resolve_threads
+from ._checks import (
+    DEFAULT_SAMPLER,
+    as_scales,
+    check_inputs,
+    check_sampler,
+    check_spec,
+    positive_int,
+    resolve_pinned,
+    resolve_threads,
+)
 from ._cover import CoverStream, cover
 from ._evaluate import evaluate_sampled
 from ._progress import Progress
@@ -69,7 +78,11 @@ class EntropyEstimate:
             used by the largest group's pattern}.
         lipschitz: the empirical Lipschitz estimate used by the parametric and data-dependent curves.
         theory_curves: {"paper", "parametric", "data_dependent"}: (S,) log-covering predictions.
-        provenance: spec, pinned names, seeds, samples, threads, package version, seconds.
+        provenance: spec, pinned names, sampler, seeds, samples, threads, package version, seconds.
+        rarefaction: (R, S) γ(δ) per replicate (see `CoverResult.rarefaction`): above 0.1 the net
+            still grows with the budget at that scale, whatever tail discovery says.
+        unseen_mass: (R, S) Good–Turing's f1/m per replicate: mass under the sampler outside the
+            net's balls (blind, like tail discovery, to regions the sampler rarely visits).
     """
 
     deltas: NDArray[np.float64]
@@ -91,6 +104,8 @@ class EntropyEstimate:
     lipschitz: float
     theory_curves: dict[str, NDArray[np.float64]]
     provenance: dict[str, Any] = field(default_factory=dict)
+    rarefaction: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 0)))
+    unseen_mass: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 0)))
 
     def __repr__(self) -> str:
         lo, hi = self.slope_interval
@@ -200,9 +215,11 @@ def estimate_entropy(
     progress: bool = False,
     saturation_threshold: float = 0.05,
     max_groups: int = 256,
+    sampler: str = DEFAULT_SAMPLER,
 ) -> EntropyEstimate:
     """Estimates log N(δ) of `spec` on `inputs` (n, seq_len, d_model) from `samples` parameter
-    samples per replicate, with `replicates` independent replicates (seeds derived from `rng`).
+    samples per replicate, with `replicates` independent replicates (seeds derived from `rng`),
+    drawn by `sampler` (see `sample_params`; every sampler keeps the nets certified lower bounds).
 
     `deltas=None` picks 16 geometric scales from the spread of the values down to saturation.
     Returns an `EntropyEstimate` (see its fields), with the theory's predictions beside it.
@@ -226,6 +243,7 @@ def estimate_entropy(
     if not isinstance(by_routing, (bool, np.bool_)):
         raise TypeError(f"by_routing: expected True or False, got {by_routing!r}")
     max_groups = positive_int("max_groups", max_groups)
+    sampler = check_sampler(sampler)
     resolve_pinned(spec, pinned)  # validate names and shapes before any work
     threads = resolve_threads(n_threads)
     seed = resolve_seed(rng)
@@ -234,13 +252,15 @@ def estimate_entropy(
     dim = x.shape[0] * spec.output_dim
 
     if deltas is None:
-        pilot = evaluate_sampled(spec, x, min(samples, PILOT), rng=replicate_seeds[0], pinned=pinned, n_threads=threads)
+        pilot = evaluate_sampled(
+            spec, x, min(samples, PILOT), rng=replicate_seeds[0], pinned=pinned, n_threads=threads, sampler=sampler
+        )
         grid = _auto_deltas(pilot.values.reshape(len(pilot.values), -1))
     else:
         grid = np.unique(as_scales("deltas", deltas))[::-1]  # descending; a scale given twice is one scale
 
     bar = Progress(replicates * samples, "samples") if progress else None
-    net_sizes, tails = [], []
+    net_sizes, tails, rarefaction, unseen = [], [], [], []
     groups: dict[bytes, int] = {}
     group_streams: list[CoverStream] | None = [] if by_routing else None
     group_patterns: list[bytes] = []
@@ -250,7 +270,9 @@ def estimate_entropy(
         stream = CoverStream(grid, dim, n_threads=threads)
         for start in range(0, samples, CHUNK):
             m = min(CHUNK, samples - start)
-            out = evaluate_sampled(spec, x, m, rng=replicate_seed, pinned=pinned, start=start, n_threads=threads)
+            out = evaluate_sampled(
+                spec, x, m, rng=replicate_seed, pinned=pinned, start=start, n_threads=threads, sampler=sampler
+            )
             values = out.values.reshape(m, dim)
             stream.add(values)
             if r == 0:
@@ -284,6 +306,8 @@ def estimate_entropy(
         result = stream.result()
         net_sizes.append(result.net_sizes)
         tails.append(result.tail_discovery)
+        rarefaction.append(result.rarefaction)
+        unseen.append(result.unseen_mass)
     if bar is not None:
         bar.close()
 
@@ -348,6 +372,7 @@ def estimate_entropy(
         provenance={
             "spec": {name: getattr(spec, name) for name in spec.__dataclass_fields__ if name != "_core"},
             "pinned": pinned_names,
+            "sampler": sampler,
             "seed": seed,
             "replicate_seeds": replicate_seeds,
             "samples": samples,
@@ -356,5 +381,7 @@ def estimate_entropy(
             "version": __version__,
             "seconds": time.perf_counter() - started,
         },
+        rarefaction=np.array(rarefaction),
+        unseen_mass=np.array(unseen),
     )
 

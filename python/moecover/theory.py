@@ -271,7 +271,7 @@ def estimate_lipschitz(
     x = check_inputs(spec, inputs)
     seed = resolve_seed(rng)
     base_seed, direction_seed = derive_seeds(seed, 2)
-    theta = sample_params(spec, samples, rng=base_seed, pinned=pinned, n_threads=n_threads)
+    theta = sample_params(spec, samples, rng=base_seed, pinned=pinned, n_threads=n_threads, sampler="uniform")
     free = np.ones(spec.total_params, dtype=bool)
     for name in _pinned_names(spec, pinned):
         block = spec.param_block(name)

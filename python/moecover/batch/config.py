@@ -4,7 +4,8 @@
     [inputs]      sampler = "box" | "sphere" | "torus" | "swiss_roll" | "grid" | "one_per_expert",
                   n, seed, and the sampler's own arguments (dim, ...)
     [pinned]      block name = nested list, or router = "one_expert_per_input"
-    [estimate]    samples, replicates, deltas, seed, by_routing, saturation_threshold
+    [estimate]    samples, replicates, deltas, seed, by_routing, saturation_threshold, sampler
+                  (the parameter sampler: "faces", the default, "uniform", "arcsine", "mixture")
     [erm]         instead of [inputs]/[pinned]/[estimate]: a learning-curve grid (see ERM_DEFAULTS)
     [run]         executor = "local" | "dask", scheduler, jobs, threads (how to run, never part of
                   a point's key: the same grid run anywhere gives the same rows)
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .. import inputs as input_samplers
-from .._checks import check_inputs, memory_limit_bytes, resolve_pinned
+from .._checks import DEFAULT_SAMPLER, check_inputs, check_sampler, memory_limit_bytes, resolve_pinned
 from .._spec import MoESpec
 
 if sys.version_info >= (3, 11):
@@ -52,6 +53,7 @@ ESTIMATE_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "by_routing": True,
     "saturation_threshold": 0.05,
+    "sampler": DEFAULT_SAMPLER,
 }
 #: A learning-curve grid ([erm]): the regression problem (`moecover.targets.RegressionProblem`'s
 #: fields, its seed as `target_seed`), the model ("neff_schedule": Section 4's N_eff* ∝
@@ -189,6 +191,10 @@ def _validate(point: GridPoint) -> None:
         raise ConfigError(f"estimate.saturation_threshold: expected a number in (0, 1), got {threshold!r}")
     if not isinstance(settings["by_routing"], bool):
         raise ConfigError(f"estimate.by_routing: expected true or false, got {settings['by_routing']!r}")
+    try:
+        check_sampler(settings["sampler"])
+    except ValueError as error:
+        raise ConfigError(f"estimate.{error}") from error
     try:
         x = make_inputs(point, spec)
         pinned = make_pinned(point, spec)

@@ -73,6 +73,7 @@ def estimate_point(point: GridPoint, n_threads: int) -> dict[str, Any]:
         pinned=make_pinned(point, spec) or None,
         by_routing=settings["by_routing"],
         saturation_threshold=settings["saturation_threshold"],
+        sampler=settings["sampler"],
         n_threads=n_threads,
     )
     return estimate.to_dict()

@@ -6,7 +6,7 @@
 use crate::error::{allocate, Error, Result};
 use crate::forward::{flops_per_input, forward_batch, prepare, Workspace};
 use crate::parallel::{chunk_len, pool, run_chunked, Interrupt};
-use crate::sampling::{check_pinned, check_range, sample_row, Pinned};
+use crate::sampling::{check_pinned, check_range, sample_row, Pinned, Sampler};
 use crate::spec::MoeSpec;
 use rayon::prelude::*;
 
@@ -22,7 +22,12 @@ enum Source<'a> {
     /// Rows of a given `(m, P)` matrix.
     Given(&'a [f64]),
     /// Drawn from `(seed, start + s)`, with pinned blocks.
-    Sampled { seed: u64, start: u64, pinned: &'a Pinned },
+    Sampled {
+        seed: u64,
+        start: u64,
+        sampler: Sampler,
+        pinned: &'a Pinned,
+    },
 }
 
 fn check_inputs(spec: &MoeSpec, inputs: &[f64]) -> Result<usize> {
@@ -67,8 +72,13 @@ fn run(
                     let s = samples.start + i;
                     let theta: &[f64] = match source {
                         Source::Given(params) => &params[s * p..(s + 1) * p],
-                        Source::Sampled { seed, start, pinned } => {
-                            sample_row(*seed, start + s as u64, spec.param_bound, pinned, theta);
+                        Source::Sampled {
+                            seed,
+                            start,
+                            sampler,
+                            pinned,
+                        } => {
+                            sample_row(*seed, start + s as u64, spec.param_bound, *sampler, pinned, theta);
                             theta
                         }
                     };
@@ -106,7 +116,7 @@ pub fn evaluate(
 }
 
 /// Evaluates samples `start .. start + m` of `seed` without materialising their parameters.
-/// Equal, bit for bit, to `evaluate(spec, sample_params(spec, seed, start, m, pinned), inputs)`.
+/// Equal, bit for bit, to `evaluate(spec, sample_params(spec, seed, start, m, sampler, pinned), inputs)`.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate_sampled(
     spec: &MoeSpec,
@@ -114,6 +124,7 @@ pub fn evaluate_sampled(
     seed: u64,
     start: u64,
     m: usize,
+    sampler: Sampler,
     pinned: &Pinned,
     n_threads: usize,
     interrupt: Interrupt,
@@ -124,7 +135,12 @@ pub fn evaluate_sampled(
         spec,
         inputs,
         m,
-        Source::Sampled { seed, start, pinned },
+        Source::Sampled {
+            seed,
+            start,
+            sampler,
+            pinned,
+        },
         n_threads,
         interrupt,
     )
@@ -161,13 +177,14 @@ mod tests {
         let spec = spec();
         let x = inputs(7, &spec);
         let pinned = vec![(spec.offsets(0).router_bias, vec![0.5; 5])];
-        let params = sample_params(&spec, 11, 0, 300, &pinned, 1, &mut never()).expect("ok");
+        let params = sample_params(&spec, 11, 0, 300, Sampler::Mixture, &pinned, 1, &mut never()).expect("ok");
         let reference = evaluate(&spec, &params, &x, 1, &mut never()).expect("ok");
         for threads in [1, 2, 3] {
-            let sampled = evaluate_sampled(&spec, &x, 11, 0, 300, &pinned, threads, &mut never()).expect("ok");
+            let sampled =
+                evaluate_sampled(&spec, &x, 11, 0, 300, Sampler::Mixture, &pinned, threads, &mut never()).expect("ok");
             assert_eq!(sampled, reference, "threads = {threads}");
         }
-        let tail = evaluate_sampled(&spec, &x, 11, 200, 100, &pinned, 2, &mut never()).expect("ok");
+        let tail = evaluate_sampled(&spec, &x, 11, 200, 100, Sampler::Mixture, &pinned, 2, &mut never()).expect("ok");
         let (o, r) = (spec.output_dim() * 7, spec.routes_per_input() * 7);
         assert_eq!(tail.values, reference.values[200 * o..]);
         assert_eq!(tail.routes, reference.routes[200 * r..]);
@@ -177,7 +194,7 @@ mod tests {
     fn interrupt_stops_before_the_first_chunk() {
         let spec = spec();
         let x = inputs(3, &spec);
-        let result = evaluate_sampled(&spec, &x, 1, 0, 10, &Vec::new(), 1, &mut || true);
+        let result = evaluate_sampled(&spec, &x, 1, 0, 10, Sampler::Mixture, &Vec::new(), 1, &mut || true);
         assert_eq!(result, Err(Error::Interrupted));
     }
 
@@ -195,28 +212,58 @@ mod tests {
         ));
         let pinned = vec![(spec.total_params() - 1, vec![0.0; 2])];
         assert!(matches!(
-            sample_params(&spec, 0, 0, 1, &pinned, 1, &mut never()),
+            sample_params(&spec, 0, 0, 1, Sampler::Mixture, &pinned, 1, &mut never()),
             Err(Error::InvalidArgument { argument: "pinned", .. })
         ));
         // found by the evaluate_input fuzz target: start + m past 2^64 overflowed a sample index
         for m in [2, 1 << 20] {
             assert!(matches!(
-                evaluate_sampled(&spec, &x, 0, u64::MAX, m, &Vec::new(), 2, &mut never()),
+                evaluate_sampled(
+                    &spec,
+                    &x,
+                    0,
+                    u64::MAX,
+                    m,
+                    Sampler::Mixture,
+                    &Vec::new(),
+                    2,
+                    &mut never()
+                ),
                 Err(Error::InvalidArgument { argument: "start", .. })
             ));
             assert!(matches!(
-                sample_params(&spec, 0, u64::MAX - 1, m, &Vec::new(), 1, &mut never()),
+                sample_params(
+                    &spec,
+                    0,
+                    u64::MAX - 1,
+                    m,
+                    Sampler::Mixture,
+                    &Vec::new(),
+                    1,
+                    &mut never()
+                ),
                 Err(Error::InvalidArgument { argument: "start", .. })
             ));
         }
-        assert!(evaluate_sampled(&spec, &x, 0, u64::MAX - 1, 1, &Vec::new(), 1, &mut never()).is_ok());
+        assert!(evaluate_sampled(
+            &spec,
+            &x,
+            0,
+            u64::MAX - 1,
+            1,
+            Sampler::Mixture,
+            &Vec::new(),
+            1,
+            &mut never()
+        )
+        .is_ok());
         // sizes that fit usize but no machine's memory: an error naming m, not an abort
         assert!(matches!(
-            sample_params(&spec, 0, 0, 1 << 50, &Vec::new(), 1, &mut never()),
+            sample_params(&spec, 0, 0, 1 << 50, Sampler::Mixture, &Vec::new(), 1, &mut never()),
             Err(Error::TooLarge { argument: "m", .. })
         ));
         assert!(matches!(
-            evaluate_sampled(&spec, &x, 0, 0, 1 << 58, &Vec::new(), 1, &mut never()),
+            evaluate_sampled(&spec, &x, 0, 0, 1 << 58, Sampler::Mixture, &Vec::new(), 1, &mut never()),
             Err(Error::TooLarge { argument: "m", .. } | Error::InvalidArgument { argument: "m", .. })
         ));
     }

@@ -657,7 +657,7 @@ mod tests {
     use super::*;
     use crate::forward::one;
     use crate::parallel::never;
-    use crate::sampling::sample_row;
+    use crate::sampling::{sample_row, Sampler};
     use crate::spec::{option_combinations, SpecOptions};
 
     /// Values and routes of the forward pass (the one [`crate::evaluate`] runs).
@@ -706,10 +706,10 @@ mod tests {
             let spec = MoeSpec::new(&options).expect("valid");
             let p = spec.total_params();
             let mut theta = vec![0.0; p];
-            sample_row(case as u64, 0, 1.0, &Vec::new(), &mut theta);
+            sample_row(case as u64, 0, 1.0, Sampler::Uniform, &Vec::new(), &mut theta);
             let n = 3;
             let mut inputs = vec![0.0; n * spec.input_len()];
-            sample_row(case as u64, 1, 1.0, &Vec::new(), &mut inputs);
+            sample_row(case as u64, 1, 1.0, Sampler::Uniform, &Vec::new(), &mut inputs);
             let found = jacobian(&spec, &theta, &inputs, 1, &mut never()).expect("ok");
             let (values, routes) = forward(&spec, &theta, &inputs);
             assert_eq!(found.routes, routes, "case {case}");
@@ -756,10 +756,10 @@ mod tests {
         let p = spec.total_params();
         let mut params = vec![0.0; 23 * p];
         for (s, theta) in params.chunks_exact_mut(p).enumerate() {
-            sample_row(9, s as u64, 1.0, &Vec::new(), theta);
+            sample_row(9, s as u64, 1.0, Sampler::Uniform, &Vec::new(), theta);
         }
         let mut inputs = vec![0.0; 5 * spec.input_len()];
-        sample_row(9, 99, 1.0, &Vec::new(), &mut inputs);
+        sample_row(9, 99, 1.0, Sampler::Uniform, &Vec::new(), &mut inputs);
         let one = jacobian(&spec, &params, &inputs, 1, &mut never()).expect("ok");
         let two = jacobian(&spec, &params, &inputs, 2, &mut never()).expect("ok");
         assert_eq!(one, two);

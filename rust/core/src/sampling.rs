@@ -1,7 +1,13 @@
-//! Parameter sampling: θ uniform in the box `[−B, B)^P`, one independent stream per sample index.
+//! Parameter sampling: θ in the box `[−B, B]^P` from a named distribution, one independent stream
+//! per sample index.
 //!
 //! Row `s` depends only on `(seed, s)`: it is what makes any sub-range regenerable and every result
 //! independent of thread count and chunking (streams are keyed to work units, never to threads).
+//!
+//! Any θ in the box is a member of the class, so every distribution gives valid nets (§7); they
+//! differ in how fast the nets approach the class. Uniform θ is bell-shaped after the forward pass
+//! (sums and products of coordinates), so distributions with mass near the faces reach the image's
+//! extremes far sooner.
 
 use crate::error::{allocate, Error, Result};
 use crate::parallel::{chunk_len, pool, run_chunked, Interrupt};
@@ -12,6 +18,72 @@ use rayon::prelude::*;
 
 /// Values that replace sampled coordinates: `(offset, values)` writes `θ[offset..offset+len]`.
 pub type Pinned = Vec<(usize, Vec<f64>)>;
+
+/// How one sample's coordinates are drawn. Every sampler consumes exactly one draw of the row's
+/// stream per coordinate, so pinning a block never moves the others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sampler {
+    /// Each coordinate uniform in `[−B, B)`.
+    Uniform,
+    /// Each coordinate `−B cos(πu)`, u uniform: the arcsine law, density `1/(π√(B² − x²))`,
+    /// half its mass within `0.29 B` of a face.
+    Arcsine,
+    /// Per sample a face rate ρ uniform in [0, 1); each coordinate sits on a face `±B` (either
+    /// sign) with probability ρ and is uniform otherwise: from near-uniform rows to corners.
+    Faces,
+    /// Each sample is drawn by one of the three above, chosen by a hash of `(seed, index)`:
+    /// uniform 1/6, arcsine 1/6, faces 2/3. A sample drawn uniformly equals the `Uniform` sample
+    /// of the same index.
+    Mixture,
+}
+
+impl Sampler {
+    pub const NAMES: [&'static str; 4] = ["uniform", "arcsine", "faces", "mixture"];
+
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "uniform" => Ok(Sampler::Uniform),
+            "arcsine" => Ok(Sampler::Arcsine),
+            "faces" => Ok(Sampler::Faces),
+            "mixture" => Ok(Sampler::Mixture),
+            other => Err(Error::invalid(
+                "sampler",
+                format!("expected one of {:?}, got {other:?}", Sampler::NAMES),
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Sampler::Uniform => "uniform",
+            Sampler::Arcsine => "arcsine",
+            Sampler::Faces => "faces",
+            Sampler::Mixture => "mixture",
+        }
+    }
+
+    /// The plain sampler that draws sample `index` (itself unless this is the mixture).
+    pub fn component(self, seed: u64, index: u64) -> Sampler {
+        match self {
+            Sampler::Mixture => match mix64(keyed(seed, index, 0x6d69_7874)) % 6 {
+                0 => Sampler::Uniform,
+                1 => Sampler::Arcsine,
+                _ => Sampler::Faces,
+            },
+            plain => plain,
+        }
+    }
+}
+
+/// A hash of `(seed, index)` for per-sample choices made outside the row's stream.
+fn keyed(seed: u64, index: u64, salt: u64) -> u64 {
+    mix64(seed ^ salt).wrapping_add(mix64(index ^ salt.rotate_left(32)))
+}
+
+/// The top 53 bits as a uniform double in [0, 1): exact, and the same on every platform.
+fn unit(bits: u64) -> f64 {
+    (bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
 
 /// SplitMix64's finaliser: a bijection on u64 that scatters nearby inputs.
 fn mix64(mut z: u64) -> u64 {
@@ -32,15 +104,37 @@ pub fn row_rng(seed: u64, index: u64) -> Xoshiro256PlusPlus {
     Xoshiro256PlusPlus::from_seed(bytes)
 }
 
-/// Fills `theta` with sample `index`: uniform coordinates in `[−bound, bound)`, then the pinned
+/// Fills `theta` with sample `index` drawn by `sampler` in `[−bound, bound]`, then the pinned
 /// blocks. Pinned coordinates still consume their draws, so pinning a block leaves every other
 /// coordinate exactly as it was without the pin.
-pub fn sample_row(seed: u64, index: u64, bound: f64, pinned: &Pinned, theta: &mut [f64]) {
+pub fn sample_row(seed: u64, index: u64, bound: f64, sampler: Sampler, pinned: &Pinned, theta: &mut [f64]) {
     let mut rng = row_rng(seed, index);
-    for value in theta.iter_mut() {
-        // The top 53 bits as a uniform double in [0, 1): exact, and the same on every platform.
-        let unit = (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
-        *value = bound * (2.0 * unit - 1.0);
+    match sampler.component(seed, index) {
+        Sampler::Uniform | Sampler::Mixture => {
+            for value in theta.iter_mut() {
+                *value = bound * (2.0 * unit(rng.next_u64()) - 1.0);
+            }
+        }
+        Sampler::Arcsine => {
+            for value in theta.iter_mut() {
+                *value = -bound * (std::f64::consts::PI * unit(rng.next_u64())).cos();
+            }
+        }
+        Sampler::Faces => {
+            let rate = unit(keyed(seed, index, 0x6661_6365));
+            for value in theta.iter_mut() {
+                let u = unit(rng.next_u64());
+                *value = if u < rate {
+                    if u < 0.5 * rate {
+                        -bound
+                    } else {
+                        bound
+                    }
+                } else {
+                    bound * (2.0 * (u - rate) / (1.0 - rate) - 1.0)
+                };
+            }
+        }
     }
     for (offset, values) in pinned {
         theta[*offset..*offset + values.len()].copy_from_slice(values);
@@ -77,6 +171,7 @@ pub fn sample_params(
     seed: u64,
     start: u64,
     m: usize,
+    sampler: Sampler,
     pinned: &Pinned,
     n_threads: usize,
     interrupt: Interrupt,
@@ -93,7 +188,16 @@ pub fn sample_params(
         params[rows.start * p..rows.end * p]
             .par_chunks_mut(p)
             .enumerate()
-            .for_each(|(i, theta)| sample_row(seed, start + (rows.start + i) as u64, spec.param_bound, pinned, theta));
+            .for_each(|(i, theta)| {
+                sample_row(
+                    seed,
+                    start + (rows.start + i) as u64,
+                    spec.param_bound,
+                    sampler,
+                    pinned,
+                    theta,
+                )
+            });
     })?;
     Ok(params)
 }
@@ -105,7 +209,7 @@ mod tests {
     #[test]
     fn rows_stay_in_the_box_and_look_uniform() {
         let mut theta = vec![0.0; 100_000];
-        sample_row(7, 3, 2.5, &Vec::new(), &mut theta);
+        sample_row(7, 3, 2.5, Sampler::Uniform, &Vec::new(), &mut theta);
         assert!(theta.iter().all(|&v| (-2.5..2.5).contains(&v)));
         let mean = theta.iter().sum::<f64>() / theta.len() as f64;
         // Uniform on [−2.5, 2.5): sd 2.5/√3 ≈ 1.44, so the mean of 10^5 is within 0.02 at 4.4σ.
@@ -118,7 +222,7 @@ mod tests {
     fn rows_depend_on_seed_and_index_only() {
         let draw = |seed, index| {
             let mut theta = vec![0.0; 8];
-            sample_row(seed, index, 1.0, &Vec::new(), &mut theta);
+            sample_row(seed, index, 1.0, Sampler::Uniform, &Vec::new(), &mut theta);
             theta
         };
         assert_eq!(draw(1, 5), draw(1, 5));
@@ -130,10 +234,67 @@ mod tests {
     fn pinning_overwrites_only_its_block() {
         let mut free = vec![0.0; 10];
         let mut pinned = vec![0.0; 10];
-        sample_row(3, 9, 1.0, &Vec::new(), &mut free);
-        sample_row(3, 9, 1.0, &vec![(4, vec![7.0, 8.0])], &mut pinned);
-        assert_eq!(&pinned[4..6], &[7.0, 8.0]);
-        assert_eq!(&pinned[..4], &free[..4]);
-        assert_eq!(&pinned[6..], &free[6..]);
+        for sampler in [Sampler::Uniform, Sampler::Arcsine, Sampler::Faces, Sampler::Mixture] {
+            sample_row(3, 9, 1.0, sampler, &Vec::new(), &mut free);
+            sample_row(3, 9, 1.0, sampler, &vec![(4, vec![7.0, 8.0])], &mut pinned);
+            assert_eq!(&pinned[4..6], &[7.0, 8.0]);
+            assert_eq!(&pinned[..4], &free[..4]);
+            assert_eq!(&pinned[6..], &free[6..]);
+        }
+    }
+
+    /// The laws the samplers are documented to follow, checked on their moments and face mass.
+    #[test]
+    fn samplers_follow_their_laws() {
+        let draw = |sampler, index| {
+            let mut theta = vec![0.0; 100_000];
+            sample_row(5, index, 2.0, sampler, &Vec::new(), &mut theta);
+            theta
+        };
+        // Arcsine on [−2, 2]: E x² = B²/2 = 2 (uniform: B²/3 = 4/3); P(|x| > B cos(π/4)) = 1/2.
+        let arcsine = draw(Sampler::Arcsine, 0);
+        assert!(arcsine.iter().all(|v| v.abs() <= 2.0));
+        let second = arcsine.iter().map(|v| v * v).sum::<f64>() / 1e5;
+        assert!((second - 2.0).abs() < 0.02, "E x² = {second}");
+        let outer = arcsine
+            .iter()
+            .filter(|v| v.abs() > 2.0 * std::f64::consts::FRAC_1_SQRT_2)
+            .count();
+        assert!((outer as f64 / 1e5 - 0.5).abs() < 0.01, "outer fraction {outer}");
+        // Faces: a fraction ρ of the coordinates exactly on a face, ρ the row's own rate.
+        for index in 0..20 {
+            let row = draw(Sampler::Faces, index);
+            let rate = unit(keyed(5, index, 0x6661_6365));
+            let on_face = row.iter().filter(|v| v.abs() == 2.0).count() as f64 / 1e5;
+            assert!((on_face - rate).abs() < 0.01, "rate {rate}, on faces {on_face}");
+            assert!(row.iter().all(|v| v.abs() <= 2.0));
+        }
+        // Mixture: the components in proportions 1 : 1 : 4, and the uniform ones unchanged.
+        let mut counts = [0usize; 3];
+        for index in 0..3000 {
+            let component = Sampler::Mixture.component(5, index);
+            counts[match component {
+                Sampler::Uniform => 0,
+                Sampler::Arcsine => 1,
+                _ => 2,
+            }] += 1;
+        }
+        assert!(
+            (420..580).contains(&counts[0]) && (420..580).contains(&counts[1]),
+            "{counts:?}"
+        );
+        assert!((1900..2100).contains(&counts[2]), "{counts:?}");
+        let index = (0..)
+            .find(|&i| Sampler::Mixture.component(5, i) == Sampler::Uniform)
+            .unwrap();
+        assert_eq!(draw(Sampler::Mixture, index), draw(Sampler::Uniform, index));
+    }
+
+    #[test]
+    fn sampler_names_round_trip() {
+        for name in Sampler::NAMES {
+            assert_eq!(Sampler::from_name(name).unwrap().name(), name);
+        }
+        assert!(Sampler::from_name("gauss").is_err());
     }
 }

@@ -6,7 +6,7 @@ use moecover_core::evaluate::{evaluate, evaluate_sampled};
 use moecover_core::parallel::never;
 use moecover_core::patterns::count_patterns;
 use moecover_core::routing::{binomial, rank, subsets, unrank};
-use moecover_core::sampling::sample_params;
+use moecover_core::sampling::{sample_params, Sampler};
 use moecover_core::{MoeSpec, SpecOptions};
 use proptest::prelude::*;
 use std::collections::{HashMap, HashSet};
@@ -167,16 +167,16 @@ proptest! {
     ) {
         let inputs: Vec<f64> = (0..3 * spec.input_len()).map(|i| (i as f64 * 0.37).sin()).collect();
         let pinned = Vec::new();
-        let params = sample_params(&spec, seed, start, m, &pinned, 1, &mut never()).expect("valid");
-        prop_assert!(params.iter().all(|v| (-spec.param_bound..spec.param_bound).contains(v)));
+        let params = sample_params(&spec, seed, start, m, Sampler::Mixture, &pinned, 1, &mut never()).expect("valid");
+        prop_assert!(params.iter().all(|v| (-spec.param_bound..=spec.param_bound).contains(v)));
         let one = evaluate(&spec, &params, &inputs, 1, &mut never()).expect("valid");
-        let two = evaluate_sampled(&spec, &inputs, seed, start, m, &pinned, 2, &mut never()).expect("valid");
+        let two = evaluate_sampled(&spec, &inputs, seed, start, m, Sampler::Mixture, &pinned, 2, &mut never()).expect("valid");
         prop_assert_eq!(one.values.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                         two.values.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
         prop_assert_eq!(&one.routes, &two.routes);
         // samples split..m, regenerated on their own, equal the tail of the whole range
         let cut = split.min(m);
-        let tail = sample_params(&spec, seed, start + cut as u64, m - cut, &pinned, 2, &mut never()).expect("valid");
+        let tail = sample_params(&spec, seed, start + cut as u64, m - cut, Sampler::Mixture, &pinned, 2, &mut never()).expect("valid");
         prop_assert_eq!(&params[cut * spec.total_params()..], &tail[..]);
         // every route is a valid colex rank of a top_k set of experts
         let patterns = binomial(spec.experts as u64, spec.top_k as u64);

@@ -5,7 +5,7 @@
 
 use moecover_core::cover::{MultiNet, Real};
 use moecover_core::parallel::Interrupt;
-use moecover_core::sampling::Pinned;
+use moecover_core::sampling::{Pinned, Sampler};
 use moecover_core::{evaluate, exact, jacobian, patterns, routing, sampling, Error, MoeSpec, SpecOptions};
 use numpy::{Element, IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PyValueError};
@@ -169,18 +169,21 @@ type LayoutRow = (
 
 /// Flat `(m * P,)` parameters of samples `start .. start + m`.
 #[pyfunction]
+#[allow(clippy::too_many_arguments)]
 fn sample_params<'py>(
     py: Python<'py>,
     spec: &CoreSpec,
     seed: u64,
     start: u64,
     m: usize,
+    sampler: &str,
     pinned: Pinned,
     n_threads: usize,
 ) -> PyResult<Bound<'py, PyArray1<f64>>> {
     let spec = &spec.inner;
+    let sampler = Sampler::from_name(sampler).map_err(to_pyerr)?;
     let params = detach_interruptible(py, |interrupt| {
-        sampling::sample_params(spec, seed, start, m, &pinned, n_threads, interrupt)
+        sampling::sample_params(spec, seed, start, m, sampler, &pinned, n_threads, interrupt)
     })?;
     Ok(params.into_pyarray(py))
 }
@@ -219,13 +222,15 @@ fn evaluate_sampled<'py>(
     seed: u64,
     start: u64,
     m: usize,
+    sampler: &str,
     pinned: Pinned,
     n_threads: usize,
 ) -> PyResult<FlatEvaluation<'py>> {
     let spec = &spec.inner;
     let inputs = contiguous(&inputs, "inputs")?;
+    let sampler = Sampler::from_name(sampler).map_err(to_pyerr)?;
     let evaluation = detach_interruptible(py, |interrupt| {
-        evaluate::evaluate_sampled(spec, inputs, seed, start, m, &pinned, n_threads, interrupt)
+        evaluate::evaluate_sampled(spec, inputs, seed, start, m, sampler, &pinned, n_threads, interrupt)
     })?;
     Ok(into_arrays(py, evaluation))
 }
@@ -346,6 +351,20 @@ impl CoverEngine {
         match &self.nets {
             Nets::F32(nets) => nets.tail_discovery(),
             Nets::F64(nets) => nets.tail_discovery(),
+        }
+    }
+
+    fn net_sizes_at(&self, points: u64) -> Vec<usize> {
+        match &self.nets {
+            Nets::F32(nets) => nets.net_sizes_at(points),
+            Nets::F64(nets) => nets.net_sizes_at(points),
+        }
+    }
+
+    fn singletons(&self) -> Vec<usize> {
+        match &self.nets {
+            Nets::F32(nets) => nets.singletons(),
+            Nets::F64(nets) => nets.singletons(),
         }
     }
 

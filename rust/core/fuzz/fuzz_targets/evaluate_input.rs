@@ -6,6 +6,7 @@ use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use moecover_core::evaluate::{evaluate, evaluate_sampled};
 use moecover_core::parallel::never;
+use moecover_core::sampling::Sampler;
 use moecover_core::{MoeSpec, SpecOptions};
 
 const NAMES: [&str; 13] = [
@@ -80,6 +81,7 @@ fn check(u: &mut Unstructured) -> Result<()> {
         u.arbitrary()?,
         u.arbitrary()?,
         m,
+        Sampler::Mixture,
         &Vec::new(),
         2,
         &mut never(),

@@ -46,6 +46,11 @@ pub(super) struct ScaleNet<T: Real> {
     pub(super) simd: pulp::Arch,
     pub(super) opened_at: Vec<u64>,
     pub(super) assignment: Option<Vec<i64>>,
+    /// Per centre: has a point other than its own been assigned to it (Good–Turing's f1 counts
+    /// the centres where not)?
+    pub(super) shared: Vec<bool>,
+    /// Centres that became shared since the last `MultiNet::mark`, to undo on a roll-back.
+    pub(super) shared_since_mark: Vec<u32>,
 }
 
 impl<T: Real> ScaleNet<T> {
@@ -137,7 +142,13 @@ impl<T: Real> ScaleNet<T> {
         self.centres.extend_from_slice(point);
         self.sketches.push(axes.sketch.map(|axis| point[axis].to_sketch()));
         self.opened_at.push(index);
+        self.shared.push(false);
         id
+    }
+
+    /// Centres with no point but their own (Good–Turing's f1).
+    pub(super) fn singletons(&self) -> usize {
+        self.shared.iter().filter(|&&shared| !shared).count()
     }
 
     /// Forgets every centre from `size` on and every assignment from point `n_points` on. Ids
@@ -148,6 +159,13 @@ impl<T: Real> ScaleNet<T> {
         self.centres.truncate(size * dim);
         self.sketches.truncate(size);
         self.opened_at.truncate(size);
+        self.shared.truncate(size);
+        for &centre in &self.shared_since_mark {
+            if let Some(shared) = self.shared.get_mut(centre as usize) {
+                *shared = false;
+            }
+        }
+        self.shared_since_mark.clear();
         if let Some(assignment) = self.assignment.as_mut() {
             assignment.truncate(n_points as usize);
         }
@@ -159,7 +177,8 @@ impl<T: Real> ScaleNet<T> {
     pub(super) fn memory_bytes(&self) -> usize {
         let flat = self.centres.len() * std::mem::size_of::<T>()
             + std::mem::size_of_val(&self.sketches[..])
-            + 8 * self.opened_at.len()
+            + 9 * self.opened_at.len()
+            + 4 * self.shared_since_mark.len()
             + self.assignment.as_ref().map_or(0, |a| 8 * a.len());
         self.cells.memory_bytes() + flat
     }
@@ -180,13 +199,20 @@ impl<T: Real> ScaleNet<T> {
                 .collect()
         };
         for (i, (point, found)) in block.chunks(dim).zip(covered_by_old).enumerate() {
-            let centre = match found {
-                Some(c) => c,
+            let covering = match found {
+                Some(c) => Some(c),
                 None if !all_finite(point) => return Some(i),
-                None => match self.earliest_covering(point, axes, old) {
-                    Some(c) => c,
-                    None => self.open(point, axes, first_index + i as u64),
-                },
+                None => self.earliest_covering(point, axes, old),
+            };
+            let centre = match covering {
+                Some(c) => {
+                    if !self.shared[c as usize] {
+                        self.shared[c as usize] = true;
+                        self.shared_since_mark.push(c);
+                    }
+                    c
+                }
+                None => self.open(point, axes, first_index + i as u64),
             };
             if let Some(assignment) = self.assignment.as_mut() {
                 assignment.push(i64::from(centre));

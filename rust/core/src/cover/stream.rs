@@ -59,6 +59,8 @@ impl<T: Real> MultiNet<T> {
                 simd: pulp::Arch::new(),
                 opened_at: Vec::new(),
                 assignment: keep_assignment.then(Vec::new),
+                shared: Vec::new(),
+                shared_since_mark: Vec::new(),
             })
             .collect();
         Ok(MultiNet {
@@ -176,8 +178,11 @@ impl<T: Real> MultiNet<T> {
         Ok(())
     }
 
-    /// What `roll_back` restores.
-    fn mark(&self) -> Mark {
+    /// What `roll_back` restores (and the start of each scale's log of newly shared centres).
+    fn mark(&mut self) -> Mark {
+        for scale in &mut self.scales {
+            scale.shared_since_mark.clear();
+        }
         Mark {
             n_points: self.n_points,
             axes_chosen: self.axes.is_some(),
@@ -221,6 +226,22 @@ impl<T: Real> MultiNet<T> {
     /// Each point's centre (index into `centres`) at scale `scale`, when kept.
     pub fn assignment(&self, scale: usize) -> Option<&[i64]> {
         self.scales[scale].assignment.as_deref()
+    }
+
+    /// Per scale: the size the net had after the first `points` points (the greedy scan is
+    /// sequential, so it is the number of centres opened before then). With `points` at m/2,
+    /// m/4, … it gives the rarefaction curve of one stream at no extra cost.
+    pub fn net_sizes_at(&self, points: u64) -> Vec<usize> {
+        self.scales
+            .iter()
+            .map(|s| s.opened_at.partition_point(|&i| i < points))
+            .collect()
+    }
+
+    /// Per scale: the centres that no other point has joined (Good–Turing's f1, whose ratio to
+    /// the points scanned estimates the mass the sampler has not yet reached).
+    pub fn singletons(&self) -> Vec<usize> {
+        self.scales.iter().map(ScaleNet::singletons).collect()
     }
 
     /// Per scale: the fraction of the last 10 % of the points (at least one) that opened a centre;
@@ -278,6 +299,22 @@ mod tests {
                 &assignment[..],
                 "{context} delta {delta}"
             );
+            let mut members = vec![0usize; centres.len()];
+            for &c in &assignment {
+                members[c as usize] += 1;
+            }
+            let alone = members.iter().filter(|&&k| k == 1).count();
+            assert_eq!(net.singletons()[s], alone, "{context} delta {delta}: singletons");
+            // the net after the first j points is the sequential net of those points
+            let m = assignment.len();
+            for j in [1, m / 2] {
+                let (first, _) = sequential_net(&points[..j * dim], dim, delta);
+                assert_eq!(
+                    net.net_sizes_at(j as u64)[s],
+                    first.len(),
+                    "{context} delta {delta}: at {j}"
+                );
+            }
         }
     }
 
@@ -389,12 +426,13 @@ mod tests {
     }
 
     /// Everything a caller can see of the nets.
-    fn state(net: &MultiNet<f64>) -> (u64, Vec<Vec<u64>>, Vec<Vec<i64>>) {
+    fn state(net: &MultiNet<f64>) -> (u64, Vec<Vec<u64>>, Vec<Vec<i64>>, Vec<usize>) {
         let scales = 0..net.scales.len();
         (
             net.n_points(),
             scales.clone().map(|s| net.centres(s).to_vec()).collect(),
             scales.map(|s| net.assignment(s).expect("kept").to_vec()).collect(),
+            net.singletons(),
         )
     }
 

@@ -504,7 +504,7 @@ impl<const W: usize> Layers for InLanes<'_, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sampling::sample_row;
+    use crate::sampling::{sample_row, Sampler};
     use crate::spec::{option_combinations, SpecOptions};
 
     /// Values and routes of `n` inputs through [`forward_batch`] in batches of `batch`, and one at
@@ -556,7 +556,7 @@ mod tests {
             })
             .expect("valid");
             let mut theta = vec![0.0; spec.total_params()];
-            sample_row(case, 0, spec.param_bound, &Vec::new(), &mut theta);
+            sample_row(case, 0, spec.param_bound, Sampler::Uniform, &Vec::new(), &mut theta);
             // experts 0 and 1 of layer 0 get the same router row: their scores tie
             // exactly on every token, and the tie must go to expert 0
             let router = spec.offsets(0);
@@ -565,7 +565,7 @@ mod tests {
             theta[router.router_bias + 1] = theta[router.router_bias];
             let n = 37;
             let mut inputs = vec![0.0; n * spec.input_len()];
-            sample_row(case, 1, 2.0, &Vec::new(), &mut inputs);
+            sample_row(case, 1, 2.0, Sampler::Uniform, &Vec::new(), &mut inputs);
             // exact ties between router scores: a repeated input, and a zero input
             inputs.copy_within(0..spec.input_len(), 5 * spec.input_len());
             inputs[7 * spec.input_len()..8 * spec.input_len()].fill(0.0);
@@ -590,9 +590,9 @@ mod tests {
         let small = MoeSpec::new(&SpecOptions::default()).expect("valid");
         assert!(Workspace::new(&small).in_lanes);
         let mut theta = vec![0.0; spec.total_params()];
-        sample_row(1, 0, 1.0, &Vec::new(), &mut theta);
+        sample_row(1, 0, 1.0, Sampler::Uniform, &Vec::new(), &mut theta);
         let mut inputs = vec![0.0; 30 * spec.input_len()];
-        sample_row(1, 1, 1.0, &Vec::new(), &mut inputs);
+        sample_row(1, 1, 1.0, Sampler::Uniform, &Vec::new(), &mut inputs);
         let [batched, one] = both_ways(&spec, &theta, &inputs, 30);
         assert_eq!(batched, one);
     }
@@ -612,9 +612,9 @@ mod tests {
         })
         .expect("valid");
         let mut theta = vec![0.0; spec.total_params()];
-        sample_row(3, 0, spec.param_bound, &Vec::new(), &mut theta);
+        sample_row(3, 0, spec.param_bound, Sampler::Uniform, &Vec::new(), &mut theta);
         let mut inputs = vec![0.0; 20 * spec.input_len()];
-        sample_row(3, 1, 1e300, &Vec::new(), &mut inputs);
+        sample_row(3, 1, 1e300, Sampler::Uniform, &Vec::new(), &mut inputs);
         let [lanes, one] = both_ways(&spec, &theta, &inputs, 20);
         assert!(
             lanes.0.iter().any(|&v| f64::from_bits(v).is_nan()),
