@@ -219,7 +219,8 @@ def explore(
         flat = np.ascontiguousarray(routes.reshape(len(routes), -1))
         patterns[source].update(row.tobytes() for row in np.unique(flat, axis=0))
 
-    def take(theta: NDArray[np.float64], source: str) -> NDArray[np.int64]:
+    def take(theta: NDArray[np.float64], source: str) -> NDArray[np.float64]:
+        """Evaluates `theta`, scans the values into the packing; the θ that opened centres."""
         out = evaluate(spec, theta, x, n_threads=threads)
         count(len(theta))
         record_patterns(out.routes, source)
@@ -240,7 +241,7 @@ def explore(
         return np.concatenate(opened) if opened else np.zeros((0, p))
 
     def search(parents: NDArray[np.float64]) -> list[NDArray[np.float64]]:
-        opened = []
+        opened: list[NDArray[np.float64]] = []
         per_parent = sum(CHILDREN.values())
         for piece in range(0, len(parents), max(1, rows // per_parent)):
             if spent >= budget:
