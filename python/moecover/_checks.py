@@ -193,7 +193,7 @@ SAMPLERS = ("uniform", "arcsine", "faces", "mixture")
 """Parameter samplers (definitions §7): every one keeps each θ in the box, so every net stays a
 certified lower bound; they differ in how soon the nets reach the image's extremes."""
 
-#: Measured (benches/samplers.py): on every class tried, the face-rate sampler's nets are the
+#: Measured (benches/exploration.py): on every class tried, the face-rate sampler's nets are the
 #: largest at every budget and scale (5-15x uniform's on the quickstart classes at delta = 2), and
 #: it reaches 0.9-0.99 of a known image where uniform sampling reaches 0.6-0.8.
 DEFAULT_SAMPLER = "faces"
