@@ -163,6 +163,11 @@ def test_rarefaction_and_singletons_follow_their_definitions():
     doubling[32:40] = np.arange(80, 160, 10)[:, None]
     result = moecover.cover(doubling, [1.0])
     assert result.net_sizes[0] == 16 and result.rarefaction[0] == pytest.approx(1.0)
+    # growth in the first doubling only (sizes 4, 8, 8 at 16, 32, 64): the slope over both doublings
+    # is log(8/4) / log(64/16) = 1/2
+    early = doubling.copy()
+    early[32:] = 0.0
+    assert moecover.cover(early, [1.0]).rarefaction[0] == pytest.approx(0.5)
     # too few points for three budgets: NaN, not a number the data cannot support
     assert np.isnan(moecover.cover(far[:7], [1.0]).rarefaction[0])
 
