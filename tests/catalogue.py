@@ -65,6 +65,8 @@ SCALES_JUNK: dict[str, Any] = {"empty": [], "zero": [0.0], "negative": [-1.0], "
 SCALES_VALID: dict[str, Callable[[list[float]], Any]] = {"tuple": tuple, "float32": lambda v: np.asarray(v, np.float32),
                                                           "np.float64": lambda v: np.asarray(v)}
 SPEC_JUNK: dict[str, Any] = {"int": 5, "None": None, "str": "spec", "dict": {}}
+SAMPLER_JUNK: dict[str, Any] = {"unknown": "gauss", "None": None, "int": 3, "upper": "FACES", "empty": "",
+                                "list": ["faces"]}
 
 
 # --- the calls -----------------------------------------------------------------------------------
@@ -82,10 +84,23 @@ def calls() -> dict[str, tuple[Callable[..., Any], dict[str, Any], dict[str, str
     return {
         "evaluate": (moecover.evaluate, {"spec": spec, "params": theta, "inputs": x, "n_threads": 1},
                      {"spec": "spec", "params": "points", "inputs": "array", "n_threads": "threads"}),
-        "evaluate_sampled": (moecover.evaluate_sampled, {"spec": spec, "inputs": x, "m": 5, "rng": 3, "n_threads": 1},
-                             {"spec": "spec", "inputs": "array", "m": "count", "rng": "seed", "n_threads": "threads"}),
-        "sample_params": (moecover.sample_params, {"spec": spec, "m": 4, "rng": 2, "n_threads": 1},
-                          {"spec": "spec", "m": "count", "rng": "seed", "n_threads": "threads"}),
+        "evaluate_sampled": (moecover.evaluate_sampled, {"spec": spec, "inputs": x, "m": 5, "rng": 3, "n_threads": 1,
+                                                         "sampler": "faces"},
+                             {"spec": "spec", "inputs": "array", "m": "count", "rng": "seed", "n_threads": "threads",
+                              "sampler": "sampler"}),
+        "sample_params": (moecover.sample_params, {"spec": spec, "m": 4, "rng": 2, "n_threads": 1, "sampler": "faces"},
+                          {"spec": "spec", "m": "count", "rng": "seed", "n_threads": "threads", "sampler": "sampler"}),
+        "explore": (moecover.explore, {"spec": spec, "inputs": x, "delta": 1.0, "budget": 3000, "rng": 1, "n_threads": 1,
+                                       "batch": 500, "sampler": "faces"},
+                    {"spec": "spec", "inputs": "array", "budget": "count", "batch": "count", "rng": "seed",
+                     "n_threads": "threads", "sampler": "sampler"}),
+        "added_centres": (moecover.added_centres, {"first": points[:20], "second": points[20:], "deltas": [1.0, 0.5],
+                                                   "n_threads": 1},
+                          {"first": "points", "second": "points", "deltas": "scales", "n_threads": "threads"}),
+        "image_coverage": (moecover.image_coverage, {"centres": points[:1], "points": points, "delta": 0.5, "n_threads": 1},
+                           {"centres": "points", "points": "array", "n_threads": "threads"}),
+        "known_image_class": (moecover.known_image_class, {"experts": 3, "d_model": 2},
+                              {"experts": "count", "d_model": "count"}),
         "greedy_net": (moecover.greedy_net, {"points": points, "delta": 0.5, "n_threads": 1},
                        {"points": "points", "n_threads": "threads"}),
         "cover": (moecover.cover, {"points": points, "deltas": [1.0, 0.5], "n_threads": 1},
@@ -95,13 +110,14 @@ def calls() -> dict[str, tuple[Callable[..., Any], dict[str, Any], dict[str, str
         "jacobian": (moecover.jacobian, {"spec": spec, "params": theta, "inputs": x, "n_threads": 1},
                      {"spec": "spec", "params": "points", "inputs": "array", "n_threads": "threads"}),
         "functional_dimension": (moecover.functional_dimension, {"spec": spec, "inputs": x, "samples": 8, "rng": 1,
-                                                                 "n_threads": 1},
+                                                                 "n_threads": 1, "sampler": "uniform"},
                                  {"spec": "spec", "inputs": "array", "samples": "count", "rng": "seed",
-                                  "n_threads": "threads"}),
+                                  "n_threads": "threads", "sampler": "sampler"}),
         "estimate_entropy": (moecover.estimate_entropy, {"spec": spec, "inputs": x, "samples": 200, "replicates": 1,
-                                                         "deltas": [1.0, 0.5], "rng": 1, "n_threads": 1},
+                                                         "deltas": [1.0, 0.5], "rng": 1, "n_threads": 1,
+                                                         "sampler": "faces"},
                              {"spec": "spec", "inputs": "array", "samples": "count", "replicates": "count",
-                              "deltas": "scales-or-none", "rng": "seed", "n_threads": "threads"}),
+                              "deltas": "scales-or-none", "rng": "seed", "n_threads": "threads", "sampler": "sampler"}),
         "inputs.box": (inputs.box, {"n": 5, "seq_len": 1, "d_model": 2, "rng": 1},
                        {"n": "count", "seq_len": "count", "d_model": "count", "rng": "seed"}),
         "inputs.sphere": (inputs.sphere, {"n": 5, "seq_len": 1, "d_model": 3, "rng": 1},
@@ -144,6 +160,8 @@ def cases() -> list[tuple[str, str, str, bool]]:
                 out += [(name, argument, k, True) for k in SCALES_VALID]
             elif role == "spec":
                 out += [(name, argument, k, False) for k in SPEC_JUNK]
+            elif role == "sampler":
+                out += [(name, argument, k, False) for k in SAMPLER_JUNK]
     return out
 
 
@@ -159,6 +177,8 @@ def _value(role: str, kind: str, base: Any) -> Any:
         return {**array_junk(valid), **array_valid(valid)}[kind]
     if role in ("scales", "scales-or-none", "broadcast"):
         return SCALES_VALID[kind](list(base)) if kind in SCALES_VALID else SCALES_JUNK[kind]
+    if role == "sampler":
+        return SAMPLER_JUNK[kind]
     return SPEC_JUNK[kind]
 
 

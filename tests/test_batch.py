@@ -309,11 +309,25 @@ def test_a_damaged_row_is_named_and_recomputed_by_the_next_run(tmp_path):
     ("deltas = [1.0, -0.5]", "estimate.deltas"),
     ("saturation_threshold = 2.0", "estimate.saturation_threshold"),
     ('by_routing = "no"', "estimate.by_routing"),
+    ('sampler = "gauss"', "estimate.sampler"),
 ])
 def test_dry_run_checks_every_estimate_setting(tmp_path, setting, key):
     # once accepted by --dry-run, failing (or, for by_routing = "no", running with routing on) at run time
     config = write(tmp_path, TINY.format(samples=300) + setting + "\n")
     _one_line_error(cli("run", str(config), "--dry-run"), key)
+
+
+def test_the_parameter_sampler_sweeps_and_reaches_the_estimate():
+    points = batch.expand_config({"spec": {}, "estimate": {"sampler": ["uniform", "faces"], "samples": 300, "replicates": 1}})
+    assert [p["estimate"]["sampler"] for p in points] == ["uniform", "faces"]
+    assert len({batch.key_of(p) for p in points}) == 2
+    default = batch.expand_config({"spec": {}})[0]
+    assert default["estimate"]["sampler"] == "faces"
+    from moecover.batch.executors import estimate_point
+
+    for point in points:
+        result = estimate_point(point, n_threads=1)
+        assert result["provenance"]["sampler"] == point["estimate"]["sampler"]
 
 
 def test_duplicate_deltas_are_one_scale():

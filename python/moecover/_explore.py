@@ -30,6 +30,7 @@ from . import _core
 from ._checks import (
     DEFAULT_SAMPLER,
     TooLargeError,
+    as_float64,
     as_scales,
     check_bytes,
     check_inputs,
@@ -439,13 +440,13 @@ def image_coverage(
     """
     from ._cover import greedy_net
 
-    c = np.asarray(centres, dtype=np.float64)
-    q = np.asarray(points, dtype=np.float64)
-    if c.ndim != 2 or q.ndim != 2 or c.shape[1] != q.shape[1]:
-        raise ValueError(f"centres, points: expected two (m, d) arrays of one d, got {c.shape} and {q.shape}")
+    c = as_float64("centres", centres, ndim=2)
+    q = as_float64("points", points, ndim=2)
     if len(q) == 0:
         raise ValueError("points: need at least one point")
-    net = greedy_net(np.concatenate([c, q]), delta, n_threads=n_threads)
+    if len(c) and c.shape[1] != q.shape[1]:
+        raise ValueError(f"points: expected {c.shape[1]} columns, as the centres have; got shape {q.shape}")
+    net = greedy_net(np.concatenate([c.reshape(-1, q.shape[1]), q]), delta, n_threads=n_threads)
     if len(c) and not np.array_equal(net.centers[: len(c)], np.arange(len(c))):
         raise ValueError("centres: not pairwise farther than delta apart (not a packing)")
     return float((net.assignment[len(c) :] < len(c)).mean())
