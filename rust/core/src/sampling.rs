@@ -166,6 +166,7 @@ pub(crate) fn check_pinned(spec: &MoeSpec, pinned: &Pinned) -> Result<()> {
 }
 
 /// Samples `start .. start + m` of `seed` as an `m × P` row-major matrix.
+#[allow(clippy::too_many_arguments)]
 pub fn sample_params(
     spec: &MoeSpec,
     seed: u64,
@@ -286,14 +287,14 @@ mod tests {
         assert!((1900..2100).contains(&counts[2]), "{counts:?}");
         let index = (0..)
             .find(|&i| Sampler::Mixture.component(5, i) == Sampler::Uniform)
-            .unwrap();
+            .expect("some sample is uniform");
         assert_eq!(draw(Sampler::Mixture, index), draw(Sampler::Uniform, index));
     }
 
     #[test]
     fn sampler_names_round_trip() {
         for name in Sampler::NAMES {
-            assert_eq!(Sampler::from_name(name).unwrap().name(), name);
+            assert_eq!(Sampler::from_name(name).expect("a known name").name(), name);
         }
         assert!(Sampler::from_name("gauss").is_err());
     }

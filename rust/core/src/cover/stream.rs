@@ -425,8 +425,11 @@ mod tests {
         }
     }
 
+    /// Points scanned, centres and assignment per scale, singletons per scale.
+    type State = (u64, Vec<Vec<u64>>, Vec<Vec<i64>>, Vec<usize>);
+
     /// Everything a caller can see of the nets.
-    fn state(net: &MultiNet<f64>) -> (u64, Vec<Vec<u64>>, Vec<Vec<i64>>, Vec<usize>) {
+    fn state(net: &MultiNet<f64>) -> State {
         let scales = 0..net.scales.len();
         (
             net.n_points(),
