@@ -41,6 +41,7 @@ from ._checks import (
     resolve_pinned,
     resolve_threads,
 )
+from ._cover import greedy_net
 from ._evaluate import evaluate, sample_params
 from ._jacobian import CHUNK_BYTES, jacobian
 from ._progress import Progress
@@ -243,11 +244,11 @@ def explore(
 
     def search(parents: NDArray[np.float64]) -> list[NDArray[np.float64]]:
         opened: list[NDArray[np.float64]] = []
-        per_parent = sum(CHILDREN.values())
-        for piece in range(0, len(parents), max(1, rows // per_parent)):
+        step = max(1, rows // sum(CHILDREN.values()))  # parents whose children fill one piece
+        for piece in range(0, len(parents), step):
             if spent >= budget:
                 break
-            chunk = parents[piece : piece + max(1, rows // per_parent)]
+            chunk = parents[piece : piece + step]
             children = _children(spec, chunk, x, delta, free_columns, bound, moves, threads, budget - spent, jacobian_cost, count)
             opened.extend(take(theta, source) for source, theta in children if len(theta))
         return opened
@@ -438,8 +439,6 @@ def image_coverage(
     has none within δ. `centres` must be pairwise farther than δ apart (a packing, as `explore`
     returns), so that each opens its own centre.
     """
-    from ._cover import greedy_net
-
     c = as_float64("centres", centres, ndim=2)
     q = as_float64("points", points, ndim=2)
     if len(q) == 0:
