@@ -358,3 +358,27 @@ def test_float32_follows_one_precision_rule_in_either_byte_order():
     x = np.array([[0.0], [0.1]], dtype=np.float32)
     little, big = greedy_net(x.astype("<f4"), 0.1), greedy_net(x.astype(">f4"), 0.1)
     assert np.array_equal(little.centers, big.centers) and np.array_equal(little.assignment, big.assignment)
+
+
+def test_grouped_nets_keep_every_group_at_a_hundred_thousand_groups():
+    """1.2·10^5 dataset-wide patterns, a few points each: every group keeps its net (no silent
+    NaN), and the union equals the nets built group by group."""
+    from moecover import GroupedCoverStream
+
+    rng = np.random.default_rng(0)
+    groups = rng.integers(0, 120_000, size=300_000)
+    values = rng.uniform(-1, 1, size=(300_000, 3))
+    routes = np.stack([groups % 1000, groups // 1000], axis=1).astype(np.uint32)
+    stream = GroupedCoverStream([0.5, 0.1], 3, (2,), n_threads=2)
+    for start in range(0, 300_000, 70_000):
+        stream.add(values[start:start + 70_000], routes[start:start + 70_000])
+    result = stream.result()
+    assert result.n_groups == len(np.unique(groups)) > 100_000
+    assert result.members.sum() == 300_000 and result.net_sizes.min() >= 1
+    # spot-check 50 groups against `cover` of their own points, in stream order
+    first_seen = np.unique(groups, return_index=True)[1]
+    order = groups[np.sort(first_seen)]  # group ids in order of first arrival, as the stream numbers them
+    for g in rng.choice(result.n_groups, size=50, replace=False):
+        members = values[groups == order[g]]
+        np.testing.assert_array_equal(result.net_sizes[g], cover(members, [0.5, 0.1]).net_sizes)
+        assert tuple(result.patterns[g]) == (order[g] % 1000, order[g] // 1000)

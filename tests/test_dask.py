@@ -78,9 +78,9 @@ def test_quickstart_on_the_executors_own_cluster_equals_the_local_run(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     rows = comparable(dask)
-    assert len(rows) == 6 and rows == comparable(local)
+    assert len(rows) == 7 and rows == comparable(local)
     again = cli("run", QUICKSTART, "--db", str(dask), "--quiet", "--executor", "dask", "--jobs", "2")
-    assert "0 estimate(s) run, 6 already stored" in again.stdout
+    assert "0 estimate(s) run, 7 already stored" in again.stdout
 
 
 def test_a_config_run_section_selects_dask(tmp_path):

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from html.parser import HTMLParser
 
+import numpy as np
 import pytest
 
 from moecover import MoESpec, batch
@@ -47,18 +48,18 @@ def report(db, tmp_path_factory):
     return write_report(db, tmp_path_factory.mktemp("out"))
 
 
-def markdown_table(text):
-    """The first Markdown table of `text`: header and rows of cells."""
-    lines = [line for line in text.splitlines() if line.startswith("| ")]
-    cells = [[c.strip() for c in line.strip("|").split(" | ")] for line in lines]
+def markdown_table(text, first_header="grid point"):
+    """The Markdown table of `text` whose header starts with `first_header`: header and rows."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header}"))
+    cells = []
+    for line in lines[start:]:
+        if not line.startswith("| "):
+            break
+        cells.append([c.strip() for c in line.strip("|").split(" | ")])
     header, separator = cells[0], cells[1]
     assert set(separator) == {"---"}
-    body = []
-    for row in cells[2:]:
-        if row == ["prediction", "median measured/predicted", "range"]:
-            break  # the second table starts
-        body.append(row)
-    return header, body
+    return header, cells[2:]
 
 
 def independent_n_eff(spec: MoESpec) -> int:
@@ -70,34 +71,66 @@ def independent_n_eff(spec: MoESpec) -> int:
     return attention + spec.layers * spec.top_k * one_expert
 
 
+def most_used_by_sampling_again(row) -> int:
+    """The data-dependent count recomputed from the routes of the stored seed's samples: the largest
+    `theory.used_params` over the distinct dataset-wide patterns (definitions §4)."""
+    from moecover import evaluate_sampled, theory
+    from moecover.batch.config import make_inputs, make_pinned
+
+    spec, estimate = row.spec, row.estimate
+    x = make_inputs(row.settings, spec)
+    out = evaluate_sampled(spec, x, estimate.provenance["samples"], rng=estimate.provenance["replicate_seeds"][0],
+                           pinned=make_pinned(row.settings, spec) or None, sampler=estimate.provenance["sampler"])
+    patterns = np.unique(out.routes.reshape(len(out.routes), -1), axis=0)
+    shape = out.routes.shape[1:]
+    return max(theory.used_params(spec, p.reshape(shape), estimate.provenance["pinned"]) for p in patterns)
+
+
 def test_table_matches_the_stored_rows(db, report):
-    stored = {row.key: row for row in batch.stored_rows(db)}
+    stored = batch.stored_rows(db)
     header, body = markdown_table(report.markdown.read_text(encoding="utf-8"))
     assert header == report.header
     assert len(body) == len(stored) == 8
-    assert sorted(cells[0] for cells in body) == sorted(stored)
     column = {name: header.index(name) for name in header}
-    # inputs.seed varies across the grid, so it has a column; d_model does not, so it has none
-    assert "seed" in column and "d_model" not in column
-    for cells in body:
-        row = stored[cells[0]]
-        result, spec = row.estimate.to_dict(), MoESpec(**row.settings["spec"])
-        assert int(cells[column["experts"]]) == spec.experts
-        assert int(cells[column["top_k"]]) == spec.top_k
-        assert int(cells[column["seed"]]) == row.settings["inputs"]["seed"]
-        assert float(cells[column["slope"]]) == pytest.approx(result["slope"], abs=5e-4)
-        lo, hi = (float(v) for v in re.fullmatch(r"\[(.+), (.+)\]", cells[column["interval"]]).groups())
-        assert lo == pytest.approx(result["slope_interval"][0], abs=5e-4)
-        assert hi == pytest.approx(result["slope_interval"][1], abs=5e-4)
-        assert lo <= float(cells[column["slope"]]) + 1e-3 and float(cells[column["slope"]]) <= hi + 1e-3
-        assert int(cells[column["N_eff"]]) == independent_n_eff(spec)
-        assert int(cells[column["paper slope"]]) == independent_n_eff(spec)
-        assert int(cells[column["parametric slope"]]) == result["predicted_slopes"]["parametric"]
-        assert int(cells[column["data_dependent slope"]]) == result["predicted_slopes"]["data_dependent"]
-        assert int(cells[column["scales"]]) == len(result["slope_scales"])
+    for cells, row in zip(body, stored):  # grid order
+        spec, estimate = MoESpec(**row.settings["spec"]), row.estimate
+        # rows named by what varies (experts, top_k and the inputs' seed), not by a hash
+        assert cells[0] == f"experts={spec.experts}, top_k={spec.top_k}, seed={row.settings['inputs']['seed']}"
+        assert cells[column["regime"]] in ("sample-limited", "pre-asymptotic", "asymptotic")
+        assert cells[column["regime"]].replace("-", "_") == estimate.regime
+        r_star, ambient = re.fullmatch(r"(\d+) \((\d+)\)", cells[column["r* (n·o)"]]).groups()
+        assert int(ambient) == 5 and 0 < int(r_star) <= 5 and int(r_star) == estimate.functional_dimension
+        assert int(cells[column["paper N_eff"]]) == independent_n_eff(spec)
+        assert int(cells[column["parametric (free)"]]) == spec.total_params
+        assert int(cells[column["data-dependent (max over patterns)"]]) == most_used_by_sampling_again(row)
+        if estimate.regime != "asymptotic":
+            assert cells[column["extrapolated / r* (asymptotic only)"]] == "—"
+        if estimate.regime == "sample_limited":
+            assert cells[column["extrapolated slope [interval]"]] == "—"
     # rows read along the grid: experts ascending first, although the config lists 3 before 2
-    experts = [int(cells[column["experts"]]) for cells in body]
+    experts = [int(re.match(r"experts=(\d+)", cells[0]).group(1)) for cells in body]
     assert experts == sorted(experts)
+
+
+def test_settings_are_stated_once_and_the_summary_counts_the_regimes(db, report):
+    text = report.markdown.read_text(encoding="utf-8")
+    assert "`spec.d_model = 2`" in text and "`estimate.samples = 1500`" in text
+    regimes = [row.estimate.regime for row in batch.stored_rows(db)]
+    assert report.summary[0].startswith(
+        f"Of 8 estimate(s), {regimes.count('asymptotic')} are asymptotic, {regimes.count('pre_asymptotic')} "
+        f"pre-asymptotic and {regimes.count('sample_limited')} sample-limited")
+    if "asymptotic" not in regimes:
+        assert "No estimate is asymptotic, so no measured/predicted ratio is shown" in text
+
+
+def test_union_bound_table_has_no_missing_figure(db, report):
+    header, body = markdown_table(report.markdown.read_text(encoding="utf-8"), "grid point | dataset-wide")
+    assert header == report.union_header and len(body) == 8
+    for cells, row in zip(body, batch.stored_rows(db)):
+        table = row.estimate.union_bound
+        assert "n/a" not in cells[1:3] + cells[5:]  # sampled and exact counts, ratios, overheads
+        assert int(cells[1].replace(",", "")) == table["patterns_sampled"]
+        assert float(cells[4]) == pytest.approx(table["paper_routing_term"], abs=5e-3)
 
 
 class _Tables(HTMLParser):
@@ -137,7 +170,9 @@ def test_html_holds_the_same_table_and_every_plot(db, report):
 
 def test_every_plot_is_a_png(db, report):
     plots = list(report.point_plots.values()) + list(report.sweep_plots.values())
-    assert len(plots) == 8 + 3
+    # one sweep per spec setting that varies; N_eff moves with top_k alone here: the same picture
+    assert set(report.sweep_plots) == {"experts", "top_k"}
+    assert len(plots) == 8 + 2
     assert set(report.point_plots) == {row.key for row in batch.stored_rows(db)}
     for path in plots:
         with open(path, "rb") as handle:
@@ -159,3 +194,32 @@ def test_cli_report_and_its_errors(db, tmp_path):
     nothing = subprocess.run([sys.executable, "-m", "moecover", "report", str(empty), "--out", str(out)],
                              capture_output=True, text=True)
     assert nothing.returncode == 2 and "no estimates" in nothing.stderr
+
+
+def test_the_quickstart_report_says_what_each_row_measured(tmp_path):
+    """The README's main job at smaller budgets: every row has a regime, r* and the data-dependent
+    count recomputed from its samples' routes; the union table has every figure; the contrast
+    family is resolved and the realistic one is not."""
+    from pathlib import Path
+
+    config = batch.load_config(Path(__file__).parents[1] / "examples" / "quickstart.toml")
+    for family, samples in zip(config["grid"], (20_000, 3_000)):
+        family["estimate"]["samples"] = samples
+    db = tmp_path / "quickstart.db"
+    assert batch.run_grid(batch.expand_config(config), db, progress=False).ran == 7
+    report = write_report(db, tmp_path / "report")
+    stored = batch.stored_rows(db)
+    column = {name: i for i, name in enumerate(report.header)}
+    for cells, row in zip(report.rows, stored):
+        family = row.settings["family"]["name"]
+        assert cells[0].startswith(f"{family}: experts={row.spec.experts}")
+        assert row.estimate.regime in ("sample_limited", "pre_asymptotic", "asymptotic")
+        assert row.estimate.functional_dimension == int(cells[column["r* (n·o)"]].split()[0]) > 0
+        assert int(cells[column["data-dependent (max over patterns)"]]) == most_used_by_sampling_again(row)
+        if family == "contrast":  # the cube [-1, 1]^M: r* = M, resolved
+            assert row.estimate.functional_dimension == row.spec.experts
+        else:
+            assert row.estimate.regime == "sample_limited"
+    assert all("n/a" not in cells[1:2] + cells[5:7] for cells in report.union_rows)
+    text = report.markdown.read_text(encoding="utf-8")
+    assert "Family **contrast**" in text and "Family **realistic**" in text

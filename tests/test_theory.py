@@ -25,6 +25,16 @@ def test_paper_terms_by_hand():
     np.testing.assert_allclose(many, [28.635532333438686, 88 * 2.302585092994046 + 28.635532333438686])
 
 
+def test_paper_bound_is_clamped_at_zero_where_its_formula_goes_negative():
+    spec = MoESpec(experts=4, top_k=1, d_model=2, expert_hidden=2)
+    # N_eff log(1/δ) + routing < 0 once δ > exp(routing / N_eff); a log covering number is >= 0
+    turn = np.exp(T.routing_term(spec) / T.paper_slope(spec))
+    assert T.paper_log_covering(spec, 2.0 * turn) == 0.0
+    assert T.paper_log_covering(spec, 2.0) == 0.0  # the formula gives −12.9 here
+    below = T.paper_log_covering(spec, 0.5 * turn)
+    assert below == pytest.approx(T.paper_slope(spec) * np.log(2.0))
+
+
 def test_union_bound_term_is_below_its_closed_form_bound():
     # C(M,k) <= (eM/k)^k, so the exact term never exceeds the paper's
     for m, k in [(2, 1), (8, 2), (16, 4), (5, 5)]:

@@ -10,12 +10,13 @@ are in docs/definitions.md, cited by section):
 - `jacobian`, `functional_dimension` (`_jacobian`): exact Jacobians in θ, and their largest rank
   r*, the exact asymptotic slope of log N(δ) (definitions §6);
 - `greedy_net`, `cover`, `CoverStream`, `box_count` (`_cover`): exact greedy ℓ∞ nets at many
-  scales, in one call or streamed in chunks;
+  scales, in one call or streamed in chunks; `GroupedCoverStream`, a net per routing pattern;
 - `explore` (`_explore`): a search for members farther than δ from every centre, which reaches the
   parts of the class that uniform sampling makes rare (§7), and `known_image_class`, classes whose
   image is known in closed form to measure how complete a packing is;
 - `inputs`: seeded manifold input sets (box, sphere, torus, swiss_roll, grid);
-- `estimate_entropy` (`estimate`): log N(δ) with replicate error bars beside the theory;
+- `estimate_entropy` (`estimate`): log N(δ) with replicate error bars, its regime, r* and the
+  slope extrapolated to δ → 0 (fitting in `_fit`), beside the theory;
 - `batch`, `report`: grids of estimates from a TOML config, stored in SQLite, run here or on a Dask
   cluster, and their report
   (the `moecover run`, `show` and `report` commands);
@@ -32,7 +33,17 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from ._checks import TooLargeError
-from ._cover import CoverResult, CoverStream, Net, added_centres, box_count, cover, greedy_net
+from ._cover import (
+    CoverResult,
+    CoverStream,
+    GroupedCoverResult,
+    GroupedCoverStream,
+    Net,
+    added_centres,
+    box_count,
+    cover,
+    greedy_net,
+)
 from ._evaluate import Evaluation, evaluate, evaluate_sampled, sample_params
 from ._explore import Exploration, KnownImageClass, explore, image_coverage, known_image_class
 from ._jacobian import FunctionalDimension, Jacobian, functional_dimension, jacobian
@@ -50,6 +61,8 @@ __all__ = [
     "CoverResult",
     "EntropyEstimate",
     "CoverStream",
+    "GroupedCoverResult",
+    "GroupedCoverStream",
     "added_centres",
     "Net",
     "box_count",

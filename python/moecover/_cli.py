@@ -38,7 +38,9 @@ def _demo(args: argparse.Namespace) -> int:
     """The contrast of definitions §4, measured: constant experts, top-1, a router pinned so that each
     input reaches its own expert. The paper predicts slope 1 (active parameters); the sup norm over
     the inputs sees every expert, so the data follow the total count, M."""
-    from .estimate import estimate_entropy
+    import warnings
+
+    from .estimate import EstimateWarning, estimate_entropy
     from .inputs import one_per_expert, one_per_expert_router
 
     if args.plot:
@@ -46,10 +48,12 @@ def _demo(args: argparse.Namespace) -> int:
     experts = args.experts
     spec = MoESpec(experts=experts, top_k=1, d_model=1, expert="constant")
     inputs, pinned = one_per_expert(spec), one_per_expert_router(spec)
-    estimate = estimate_entropy(
-        spec, inputs, args.samples, replicates=3, rng=args.seed, pinned=pinned, n_threads=args.threads,
-        progress=_show_progress(args),
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EstimateWarning)  # printed below, as notes
+        estimate = estimate_entropy(
+            spec, inputs, args.samples, replicates=3, rng=args.seed, pinned=pinned, n_threads=args.threads,
+            progress=_show_progress(args),
+        )
     lo, hi = estimate.slope_interval
     print(f"moecover {__version__}: the contrast of definitions §4")
     print(f"  class        {spec}")
@@ -57,8 +61,13 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"  samples      {args.samples} x 3 replicates, seed {args.seed}, {estimate.provenance['seconds']:.1f} s")
     print(f"  nets         {estimate.net_sizes[0].min()} ... {estimate.net_sizes[0].max()} centres over "
           f"{len(estimate.deltas)} scales (tail discovery <= {estimate.tail_discovery.max():.3f})")
-    print(f"  slope        {estimate.slope:.2f}  (replicates: {lo:.2f} ... {hi:.2f}, {len(estimate.slope_scales)} scales)")
+    print(f"  slope        {estimate.slope:.2f}  (replicates: {lo:.2f} ... {hi:.2f}, {len(estimate.slope_scales)} complete scales)")
+    ex_lo, ex_hi = estimate.extrapolated_interval
+    print(f"  regime       {estimate.regime}; extrapolated slope {estimate.extrapolated_slope:.2f} [{ex_lo:.2f}, {ex_hi:.2f}], "
+          f"functional dimension r* = {estimate.functional_dimension}")
     print("  predicted    " + ", ".join(f"{k} {v}" for k, v in estimate.predicted_slopes.items()))
+    for note in estimate.warnings:
+        print(f"  note         {note}")
     if args.plot:
         estimate.plot(args.plot)
         print(f"  plot         {args.plot}")
@@ -112,6 +121,9 @@ def _show(args: argparse.Namespace) -> int:
                 "settings": row.settings,
                 "slope": to_plain(row.estimate.slope),
                 "slope_interval": to_plain(row.estimate.slope_interval),
+                "regime": row.estimate.regime,
+                "extrapolated_slope": to_plain(row.estimate.extrapolated_slope),
+                "extrapolated_interval": to_plain(row.estimate.extrapolated_interval),
                 "predicted_slopes": row.estimate.predicted_slopes,
                 "deltas": to_plain(row.estimate.deltas),
                 "net_sizes": to_plain(row.estimate.net_sizes),
@@ -135,14 +147,14 @@ def _show(args: argparse.Namespace) -> int:
         print(json.dumps(summaries, indent=1))
         return 0
     if rows:
-        print(f"{'key':16}  {'experts':>7} {'top_k':>5} {'layers':>6}  {'slope':>6}  {'interval':>15}  predicted")
+        print(f"{'key':16}  {'experts':>7} {'top_k':>5} {'layers':>6}  {'regime':>14}  {'slope':>6}  {'interval':>15}  predicted")
     for row in rows:
         spec, estimate = row.settings["spec"], row.estimate
         lo, hi = estimate.slope_interval
         interval = f"[{lo:.2f}, {hi:.2f}]" if lo == lo and hi == hi else "n/a"
         slope = f"{estimate.slope:.2f}" if estimate.slope == estimate.slope else "n/a"
         predicted = " ".join(f"{k}={v}" for k, v in estimate.predicted_slopes.items())
-        print(f"{row.key:16}  {spec['experts']:>7} {spec['top_k']:>5} {spec['layers']:>6}  {slope:>6}  "
+        print(f"{row.key:16}  {spec['experts']:>7} {spec['top_k']:>5} {spec['layers']:>6}  {estimate.regime:>14}  {slope:>6}  "
               f"{interval:>15}  {predicted}")
     curves = batch.stored_curves(args.db)
     if curves:

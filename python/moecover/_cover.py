@@ -12,7 +12,7 @@ from numpy.typing import ArrayLike, DTypeLike, NDArray
 from . import _core
 from ._checks import as_float64, as_scales, check_bytes, memory_limit_bytes, resolve_threads
 
-__all__ = ["CoverResult", "CoverStream", "Net", "added_centres", "box_count", "cover", "greedy_net"]
+__all__ = ["CoverResult", "CoverStream", "GroupedCoverResult", "GroupedCoverStream", "Net", "added_centres", "box_count", "cover", "greedy_net"]
 
 #: γ(δ) above this: the net still grows with the budget at δ (a net that doubled its points and
 #: grew by 7 % or more). A complete net's γ tends to 0; one far from complete has γ near 1.
@@ -158,6 +158,96 @@ class CoverStream:
             rarefaction=_rarefaction(self._engine),
             singletons=np.asarray(self._engine.singletons(), dtype=np.int64),
         )
+
+
+@dataclass(frozen=True, repr=False)
+class GroupedCoverResult:
+    """Greedy nets per dataset-wide routing pattern (definitions §3, conditioning on routing).
+
+    Attributes:
+        deltas: (S,) float64 scales, descending (empty when only the patterns were counted).
+        patterns: (G, *pattern_shape) uint32 each group's routing pattern (colex ranks), groups
+            numbered in the order their first point arrived.
+        members: (G,) int64 points per group.
+        net_sizes: (G, S) int64 |net_δ(r)| per group and scale.
+        n_points: points scanned.
+    """
+
+    deltas: NDArray[np.float64]
+    patterns: NDArray[np.uint32]
+    members: NDArray[np.int64]
+    net_sizes: NDArray[np.int64]
+    n_points: int
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.members)
+
+    @property
+    def union_sizes(self) -> NDArray[np.int64]:
+        """(S,) Σ_r |net_δ(r)|: the union bound's count of the sampled class."""
+        return self.net_sizes.sum(axis=0)
+
+    @property
+    def largest_sizes(self) -> NDArray[np.int64]:
+        """(S,) max_r |net_δ(r)|: no union is smaller than its largest member."""
+        return self.net_sizes.max(axis=0) if len(self.members) else np.zeros(len(self.deltas), dtype=np.int64)
+
+    def __repr__(self) -> str:
+        return (f"GroupedCoverResult(n_points={self.n_points}, groups={self.n_groups}, "
+                f"union_sizes={self.union_sizes.tolist()})")
+
+
+class GroupedCoverStream:
+    """One greedy net per routing pattern at each scale, fed values and routes together in chunks.
+
+    `add(values, routes)`: rows of `values` (m_i, dim) with their routing patterns `routes`
+    (m_i, *pattern_shape), for instance `Evaluation.values` and `Evaluation.routes`. Each row joins
+    the group of its pattern, and that group's greedy net (scanned in stream order, so the result
+    does not depend on the chunking or the threads). `deltas=None` counts the groups only.
+    The groups are numbered and kept in the core; small groups keep light nets. A chunk that fails
+    part-way (a NaN, nets past memory, Ctrl-C) leaves the stream unusable: it raises from then on.
+    """
+
+    def __init__(self, deltas: ArrayLike | None, dim: int, pattern_shape: Sequence[int], n_threads: int | None = None):
+        self._deltas = np.zeros(0) if deltas is None else _as_deltas(deltas)
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+            raise ValueError(f"dim: expected a positive integer, got {dim!r}")
+        shape = tuple(int(k) for k in pattern_shape)
+        if not shape or min(shape) < 1:
+            raise ValueError(f"pattern_shape: expected positive sizes, got {pattern_shape!r}")
+        self._dim, self._shape = int(dim), shape
+        self._threads = resolve_threads(n_threads)
+        self._engine = _core.GroupedEngine(self._deltas.tolist(), self._dim, int(np.prod(shape)), memory_limit_bytes())
+
+    def add(self, values: ArrayLike, routes: ArrayLike) -> None:
+        points = as_float64("values", values, ndim=2)
+        if points.shape[1] != self._dim:
+            raise ValueError(f"values: expected {self._dim} columns (dim), got shape {points.shape}")
+        patterns = np.asarray(routes)
+        if not np.issubdtype(patterns.dtype, np.integer):
+            raise TypeError(f"routes: expected integer colex ranks, got dtype {patterns.dtype}")
+        if patterns.shape != (len(points), *self._shape):
+            raise ValueError(f"routes: expected shape {(len(points), *self._shape)}, got {patterns.shape}")
+        if patterns.size and (patterns.min() < 0 or patterns.max() > np.iinfo(np.uint32).max):
+            raise ValueError("routes: colex ranks must lie in [0, 2^32)")
+        flat = np.ascontiguousarray(patterns.reshape(len(points), -1), dtype=np.uint32)
+        self._engine.add(np.ascontiguousarray(points), flat, self._threads)
+
+    def result(self) -> GroupedCoverResult:
+        patterns, members, sizes = self._engine.result()
+        groups = len(members)
+        return GroupedCoverResult(
+            deltas=self._deltas.copy(),
+            patterns=patterns.reshape(groups, *self._shape),
+            members=members.astype(np.int64),
+            net_sizes=sizes.astype(np.int64).reshape(groups, len(self._deltas)),
+            n_points=int(self._engine.n_points),
+        )
+
+    def memory_bytes(self) -> int:
+        """Bytes the groups and their nets hold now."""
+        return int(self._engine.memory_bytes())
 
 
 def _rarefaction(engine: _core.CoverEngine) -> NDArray[np.float64]:

@@ -370,7 +370,7 @@ def _children(
 class KnownImageClass:
     """A class whose image on its inputs is a box, known in closed form (definitions §7).
 
-    `experts` linear experts in `d_model` dimensions, top-1 routing with the router pinned so that
+    `experts` linear (or constant) experts in `d_model` dimensions, top-1 routing with the router pinned so that
     input i reaches expert i, scalar readout: f_θ(x_i) = x_i[0] + A_i[0]·x_i + a_i[0], a sum of
     d_model + 1 coordinates of θ, so the image is the box ∏_i [x_i[0] ± B(1 + ‖x_i‖₁)] while the
     uniform pushforward is a product of bell-shaped densities whose corners are rare.
@@ -395,8 +395,14 @@ class KnownImageClass:
         return f"KnownImageClass(experts={self.spec.experts}, d_model={self.spec.d_model}, image=box of {len(self.low)} sides)"
 
 
-def known_image_class(experts: int = 4, d_model: int = 2, param_bound: float = 1.0) -> KnownImageClass:
+def known_image_class(
+    experts: int = 4, d_model: int = 2, param_bound: float = 1.0, expert: str = "linear"
+) -> KnownImageClass:
     """The class of `KnownImageClass` with `experts` ≤ 2·d_model experts, d_model a power of two.
+
+    `expert="constant"` makes f_θ(x_i) = x_i[0] + c_i[0] instead: the image is the box
+    ∏_i [x_i[0] ± B] and the uniform pushforward is uniform on it (the easy case of the same
+    family; `"linear"` is the one whose corners are rare).
 
     Input i is ±h (a row of the Sylvester–Hadamard matrix over √d_model, each sign once), and the
     router's weights are the inputs themselves: expert i scores 1 on input i and at most 0 on the
@@ -408,6 +414,8 @@ def known_image_class(experts: int = 4, d_model: int = 2, param_bound: float = 1
         raise ValueError(f"d_model: expected a power of two, got {d_model}")
     if experts > 2 * d_model:
         raise ValueError(f"experts: at most 2·d_model = {2 * d_model}, got {experts}")
+    if expert not in ("linear", "constant"):
+        raise ValueError(f"expert: expected 'linear' or 'constant', got {expert!r}")
     hadamard = np.ones((1, 1))
     while len(hadamard) < d_model:
         hadamard = np.block([[hadamard, hadamard], [hadamard, -hadamard]])
@@ -416,10 +424,11 @@ def known_image_class(experts: int = 4, d_model: int = 2, param_bound: float = 1
     order = np.ravel(np.column_stack([np.arange(d_model), np.arange(d_model) + d_model]))
     tokens = directions[order[:experts]]
     spec = MoESpec(
-        experts=experts, top_k=1, d_model=d_model, seq_len=1, heads=0, expert="linear", param_bound=param_bound
+        experts=experts, top_k=1, d_model=d_model, seq_len=1, heads=0, expert=expert,  # type: ignore[arg-type]
+        param_bound=param_bound,
     )
     pinned = {"layers.0.router.weight": tokens.copy(), "layers.0.router.bias": np.zeros(experts)}
-    half = param_bound * (1.0 + np.abs(tokens).sum(axis=1))
+    half = param_bound * (1.0 + np.abs(tokens).sum(axis=1)) if expert == "linear" else np.full(experts, param_bound)
     return KnownImageClass(
         spec=spec,
         inputs=tokens.reshape(experts, 1, d_model),

@@ -2,13 +2,14 @@
 
 `write_report(db, out)` writes into `out`:
 
-- `report.md` and `report.html`: the table of every stored estimate (the settings that vary across
-  the grid, the measured slope and its replicate interval beside the paper's, the parametric and the
-  data-dependent predicted slopes), a summary of how each prediction tracks the measurements, and
-  the plots;
-- `<key>.png` per grid point: log N(δ) with its theory lines (`EntropyEstimate.plot`);
-- `slope_vs_experts.png`, `slope_vs_top_k.png`, `slope_vs_active_params.png`: the measured slope
-  (replicate interval as error bar) against each, with each prediction drawn at the same points;
+- `report.md` and `report.html`: the settings every row shares, stated once; "what this shows", a
+  few sentences generated from the numbers; the table of every stored estimate, named by the
+  settings that vary, with its regime (definitions §8), the slope fitted over its complete scales,
+  the extrapolated slope with its interval, the functional dimension r* and the predicted slopes;
+  the union-bound table; measured/predicted ratios for the asymptotic estimates only; the plots;
+- `<what varies>.png` per grid point (`EntropyEstimate.plot`);
+- `slope_vs_<axis>.png` per spec setting that varies (and against N_eff when that is another
+  picture): the slopes measured and predicted, on a log axis that holds every line;
 - for learning curves (`[erm]` grids): their table (fitted exponent beside 2β/(2β+d)),
   `curve_<key>.png` per curve, and `risk_vs_experts_and_top_k.png` for grids over the spec.
 """
@@ -27,19 +28,24 @@ import numpy as np
 
 from . import batch
 from .batch import LEADING_SETTINGS, StoredEstimate
+from ._plots import LABELS, STYLES, sparse_label
+from .estimate import EntropyEstimate
 
 __all__ = ["Report", "write_report"]
 
-PREDICTIONS = ("paper", "parametric", "data_dependent")
-SWEEP_AXES = {"experts": "experts M", "top_k": "top_k k", "active_params": "active parameters N_eff"}
-LINESTYLES: dict[str, Any] = {"paper": "--", "parametric": ":", "data_dependent": "-."}
+#: The predicted slopes beside each estimate, in the order the tables list them.
+PREDICTIONS = ("functional", "paper", "data_dependent", "parametric")
+SWEEP_AXES = {"experts": "experts M", "top_k": "top_k k", "layers": "layers L_T", "expert_hidden": "expert hidden width",
+              "d_model": "d_model D", "active_params": "active parameters N_eff"}
+REGIME_WORDS = {"sample_limited": "sample-limited", "pre_asymptotic": "pre-asymptotic", "asymptotic": "asymptotic",
+                "unknown": "unknown (stored before regimes)"}
 
 
 @dataclass(frozen=True)
 class Report:
-    """What `write_report` wrote: the table (header and one row of strings per estimate, in grid
-    order) and the paths of every file. Without matplotlib the plots are empty and
-    `plots_skipped` says why."""
+    """What `write_report` wrote: the estimates' table (header and one row of strings per estimate,
+    in grid order), the union-bound table, the generated summary, and the paths of every file.
+    Without matplotlib the plots are empty and `plots_skipped` says why."""
 
     header: list[str]
     rows: list[list[str]]
@@ -50,6 +56,10 @@ class Report:
     plots_skipped: str | None = None
     curve_header: list[str] | None = None
     curve_rows: list[list[str]] | None = None
+    union_header: list[str] | None = None
+    union_rows: list[list[str]] | None = None
+    fixed: dict[str, Any] | None = None
+    summary: list[str] | None = None
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -60,115 +70,285 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def _interval(low: float, high: float) -> str:
-    return "n/a" if not (math.isfinite(low) and math.isfinite(high)) else f"[{low:.3f}, {high:.3f}]"
+def _interval(low: float, high: float, digits: int = 2) -> str:
+    return "n/a" if not (math.isfinite(low) and math.isfinite(high)) else f"[{low:.{digits}f}, {high:.{digits}f}]"
 
 
-def _table(rows: list[StoredEstimate]) -> tuple[list[str], list[list[str]]]:
-    """The settings that vary across the grid (experts, top_k and layers always), then the results."""
-    varying = [name for name in _varying(rows) if name not in LEADING_SETTINGS]
-    setting_columns = list(LEADING_SETTINGS) + varying
-    header = (
-        ["key"]
-        + [name.split(".", 1)[1] for name in setting_columns]
-        + ["N_eff", "slope", "interval", "scales"]
-        + [f"{name} slope" for name in PREDICTIONS]
-        + ["plot"]
-    )
-    body = []
-    for row in rows:
-        estimate = row.estimate
-        body.append(
-            [row.key]
-            + [_fmt(row.setting(name)) for name in setting_columns]
-            + [
-                str(row.spec.active_params),
-                _fmt(estimate.slope),
-                _interval(*estimate.slope_interval),
-                str(len(estimate.slope_scales)),
-            ]
-            + [str(estimate.predicted_slopes[name]) for name in PREDICTIONS]
-            + [f"{row.key}.png"]
-        )
-    return header, body
-
-
-def _tracking(rows: list[StoredEstimate]) -> list[tuple[str, str, str]]:
-    """Per prediction: the median and range of measured / predicted slope over the grid points
-    with a slope (a prediction that tracks the data keeps the ratio constant across the grid)."""
-    lines = []
-    for name in PREDICTIONS:
-        ratios = [
-            row.estimate.slope / row.estimate.predicted_slopes[name]
-            for row in rows
-            if math.isfinite(row.estimate.slope) and row.estimate.predicted_slopes[name] > 0
-        ]
-        if ratios:
-            lines.append((name, f"{np.median(ratios):.3f}", f"{min(ratios):.3f} … {max(ratios):.3f}"))
-        else:
-            lines.append((name, "n/a", "n/a"))
-    return lines
-
-
-def _varying(rows: list[StoredEstimate]) -> list[str]:
-    """The flat setting names ("section.key") whose value differs between stored estimates."""
+def _varying(rows: Sequence[Any]) -> list[str]:
+    """The flat setting names ("section.key") whose value differs between stored rows."""
     flats = [row.flat_settings for row in rows]
     names = sorted({name for flat in flats for name in flat})
     return [name for name in names if len({repr(flat.get(name)) for flat in flats}) > 1]
 
 
-def _series(rows: list[StoredEstimate], axis: str) -> dict[str, list[int]]:
-    """Rows grouped by every varying setting that does not move along `axis` (so that each line
-    joins points that differ in the axis only); active_params moves with every spec field but experts."""
-    if axis == "active_params":
-        fixed = [n for n in _varying(rows) if not n.startswith("spec.") or n == "spec.experts"]
+def _ordered_varying(rows: Sequence[Any]) -> list[str]:
+    varying = _varying(rows)
+    return [n for n in LEADING_SETTINGS if n in varying] + [n for n in varying if n not in LEADING_SETTINGS]
+
+
+def _fixed(rows: Sequence[Any]) -> dict[str, Any]:
+    """The settings every row shares, "section.key" → value: stated once, above the tables."""
+    varying = set(_varying(rows))
+    return {name: value for name, value in sorted(rows[0].flat_settings.items()) if name not in varying}
+
+
+def _label(row: Any, varying: list[str]) -> str:
+    """A row named by what varies across the grid ("experts=4, top_k=1"); in a config of several
+    families ([[grid]]), by its family's name and what varies within that family."""
+    family = row.setting("family.name")
+    if family is not None:
+        varying = [name for name in _FAMILY_VARYING.get(family, varying) if name != "family.name"]
+        inner = ", ".join(f"{name.split('.', 1)[1]}={_fmt(row.setting(name))}" for name in varying)
+        return f"{family}: {inner}" if inner else str(family)
+    return ", ".join(f"{name.split('.', 1)[1]}={_fmt(row.setting(name))}" for name in varying) or "the one estimate"
+
+
+#: Per family name, the settings that vary within it (filled by `write_report` for `_label`).
+_FAMILY_VARYING: dict[str, list[str]] = {}
+
+
+def _families(rows: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    """Per family: the settings its rows share that not every row of the report shares."""
+    everywhere = _fixed(rows)
+    out: dict[str, dict[str, Any]] = {}
+    for family in dict.fromkeys(row.setting("family.name") for row in rows):
+        if family is None:
+            continue
+        members = [row for row in rows if row.setting("family.name") == family]
+        _FAMILY_VARYING[family] = _ordered_varying(members)
+        out[family] = {k: v for k, v in _fixed(members).items() if k not in everywhere and k != "family.name"}
+    return out
+
+
+def _file_name(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "=-_." else "_" for c in label.replace(", ", "__")) + ".png"
+
+
+def _slope_cell(estimate: EntropyEstimate) -> str:
+    """The measured slope over the complete scales, or why there is none."""
+    if not math.isfinite(estimate.slope):
+        return f"none ({len(estimate.slope_scales)} complete scale(s))"
+    return f"{estimate.slope:.2f} {_interval(*estimate.slope_interval)} over {len(estimate.slope_scales)}"
+
+
+def _ratio_cell(estimate: EntropyEstimate) -> str:
+    """measured/r*, only where a ratio means something (the asymptotic regime, definitions §8)."""
+    r_star = estimate.functional_dimension
+    if not estimate.ratio_meaningful or r_star <= 0 or not math.isfinite(estimate.extrapolated_slope):
+        return "—"
+    return f"{estimate.extrapolated_slope / r_star:.2f}"
+
+
+def _table(rows: list[StoredEstimate], varying: list[str]) -> tuple[list[str], list[list[str]]]:
+    header = ["grid point", "regime", "slope [replicates] over complete scales", "extrapolated slope [interval]",
+              "r* (n·o)", "paper N_eff", "data-dependent (max over patterns)", "parametric (free)",
+              "extrapolated / r* (asymptotic only)", "plot"]
+    body = []
+    for row in rows:
+        e = row.estimate
+        predicted = e.predicted_slopes
+        r_star = f"{e.functional_dimension} ({predicted.get('ambient', 'n/a')})" if e.functional_dimension >= 0 else "n/a"
+        extrapolated = (f"{e.extrapolated_slope:.2f} {_interval(*e.extrapolated_interval)}"
+                        if math.isfinite(e.extrapolated_slope) and e.regime != "sample_limited" else "—")
+        body.append([
+            _label(row, varying), REGIME_WORDS.get(e.regime, e.regime), _slope_cell(e), extrapolated, r_star,
+            str(predicted["paper"]), str(predicted["data_dependent"]), str(predicted["parametric"]), _ratio_cell(e),
+            _file_name(_label(row, varying)),
+        ])
+    return header, body
+
+
+def _union_table(rows: list[StoredEstimate], varying: list[str]) -> tuple[list[str], list[list[str]]]:
+    """Per estimate: the patterns found against the union bound's counts, Σ_r N_r / N, and the
+    measured routing overhead beside the paper's routing term (definitions §3, §4, §8)."""
+    header = ["grid point", "dataset-wide patterns sampled", "realisable (exact)", "log C(M,k)^{L ℓ} per input",
+              "paper L ℓ k log(eM/k)", "Σ_r N_r / N (coarsest … finest δ)", "measured overhead log Σ_r N_r − max_r log N_r",
+              "group nets' memory"]
+    body = []
+    for row in rows:
+        table = row.estimate.union_bound
+        if not table:
+            body.append([_label(row, varying)] + ["n/a"] * (len(header) - 1))
+            continue
+        ratio = np.asarray(table["union_ratio"], dtype=float)
+        overhead = np.asarray(table["routing_overhead"], dtype=float)
+        exact = table["patterns_exact"]
+        body.append([
+            _label(row, varying),
+            f"{table['patterns_sampled']:,}",
+            "n/a" if exact is None else f"{exact:,}",
+            f"{table['log_patterns_per_input']:.2f}",
+            f"{table['paper_routing_term']:.2f}",
+            "n/a" if not np.isfinite(ratio).any() else f"{ratio[0]:.3g} … {ratio[-1]:.3g}",
+            "n/a" if not np.isfinite(overhead).any() else f"{np.nanmin(overhead):.2f} … {np.nanmax(overhead):.2f}",
+            f"{table['group_nets_bytes'] / 2**20:.1f} MiB",
+        ])
+    return header, body
+
+
+def _span(values: Sequence[float], digits: int = 0) -> str:
+    low, high = min(values), max(values)
+    return f"{low:.{digits}f}" if low == high else f"{low:.{digits}f}–{high:.{digits}f}"
+
+
+def _summary(rows: list[StoredEstimate]) -> list[str]:
+    """"What this shows": sentences generated from the numbers, claiming no more than they hold."""
+    estimates = [row.estimate for row in rows]
+    counts = {name: sum(e.regime == name for e in estimates) for name in ("asymptotic", "pre_asymptotic", "sample_limited")}
+    lines = [
+        f"Of {len(estimates)} estimate(s), {counts['asymptotic']} are asymptotic, {counts['pre_asymptotic']} "
+        f"pre-asymptotic and {counts['sample_limited']} sample-limited (definitions §8): only an asymptotic estimate's "
+        "slope may be compared with a prediction as a ratio; a sample-limited one bounds log N(δ) from below and "
+        "measures no slope."
+    ]
+    known = [e for e in estimates if e.functional_dimension >= 0]
+    if known:
+        r = [e.functional_dimension for e in known]
+        ambient = [e.predicted_slopes.get("ambient", 0) for e in known]
+        paper = [e.predicted_slopes["paper"] for e in known]
+        total = [e.predicted_slopes["parametric"] for e in known]
+        data = [e.predicted_slopes["data_dependent"] for e in known]
+        lines.append(
+            f"The functional dimension r*, the exact asymptotic slope of log N(δ) on these inputs (§6), is {_span(r)} "
+            f"(ambient n·o = {_span(ambient)}), against the paper's N_eff {_span(paper)}, the data-dependent "
+            f"count {_span(data)} and {_span(total)} free parameters. r* exceeds N_eff in "
+            f"{sum(a > b for a, b in zip(r, paper))} of {len(known)}, equals it in {sum(a == b for a, b in zip(r, paper))}, "
+            f"and is capped by n·o in {sum(a == b for a, b in zip(r, ambient))}."
+        )
+    resolved = [(row, row.estimate) for row in rows if row.estimate.regime in ("pre_asymptotic", "asymptotic")]
+    if resolved:
+        held = sum(e.extrapolated_interval[0] <= e.functional_dimension <= e.extrapolated_interval[1] for _, e in resolved)
+        lines.append(
+            f"Where the nets resolve a slope ({len(resolved)} estimate(s)), the extrapolated slope's interval holds r* "
+            f"in {held} of {len(resolved)}, and holds the paper's N_eff in "
+            f"{sum(e.extrapolated_interval[0] <= e.predicted_slopes['paper'] <= e.extrapolated_interval[1] for _, e in resolved)}."
+        )
     else:
-        fixed = [n for n in _varying(rows) if n != f"spec.{axis}"]
+        lines.append("No estimate resolves a slope: the nets are complete at too few scales (more samples, or "
+                     "`explore` in [estimate], would extend them), so the table's slopes are not measurements of r*.")
+    tables = [e.union_bound for e in estimates if e.union_bound]
+    if tables:
+        overhead = [float(np.nanmax(np.asarray(t["routing_overhead"], dtype=float))) for t in tables
+                    if np.isfinite(np.asarray(t["routing_overhead"], dtype=float)).any()]
+        paper_term = [t["paper_routing_term"] for t in tables]
+        patterns = [t["patterns_sampled"] for t in tables]
+        if overhead:
+            lines.append(
+                f"Routing: the samples realise {_span(patterns)} dataset-wide patterns; the measured routing overhead "
+                f"log Σ_r N_r(δ) − max_r log N_r(δ) reaches {_span(overhead, 1)} nats, against the paper's per-input "
+                f"L_T ℓ k log(eM/k) = {_span(paper_term, 2)} nats (a union over dataset-wide patterns is over the data "
+                "set's routing, not one input's)."
+            )
+    return lines
+
+
+def _same_picture(rows: list[StoredEstimate], axis: str, varying: list[str]) -> bool:
+    """Whether N_eff moves exactly with one varying spec setting (then its sweep is that one's)."""
+    neff = [row.spec.active_params for row in rows]
+    for name in varying:
+        if not name.startswith("spec."):
+            continue
+        values = [repr(row.setting(name)) for row in rows]
+        if len(set(zip(values, neff))) == len(set(values)) == len(set(neff)):
+            return True
+    return False
+
+
+def _within(rows: list[StoredEstimate]) -> list[list[StoredEstimate]]:
+    """The rows of each family (one list when the config has none): sweeps move within these."""
+    families: dict[Any, list[StoredEstimate]] = {}
+    for row in rows:
+        families.setdefault(row.setting("family.name"), []).append(row)
+    return list(families.values())
+
+
+def _sweep_axes(rows: list[StoredEstimate], varying: list[str]) -> list[str]:
+    """One sweep plot per spec setting that varies within a family, and one against N_eff when it
+    is not the same picture as one of those (N_eff moving with one setting alone)."""
+    axes: list[str] = []
+    neff_axis = False
+    for members in _within(rows):
+        inner = _ordered_varying(members)
+        for name in inner:
+            axis = name.split(".", 1)[1]
+            if name.startswith("spec.") and axis in SWEEP_AXES and axis not in axes:
+                axes.append(axis)
+        if len({row.spec.active_params for row in members}) > 1 and not _same_picture(members, "active_params", inner):
+            neff_axis = True
+    return axes + (["active_params"] if neff_axis else [])
+
+
+def _series(rows: list[StoredEstimate], axis: str, varying: list[str]) -> dict[str, list[int]]:
+    """Rows grouped by every setting that varies (within its family) and does not move along `axis`."""
     groups: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
-        label = ", ".join(f"{n.split('.', 1)[1]}={_fmt(row.setting(n))}" for n in fixed) or "all"
+        family = row.setting("family.name")
+        inner = _FAMILY_VARYING.get(family, varying) if family is not None else varying
+        if axis == "active_params":
+            fixed = [n for n in inner if not n.startswith("spec.")]
+        else:
+            fixed = [n for n in inner if n != f"spec.{axis}"]
+        label = ", ".join(f"{n.split('.', 1)[1]}={_fmt(row.setting(n))}" for n in fixed if n != "family.name")
+        label = (f"{family}: {label}" if label else str(family)) if family is not None else (label or "all")
         groups.setdefault(label, []).append(i)
     return groups
 
 
-def _sweep_plot(rows: list[StoredEstimate], axis: str, path: Path) -> None:
-    """Measured slope (solid, replicate range as error bars) and the three predictions (one line
-    style each) against `axis`, one colour per series of otherwise equal settings; log y so that
-    a constant ratio measured/predicted shows as parallel lines."""
+def _sweep_plot(rows: list[StoredEstimate], axis: str, varying: list[str], fixed_text: str, path: Path) -> None:
+    """Per series (one colour): the slope the nets measure (filled: extrapolated, with its interval,
+    where the regime is not sample-limited; open: the fitted slope over complete scales, a lower
+    bound), and the predicted slopes (one line style each) against `axis`, on a log y axis that
+    holds every line."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
     x_all = np.array([getattr(row.spec, axis) for row in rows], dtype=float)
-    fig, ax = plt.subplots(figsize=(7, 4.6))
+    fig, ax = plt.subplots(figsize=(8.5, 5.0))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    series = _series(rows, axis)
+    series = _series(rows, axis, varying)
+    values: list[float] = []
     for number, (label, members) in enumerate(series.items()):
         colour = colours[number % len(colours)]
         members = sorted(members, key=lambda i: x_all[i])
         x = x_all[members]
         estimates = [rows[i].estimate for i in members]
-        slope = np.array([e.slope for e in estimates])
-        low = np.array([e.slope_interval[0] for e in estimates])
-        high = np.array([e.slope_interval[1] for e in estimates])
-        yerr = np.nan_to_num(np.vstack([slope - low, high - slope]), nan=0.0).clip(min=0)
-        ax.errorbar(x, slope, yerr=yerr, fmt="o-", color=colour, capsize=3, label=label if len(series) > 1 else None)
+        for xi, e in zip(x, estimates):
+            if e.regime in ("pre_asymptotic", "asymptotic") and math.isfinite(e.extrapolated_slope):
+                lo, hi = e.extrapolated_interval
+                ax.errorbar([xi], [e.extrapolated_slope], yerr=[[e.extrapolated_slope - lo], [hi - e.extrapolated_slope]],
+                            fmt="o", color=colour, capsize=3)
+                values += [lo, hi]
+            elif math.isfinite(e.slope) and e.slope > 0:
+                ax.plot([xi], [e.slope], "o", mfc="none", color=colour)
+                values.append(e.slope)
         for name in PREDICTIONS:
-            style = LINESTYLES[name]
-            ax.plot(x, [e.predicted_slopes[name] for e in estimates], style, marker="x", color=colour, alpha=0.8)
+            ys = [e.predicted_slopes.get(name, -1) for e in estimates]
+            if all(y > 0 for y in ys):
+                ax.plot(x, ys, STYLES[name], marker="x", color=colour, alpha=0.85)
+                values += ys
+        ax.plot([], [], "s", color=colour, label=label)
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(sparse_label))
+    positive = [v for v in values if v > 0 and math.isfinite(v)]
+    if positive:
+        ax.set_ylim(min(positive) / 1.5, max(positive) * 1.5)
+    ax.set_xticks(sorted(set(x_all)))
     ax.set_xlabel(SWEEP_AXES[axis])
-    ax.set_ylabel("slope of log N(δ) in log(1/δ)")
-    kinds = [Line2D([], [], color="black", marker="o", label="measured (replicate range)")] + [
-        Line2D([], [], color="black", linestyle=LINESTYLES[name], marker="x", label=f"{name} prediction")
-        for name in PREDICTIONS
-    ]
-    first = ax.legend(handles=kinds, fontsize=8, loc="upper left")
-    if len(series) > 1:  # the series beside the axes, where they cannot cover the first legend
+    ax.set_ylabel("slope of log N(δ) in log(1/δ)  (log scale)")
+    ax.set_title(f"Slopes against {SWEEP_AXES[axis]}" + (f"\n{fixed_text}" if fixed_text else ""), fontsize=9)
+    kinds = [
+        Line2D([], [], color="black", marker="o", linestyle="none", label="extrapolated slope [interval] (resolved)"),
+        Line2D([], [], color="black", marker="o", mfc="none", linestyle="none", label="fitted slope, not resolved (lower bound)"),
+    ] + [Line2D([], [], color="black", linestyle=STYLES[name], marker="x", label=LABELS[name]) for name in PREDICTIONS]
+    first = ax.legend(handles=kinds, fontsize=7.5, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="what", title_fontsize=8)
+    if len(series) > 1:
         ax.add_artist(first)
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="series", title_fontsize=8)
+        ax.legend(fontsize=7.5, loc="lower left", bbox_to_anchor=(1.02, 0.0), title="series (colour)", title_fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png", bbox_inches="tight")
     plt.close(fig)
@@ -179,40 +359,88 @@ def _failed_note(failures: list[batch.StoredFailure]) -> list[str]:
     return [f"Grid point {f.key} failed and is not shown: {f.error} (`moecover run` runs it again)." for f in failures]
 
 
-def _markdown(db: str, header: list[str], body: list[list[str]], tracking: list[tuple[str, str, str]],
-              sweeps: dict[str, Path], skipped: str | None, failed: list[str]) -> str:
+ESTIMATES_NOTE = (
+    "Each row is one estimate of log N(δ) (nats) on the fixed inputs. Its regime (definitions §8) says what it "
+    "measures: sample-limited, the nets still grow with the samples at most scales and bound log N from below only; "
+    "pre-asymptotic, the nets are complete over enough scales to extrapolate the slope, but the local slope has not "
+    "reached r*; asymptotic, it has (within 10 %). The fitted slope is over the complete scales (γ(δ) ≤ 0.1 in every "
+    "replicate), its interval the range over replicates; the extrapolated slope is r of N(δ) = ρ(D/δ + 1)^r fitted to "
+    "them, its interval from the replicates, the fit's window and the model's measured error. r* is the functional "
+    "dimension (the largest Jacobian rank, §6): the exact asymptotic slope, capped by the ambient n·o. The "
+    "data-dependent count is the largest of the parameters any realised routing pattern uses (§4)."
+)
+UNION_NOTE = (
+    "Replicate 0's samples grouped by dataset-wide routing pattern, with a greedy net per group (definitions §3): "
+    "Σ_r N_r / N is how loose the union over patterns is on the sample, and the measured overhead "
+    "log Σ_r N_r − max_r log N_r is what the union adds to its largest member, beside the paper's routing term "
+    "(which bounds one input's patterns). Exact counts come from LP enumeration where it applies (one layer, "
+    "no attention, the arrangement bound at most 20 000)."
+)
+
+
+def _markdown_table(header: list[str], body: list[list[str]], link_last: bool) -> list[str]:
     def line(cells: Sequence[str]) -> str:
         return "| " + " | ".join(cells) + " |"
 
-    table = [line(header), line(["---"] * len(header))]
+    out = [line(header), line(["---"] * len(header))]
     for cells in body:
-        table.append(line(cells[:-1] + [f"[{cells[-1]}]({cells[-1]})" if skipped is None else "—"]))
+        out.append(line(cells[:-1] + [f"[{cells[-1]}]({cells[-1]})" if link_last else "—"]) if header[-1] == "plot"
+                   else line(cells))
+    return out
+
+
+def _markdown(db: str, fixed: dict[str, Any], families: dict[str, dict[str, Any]], summary: list[str], header: list[str], body: list[list[str]],
+              union: tuple[list[str], list[list[str]]], tracking: list[tuple[str, str, str]], sweeps: dict[str, Path],
+              skipped: str | None, failed: list[str]) -> str:
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(cells) + " |"
+
     parts = [
         f"# moecover report: {db}",
         "",
-        f"{len(body)} estimate(s). Slopes are of log N(δ) (nats) against log(1/δ) over the scales that "
-        "are not saturated; the interval is the range of the same fit over each replicate alone.",
+        "Settings shared by every row: " + ", ".join(f"`{k} = {_fmt(v)}`" for k, v in fixed.items()) + ".",
         "",
+        *(line for name, shared in families.items()
+          for line in (f"Family **{name}**: " + ", ".join(f"`{k} = {_fmt(v)}`" for k, v in shared.items()) + ".", "")),
         *(line for note in failed for line in (note, "")),
-        *table,
+        "## What this shows",
         "",
-        "## How each prediction tracks the measurements",
+        *(line for sentence in summary for line in (sentence, "")),
+        "## Estimates",
         "",
-        line(["prediction", "median measured/predicted", "range"]),
-        line(["---"] * 3),
-        *(line(list(t)) for t in tracking),
+        ESTIMATES_NOTE,
+        "",
+        *_markdown_table(header, body, skipped is None),
+        "",
+        "## The union bound over routing patterns",
+        "",
+        UNION_NOTE,
+        "",
+        *_markdown_table(*union, link_last=False),
+        "",
+        "## Measured against predicted, where a ratio means something",
+        "",
+        *(
+            [line(["prediction", "median extrapolated/predicted", "range", ]), line(["---"] * 3), *(line(list(t)) for t in tracking)]
+            if tracking else ["No estimate is asymptotic, so no measured/predicted ratio is shown: a ratio of a slope that "
+                              "has not reached its limit says nothing about the prediction."]
+        ),
         "",
         "## Slope against the grid",
         "",
         *([f"No plots: {skipped}."] if skipped else []),
-        *(f"![{axis}]({path.name})" for axis, path in sweeps.items()),
+        *(f"![slope against {axis}]({path.name})" for axis, path in sweeps.items()),
+        "",
+        *(["## Each grid point", ""] if skipped is None else []),
+        *(f"![{cells[0]}]({cells[-1]})" for cells in body if skipped is None),
         "",
     ]
     return "\n".join(parts)
 
 
-def _html(db: str, header: list[str], body: list[list[str]], tracking: list[tuple[str, str, str]],
-          sweeps: dict[str, Path], skipped: str | None, failed: list[str]) -> str:
+def _html(db: str, fixed: dict[str, Any], families: dict[str, dict[str, Any]], summary: list[str], header: list[str], body: list[list[str]],
+          union: tuple[list[str], list[list[str]]], tracking: list[tuple[str, str, str]], sweeps: dict[str, Path],
+          skipped: str | None, failed: list[str]) -> str:
     e = html.escape
 
     def row(cells: Sequence[str], tag: str = "td") -> str:
@@ -222,33 +450,59 @@ def _html(db: str, header: list[str], body: list[list[str]], tracking: list[tupl
     for cells in body:
         link = f'<a href="{e(cells[-1])}">{e(cells[-1])}</a>' if skipped is None else "—"
         table.append(row([e(c) for c in cells[:-1]] + [link]))
+    union_header, union_body = union
     return "\n".join(
         [
             "<!DOCTYPE html>",
             '<html><head><meta charset="utf-8"><title>moecover report</title>',
-            "<style>table{border-collapse:collapse}td,th{border:1px solid #999;padding:2px 6px;"
-            "font-family:monospace}</style></head><body>",
+            "<style>body{font-family:sans-serif;max-width:1200px}table{border-collapse:collapse}"
+            "td,th{border:1px solid #999;padding:2px 6px;font-family:monospace;font-size:90%}</style></head><body>",
             f"<h1>moecover report: {e(db)}</h1>",
-            f"<p>{len(body)} estimate(s). Slopes are of log N(δ) (nats) against log(1/δ) over the scales "
-            "that are not saturated; the interval is the range of the same fit over each replicate alone.</p>",
+            "<p>Settings shared by every row: " + ", ".join(f"<code>{e(k)} = {e(_fmt(v))}</code>" for k, v in fixed.items()) + ".</p>",
+            *(f"<p>Family <b>{e(name)}</b>: " + ", ".join(f"<code>{e(k)} = {e(_fmt(v))}</code>" for k, v in shared.items()) + ".</p>"
+              for name, shared in families.items()),
             *(f"<p>{e(note)}</p>" for note in failed),
+            "<h2>What this shows</h2>",
+            *(f"<p>{e(sentence)}</p>" for sentence in summary),
+            "<h2>Estimates</h2>",
+            f"<p>{e(ESTIMATES_NOTE)}</p>",
             '<table id="estimates">',
             *table,
             "</table>",
-            "<h2>How each prediction tracks the measurements</h2>",
-            '<table id="tracking">',
-            row(["prediction", "median measured/predicted", "range"], "th"),
-            *(row([e(c) for c in t]) for t in tracking),
+            "<h2>The union bound over routing patterns</h2>",
+            f"<p>{e(UNION_NOTE)}</p>",
+            '<table id="union_bound">',
+            row([e(h) for h in union_header], "th"),
+            *(row([e(c) for c in cells]) for cells in union_body),
             "</table>",
+            "<h2>Measured against predicted, where a ratio means something</h2>",
+            *(['<table id="tracking">', row(["prediction", "median extrapolated/predicted", "range"], "th"),
+               *(row([e(c) for c in t]) for t in tracking), "</table>"] if tracking else
+              ["<p>No estimate is asymptotic, so no measured/predicted ratio is shown: a ratio of a slope that has not "
+               "reached its limit says nothing about the prediction.</p>"]),
             "<h2>Slope against the grid</h2>",
             *([f"<p>No plots: {e(skipped)}.</p>"] if skipped else []),
-            *(f'<img src="{e(path.name)}" alt="{e(axis)}">' for axis, path in sweeps.items()),
+            *(f'<img src="{e(path.name)}" alt="slope against {e(axis)}">' for axis, path in sweeps.items()),
             *(["<h2>Each grid point</h2>"] if skipped is None else []),
             *(f'<h3>{e(cells[0])}</h3><img src="{e(cells[-1])}" alt="{e(cells[0])}">' for cells in body if skipped is None),
             "</body></html>",
             "",
         ]
     )
+
+
+def _tracking(rows: list[StoredEstimate]) -> list[tuple[str, str, str]]:
+    """Per prediction, over the asymptotic estimates only: the median and range of extrapolated /
+    predicted slope (a prediction that tracks the data keeps the ratio near 1 across the grid)."""
+    asymptotic = [row.estimate for row in rows if row.estimate.ratio_meaningful and math.isfinite(row.estimate.extrapolated_slope)]
+    if not asymptotic:
+        return []
+    lines = []
+    for name in PREDICTIONS:
+        ratios = [e.extrapolated_slope / e.predicted_slopes[name] for e in asymptotic if e.predicted_slopes.get(name, 0) > 0]
+        if ratios:
+            lines.append((LABELS[name], f"{np.median(ratios):.3f}", f"{min(ratios):.3f} … {max(ratios):.3f}"))
+    return lines
 
 
 def _curve_section(curves: list[batch.StoredCurve], directory: Path, plots: bool) -> tuple[list[str], list[list[str]], dict[str, Path]]:
@@ -315,34 +569,49 @@ def write_report(db: str | os.PathLike[str], out: str | os.PathLike[str]) -> Rep
         skipped = 'the plots need matplotlib: pip install "moecover[plot]"'
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
-    header, body = _table(rows) if rows else ([], [])
     point_plots: dict[str, Path] = {}
     sweep_plots: dict[str, Path] = {}
     curve_header, curve_body, curve_plots = _curve_section(curves, directory, skipped is None)
     point_plots.update(curve_plots)
-    if skipped is None and rows:
-        for row in rows:
-            point_plots[row.key] = directory / f"{row.key}.png"
-            row.estimate.plot(str(point_plots[row.key]))
-        sweep_plots = {axis: directory / f"slope_vs_{axis}.png" for axis in SWEEP_AXES}
-        for axis, path in sweep_plots.items():
-            _sweep_plot(rows, axis, path)
-    tracking = _tracking(rows) if rows else []
-    markdown = directory / "report.md"
     failed = _failed_note(batch.stored_failures(db))
-    estimates_md = _markdown(str(db), header, body, tracking, sweep_plots, skipped, failed) if rows else (
-        "\n".join([f"# moecover report: {db}", "", *(line for note in failed for line in (note, "")), ""]))
-    estimates_html = _html(str(db), header, body, tracking, sweep_plots, skipped, failed) if rows else (
-        "\n".join(["<!DOCTYPE html>", '<html><head><meta charset="utf-8"><title>moecover report</title></head><body>',
-                   f"<h1>moecover report: {html.escape(str(db))}</h1>", *(f"<p>{html.escape(n)}</p>" for n in failed),
-                   "</body></html>", ""]))
+    header: list[str] = []
+    body: list[list[str]] = []
+    union: tuple[list[str], list[list[str]]] = ([], [])
+    fixed: dict[str, Any] = {}
+    summary: list[str] = []
+    if rows:
+        varying = _ordered_varying(rows)
+        fixed = _fixed(rows)
+        families = _families(rows)
+        fixed_text = "" if families else ", ".join(
+            f"{k.split('.', 1)[1]}={_fmt(v)}" for k, v in fixed.items() if k.startswith("spec.") and k.split(".", 1)[1] in SWEEP_AXES)
+        header, body = _table(rows, varying)
+        union = _union_table(rows, varying)
+        summary = _summary(rows)
+        if skipped is None:
+            for row, cells in zip(rows, body):
+                point_plots[row.key] = directory / cells[-1]
+                row.estimate.plot(str(point_plots[row.key]), title=f"{cells[0]}   ({row.estimate.title()})")
+            for axis in _sweep_axes(rows, varying):
+                sweep_plots[axis] = directory / f"slope_vs_{axis}.png"
+                _sweep_plot(rows, axis, varying, fixed_text, sweep_plots[axis])
+        tracking = _tracking(rows)
+        estimates_md = _markdown(str(db), fixed, families, summary, header, body, union, tracking, sweep_plots, skipped, failed)
+        estimates_html = _html(str(db), fixed, families, summary, header, body, union, tracking, sweep_plots, skipped, failed)
+    else:
+        estimates_md = "\n".join([f"# moecover report: {db}", "", *(line for note in failed for line in (note, "")), ""])
+        estimates_html = "\n".join(["<!DOCTYPE html>", '<html><head><meta charset="utf-8"><title>moecover report</title></head><body>',
+                                    f"<h1>moecover report: {html.escape(str(db))}</h1>", *(f"<p>{html.escape(n)}</p>" for n in failed),
+                                    "</body></html>", ""])
     if curves:
         estimates_md += "\n".join(_curves_markdown(curve_header, curve_body, curve_plots, skipped)) + "\n"
         estimates_html = estimates_html.replace("</body></html>", "\n".join(_curves_html(curve_header, curve_body, curve_plots, skipped)) + "\n</body></html>")
+    markdown = directory / "report.md"
     markdown.write_text(estimates_md, encoding="utf-8")
     page = directory / "report.html"
     page.write_text(estimates_html, encoding="utf-8")
-    return Report(header, body, markdown, page, point_plots, sweep_plots, skipped, curve_header, curve_body)
+    return Report(header, body, markdown, page, point_plots, sweep_plots, skipped, curve_header, curve_body,
+                  union[0], union[1], fixed, summary)
 
 
 CURVE_NOTE = ("Excess test risk of least squares over the class (or k-NN, the calibration model) against the "

@@ -126,10 +126,15 @@ def exact_routing_term(spec: MoESpec) -> float:
 
 def paper_log_covering(spec: MoESpec, delta: ArrayLike, constant: float = 1.0) -> FloatOrArray:
     """Theorem 3.4's right-hand side with its hidden constant explicit (nats):
-    constant · (N_eff log(1/δ) + L_T ℓ k log(eM/k))."""
+    constant · (N_eff log(1/δ) + L_T ℓ k log(eM/k)), clamped at 0.
+
+    The theorem is stated for δ < 1; past δ = e^{routing term / N_eff} its formula goes negative,
+    which no log covering number is (N ≥ 1), so it is clamped at 0 there rather than returned as a
+    bound that says less than nothing."""
     d = _positive("delta", delta)
     c = float(_positive("constant", constant))
-    return _out(c * (paper_slope(spec) * -np.log(d) + routing_term(spec)))  # −log δ: finite for any δ > 0
+    raw = c * (paper_slope(spec) * -np.log(d) + routing_term(spec))  # −log δ: finite for any δ > 0
+    return _out(np.maximum(raw, 0.0))
 
 
 # --- the parametric bound ---------------------------------------------------------------------

@@ -5,7 +5,8 @@
                   n, seed, and the sampler's own arguments (dim, ...)
     [pinned]      block name = nested list, or router = "one_expert_per_input"
     [estimate]    samples, replicates, deltas, seed, by_routing, saturation_threshold, sampler
-                  (the parameter sampler: "faces", the default, "uniform", "arcsine", "mixture")
+                  (the parameter sampler: "faces", the default, "uniform", "arcsine", "mixture"),
+                  explore (evaluations per replicate for `moecover.explore`, 0: none)
     [erm]         instead of [inputs]/[pinned]/[estimate]: a learning-curve grid (see ERM_DEFAULTS)
     [run]         executor = "local" | "dask", scheduler, jobs, threads (how to run, never part of
                   a point's key: the same grid run anywhere gives the same rows)
@@ -54,6 +55,7 @@ ESTIMATE_DEFAULTS: dict[str, Any] = {
     "by_routing": True,
     "saturation_threshold": 0.05,
     "sampler": DEFAULT_SAMPLER,
+    "explore": 0,
 }
 #: A learning-curve grid ([erm]): the regression problem (`moecover.targets.RegressionProblem`'s
 #: fields, its seed as `target_seed`), the model ("neff_schedule": Section 4's N_eff* ∝
@@ -84,6 +86,9 @@ ERM_MODELS = ("neff_schedule", "knn", "spec", "fixed_neff")
 SPEC_MODELS = {"spec", "fixed_neff"}
 LIST_VALUED = {("estimate", "deltas"), ("erm", "ns")}
 SECTIONS = ("spec", "inputs", "pinned", "estimate")
+#: `[[grid]]`: several families of points in one config; their points carry `family.name`.
+GRID_SECTION = "grid"
+FAMILY_SECTION = "family"
 ERM_SECTION = "erm"
 #: The section that says how to run a grid, not what it is.
 RUN_SECTION = "run"
@@ -124,9 +129,15 @@ def _axes(section: str, table: Mapping[str, Any]) -> list[tuple[str, str, list[A
 
 
 def expand_config(config: Mapping[str, Any]) -> list[GridPoint]:
-    """Every grid point of `config`, fully defaulted and validated; ConfigError names the key."""
+    """Every grid point of `config`, fully defaulted and validated; ConfigError names the key.
+
+    `[[grid]]` entries (an array of tables, each with its own spec/inputs/pinned/estimate tables
+    and a `name`) make several families in one config: each entry's tables are laid over the
+    top-level ones, and its points carry `family.name` (a report names rows by it)."""
     if ERM_SECTION in config:
         return _expand_erm(config)
+    if GRID_SECTION in config:
+        return _expand_families(config)
     unknown = set(config) - set(SECTIONS) - {RUN_SECTION}
     if unknown:
         raise ConfigError(f"unknown section(s) {sorted(unknown)}; expected {[*SECTIONS, RUN_SECTION]}")
@@ -157,6 +168,33 @@ def expand_config(config: Mapping[str, Any]) -> list[GridPoint]:
         points.append(point)
     # A value repeated in a sweep (experts = [2, 2]) names one point, run and stored once.
     return list({key_of(point): point for point in points}.values())
+
+
+def _expand_families(config: Mapping[str, Any]) -> list[GridPoint]:
+    families = config[GRID_SECTION]
+    if not isinstance(families, list) or not families or not all(isinstance(f, Mapping) for f in families):
+        raise ConfigError(f"{GRID_SECTION}: expected one or more [[{GRID_SECTION}]] tables")
+    shared = {key: value for key, value in config.items() if key != GRID_SECTION}
+    points: dict[str, GridPoint] = {}
+    names: set[str] = set()
+    for number, family in enumerate(families):
+        name = family.get("name", f"grid {number + 1}")
+        if not isinstance(name, str) or not name or name in names:
+            raise ConfigError(f"{GRID_SECTION}.name: expected a distinct non-empty string per family, got {name!r}")
+        names.add(name)
+        unknown = set(family) - set(SECTIONS) - {"name"}
+        if unknown:
+            raise ConfigError(f"{GRID_SECTION} {name!r}: unknown table(s) {sorted(unknown)}; expected name and {list(SECTIONS)}")
+        merged = dict(shared)
+        for section in SECTIONS:
+            if section in family:
+                if not isinstance(family[section], Mapping):
+                    raise ConfigError(f"{GRID_SECTION} {name!r}: {section}: expected a table")
+                merged[section] = {**shared.get(section, {}), **family[section]}
+        for point in expand_config(merged):
+            point[FAMILY_SECTION] = {"name": name}
+            points[key_of(point)] = point
+    return list(points.values())
 
 
 def _validate(point: GridPoint) -> None:
@@ -195,6 +233,9 @@ def _validate(point: GridPoint) -> None:
         check_sampler(settings["sampler"])
     except ValueError as error:
         raise ConfigError(f"estimate.{error}") from error
+    explore = settings["explore"]
+    if isinstance(explore, bool) or not isinstance(explore, int) or not 0 <= explore <= 2**48:
+        raise ConfigError(f"estimate.explore: expected an integer in [0, 2**48] (evaluations), got {explore!r}")
     try:
         x = make_inputs(point, spec)
         pinned = make_pinned(point, spec)

@@ -15,6 +15,7 @@ import signal
 import sqlite3
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -59,11 +60,19 @@ class SchedulerUnreachable(ValueError):
 
 def estimate_point(point: GridPoint, n_threads: int) -> dict[str, Any]:
     """Runs one grid point's estimate; returns its to_dict()."""
-    from ..estimate import estimate_entropy
+    from ..estimate import EstimateWarning, estimate_entropy
 
     spec = MoESpec(**point["spec"])
     settings = point["estimate"]
-    estimate = estimate_entropy(
+    with warnings.catch_warnings():
+        # what an estimate cannot say is stored with it (`warnings`) and reported, not printed
+        warnings.simplefilter("ignore", EstimateWarning)
+        estimate = _estimate(estimate_entropy, spec, point, settings, n_threads)
+    return estimate.to_dict()
+
+
+def _estimate(estimate_entropy: Any, spec: MoESpec, point: GridPoint, settings: dict[str, Any], n_threads: int) -> Any:
+    return estimate_entropy(
         spec,
         make_inputs(point, spec),
         settings["samples"],
@@ -74,9 +83,9 @@ def estimate_point(point: GridPoint, n_threads: int) -> dict[str, Any]:
         by_routing=settings["by_routing"],
         saturation_threshold=settings["saturation_threshold"],
         sampler=settings["sampler"],
+        explore=settings["explore"],
         n_threads=n_threads,
     )
-    return estimate.to_dict()
 
 
 def learning_curve_point(point: GridPoint) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 //! Shapes, dtypes and finiteness are checked in `python/moecover` before these are called; the
 //! core re-checks lengths and returns errors (never panics) if a caller gets them wrong.
 
-use moecover_core::cover::{MultiNet, Real};
+use moecover_core::cover::{GroupedNets, MultiNet, Real};
 use moecover_core::parallel::Interrupt;
 use moecover_core::sampling::{Pinned, Sampler};
 use moecover_core::{evaluate, exact, jacobian, patterns, routing, sampling, Error, MoeSpec, SpecOptions};
@@ -387,6 +387,66 @@ impl CoverEngine {
     }
 }
 
+/// One greedy net per routing pattern, fed values and routes together; `moecover.GroupedCoverStream`
+/// wraps it.
+#[pyclass(name = "GroupedEngine", module = "moecover._core")]
+struct GroupedEngine {
+    nets: GroupedNets,
+}
+
+#[pymethods]
+impl GroupedEngine {
+    #[new]
+    fn new(deltas: Vec<f64>, dim: usize, pattern_len: usize, memory_limit: usize) -> PyResult<Self> {
+        let nets = GroupedNets::new(&deltas, dim, pattern_len)
+            .map_err(to_pyerr)?
+            .with_memory_limit(memory_limit);
+        Ok(GroupedEngine { nets })
+    }
+
+    /// Scans C-contiguous float64 (rows, dim) values with their uint32 (rows, pattern_len) routes.
+    fn add(
+        &mut self,
+        py: Python<'_>,
+        points: PyReadonlyArray2<'_, f64>,
+        routes: PyReadonlyArray2<'_, u32>,
+        n_threads: usize,
+    ) -> PyResult<()> {
+        let points = contiguous(&points, "values")?;
+        let routes = contiguous(&routes, "routes")?;
+        let nets = &mut self.nets;
+        Ok(detach_core(py, |interrupt| {
+            nets.add(points, routes, n_threads, interrupt)
+        })?)
+    }
+
+    #[getter]
+    fn n_points(&self) -> u64 {
+        self.nets.n_points()
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.nets.memory_bytes()
+    }
+
+    /// (groups × pattern_len) patterns, (groups,) members, (groups × scales) net sizes, flat.
+    fn result<'py>(&self, py: Python<'py>) -> GroupedArrays<'py> {
+        let sizes: Vec<u64> = self.nets.net_sizes().into_iter().map(|s| s as u64).collect();
+        (
+            self.nets.patterns().to_vec().into_pyarray(py),
+            self.nets.members().to_vec().into_pyarray(py),
+            sizes.into_pyarray(py),
+        )
+    }
+}
+
+/// `GroupedEngine::result`: patterns, members, net sizes.
+type GroupedArrays<'py> = (
+    Bound<'py, PyArray1<u32>>,
+    Bound<'py, PyArray1<u64>>,
+    Bound<'py, PyArray1<u64>>,
+);
+
 fn box_count_typed<T: Real + Element>(
     py: Python<'_>,
     points: &Bound<'_, PyAny>,
@@ -489,6 +549,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(evaluate_sampled, module)?)?;
     module.add_function(wrap_pyfunction!(jacobian_py, module)?)?;
     module.add_class::<CoverEngine>()?;
+    module.add_class::<GroupedEngine>()?;
     module.add_function(wrap_pyfunction!(box_count, module)?)?;
     module.add_function(wrap_pyfunction!(subsets, module)?)?;
     module.add_function(wrap_pyfunction!(rank, module)?)?;

@@ -27,14 +27,17 @@
 //! - `axes.rs`: which coordinates the grid and the sketches use;
 //! - `cells.rs`: each grid cell's list of candidate centres, in a hash map or an array;
 //! - `scale.rs`: the net at one scale, block by block, with the instruction-set dispatch;
-//! - `stream.rs`: [`MultiNet`], every scale over a stream of chunks, with rollback on failure.
+//! - `stream.rs`: [`MultiNet`], every scale over a stream of chunks, with rollback on failure;
+//! - `grouped.rs`: [`GroupedNets`], a net per routing pattern, the union bound's measurement.
 
 mod axes;
 mod cells;
+mod grouped;
 mod scale;
 mod sketch;
 mod stream;
 
+pub use grouped::GroupedNets;
 pub use sketch::{within, Real};
 pub use stream::MultiNet;
 

@@ -107,10 +107,10 @@ impl<T: Real> MultiNet<T> {
         self.rolled_back_on_error(before, scanned)
     }
 
-    /// `add` without its thread pool and watcher, asking `stopped` between blocks (for tests that
-    /// interrupt at a chosen block).
-    #[cfg(test)]
-    fn add_in_pool(&mut self, points: &[T], stopped: &(dyn Fn() -> bool + Sync)) -> Result<()> {
+    /// `add` inside the caller's thread pool, asking `stopped` between blocks: for nets that are
+    /// one part of a larger parallel scan (`GroupedNets`), and for tests that interrupt at a
+    /// chosen block.
+    pub(super) fn add_in_current_pool(&mut self, points: &[T], stopped: &(dyn Fn() -> bool + Sync)) -> Result<()> {
         let before = self.mark();
         let scanned = self.scan(points, stopped);
         self.rolled_back_on_error(before, scanned)
@@ -469,7 +469,9 @@ mod tests {
         // blocks: here an interrupt before the third block.
         let blocks = std::sync::atomic::AtomicUsize::new(0);
         let third_block = || blocks.fetch_add(1, Ordering::Relaxed) == 2;
-        let interrupted = pool(1).expect("pool").install(|| net.add_in_pool(tail, &third_block));
+        let interrupted = pool(1)
+            .expect("pool")
+            .install(|| net.add_in_current_pool(tail, &third_block));
         assert!(matches!(interrupted, Err(Error::Interrupted)));
         assert_eq!(state(&net), before);
 
