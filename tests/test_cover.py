@@ -382,3 +382,8 @@ def test_grouped_nets_keep_every_group_at_a_hundred_thousand_groups():
         members = values[groups == order[g]]
         np.testing.assert_array_equal(result.net_sizes[g], cover(members, [0.5, 0.1]).net_sizes)
         assert tuple(result.patterns[g]) == (order[g] % 1000, order[g] // 1000)
+
+
+def test_an_unknown_dtype_is_named():
+    with pytest.raises(TypeError, match="^dtype: expected float32 or float64, got 'foo'"):
+        CoverStream([1.0], 2, dtype="foo")

@@ -82,3 +82,14 @@ def test_grid_bounds_must_be_finite_numbers(low, high, name):
     # low = -inf, high = inf once returned NaN inputs
     with pytest.raises(ValueError, match=f"^{name}:"):
         inputs.grid(5, low=low, high=high)
+
+
+def test_a_size_too_large_for_memory_is_blamed_on_the_size_that_makes_it():
+    from moecover import TooLargeError
+
+    with pytest.raises(TooLargeError, match="^seq_len: "):
+        inputs.box(5, seq_len=2**31)
+    with pytest.raises(TooLargeError, match="^n: "):
+        inputs.box(2**33, seq_len=2)
+    with pytest.raises(TooLargeError, match="^d_model: "):
+        inputs.sphere(3, d_model=2**34)

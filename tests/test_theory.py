@@ -187,3 +187,16 @@ def test_theory_functions_refuse_strings_bools_and_complex(junk):
         T.paper_log_covering(spec, junk)
     with pytest.raises((TypeError, ValueError), match="^lipschitz:"):
         T.parametric_log_covering(spec, 0.5, junk)
+
+
+def test_used_params_refuses_a_huge_broadcast_view_at_once():
+    """A 10^12-route zero-stride view holds no memory, but reading it took 6 minutes before."""
+    import time
+
+    from moecover import TooLargeError
+
+    view = np.broadcast_to(np.zeros((1, 1, 1), dtype=np.uint32), (10**12, 1, 1))
+    started = time.perf_counter()
+    with pytest.raises(TooLargeError, match="^routes_of_one_pattern: "):
+        T.used_params(MoESpec(experts=4, d_model=2), view)
+    assert time.perf_counter() - started < 1.0

@@ -125,7 +125,10 @@ class CoverStream:
         self._deltas = _as_deltas(deltas)
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
             raise ValueError(f"dim: expected a positive integer, got {dim!r}")
-        self._dtype = np.dtype(dtype)
+        try:
+            self._dtype = np.dtype(dtype)
+        except TypeError as error:
+            raise TypeError(f"dtype: expected float32 or float64, got {dtype!r} ({error})") from None
         if self._dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype: expected float32 or float64, got {self._dtype}")
         self._dim = int(dim)

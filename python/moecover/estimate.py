@@ -539,32 +539,10 @@ def estimate_entropy(
 
 def _most_used_pattern(spec: MoESpec, patterns: NDArray[np.uint32], pinned: list[str]) -> tuple[int, NDArray[np.uint32]]:
     """The largest number of free parameters any realised pattern uses (definitions §4: a union's
-    slope is its largest member's), and the first pattern that uses them. `patterns` is (G, n,
-    layers, seq_len); the experts each pattern reaches are read from a table of the colex subsets."""
-    from .routing import subsets
-
-    membership = np.zeros((spec.patterns_per_token, spec.experts), dtype=bool)
-    table = subsets(spec.experts, spec.top_k).reshape(spec.patterns_per_token, spec.top_k)
-    np.put_along_axis(membership, table.astype(np.int64), True, axis=1)
-    expert_size = np.zeros((spec.layers, spec.experts), dtype=np.int64)
-    fixed = 0
-    router_counts = spec.gate == "full_softmax" or (spec.gate == "renormalized_softmax" and spec.top_k >= 2)
-    for block in spec.layout:
-        if block.name in pinned:
-            continue
-        if block.kind == "experts":
-            expert_size[block.layer, block.expert] += block.size
-        elif block.kind == "attn" or (block.kind == "router" and router_counts):
-            fixed += block.size
-    best, best_index = -1, 0
-    for start in range(0, len(patterns), 4096):  # (4096, n, L, ℓ, M) booleans at a time
-        part = patterns[start : start + 4096]
-        reached = membership[part].any(axis=(1, 3))  # (g, layers, experts)
-        used = fixed + (reached * expert_size).sum(axis=(1, 2))
-        i = int(np.argmax(used))
-        if used[i] > best:
-            best, best_index = int(used[i]), start + i
-    return best, patterns[best_index]
+    slope is its largest member's), and the first pattern that uses them."""
+    used = theory.used_params_per_pattern(spec, patterns.astype(np.int64), pinned)
+    best = int(np.argmax(used))
+    return int(used[best]), patterns[best]
 
 
 def _exact_pattern_count(spec: MoESpec, x: NDArray[np.float64], pinned: list[str], n_threads: int) -> int | None:

@@ -47,8 +47,10 @@ def _sizes(n: int, seq_len: int, d_model: int, intrinsic: int | None = None, min
         raise ValueError(f"d_model: this manifold needs d_model >= {minimum_ambient}, got {d_model}")
     if intrinsic is not None and intrinsic > d_model:
         raise ValueError(f"dim: intrinsic dimension {intrinsic} exceeds d_model = {d_model}")
-    # the tokens, their intrinsic coordinates and one temporary of the embedding
-    check_bytes("n", 3 * 8 * n * seq_len * d_model, f"{n} inputs of {seq_len} x {d_model}")
+    # the tokens, their intrinsic coordinates and one temporary of the embedding; blamed on the
+    # largest of the three sizes, the one to change
+    largest = max((n, "n"), (seq_len, "seq_len"), (d_model, "d_model"))[1]
+    check_bytes(largest, 3 * 8 * n * seq_len * d_model, f"{n} inputs of {seq_len} x {d_model}")
     return n, seq_len, d_model
 
 

@@ -16,12 +16,10 @@ from typing import Any, Union
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._checks import positive_int
-from ._checks import check_inputs, check_spec
+from ._checks import check_bytes, check_inputs, check_spec, positive_int
 from ._evaluate import evaluate, sample_params
 from ._rng import RngLike, derive_seeds, resolve_seed
 from ._spec import MoESpec
-from .routing import unrank
 
 __all__ = [
     "GeneralizationBound",
@@ -43,6 +41,7 @@ __all__ = [
     "parametric_slope",
     "routing_term",
     "used_params",
+    "used_params_per_pattern",
 ]
 
 Pinned = Union[Mapping[str, Any], Iterable[str], None]
@@ -177,20 +176,37 @@ def used_params(spec: MoESpec, routes_of_one_pattern: ArrayLike, pinned: Pinned 
             f"routes_of_one_pattern: expected shape (n, layers, seq_len) = (n, {spec.layers}, {spec.seq_len}), "
             f"got {routes.shape}"
         )
+    # the range check and the per-pattern pass read and copy every entry: a huge broadcast view
+    # (zero strides, no memory) would take minutes before failing, so it is refused first
+    check_bytes("routes_of_one_pattern", 9 * routes.size * spec.experts, f"the expert sets of {routes.size} routes")
     if routes.size and (routes.min() < 0 or routes.max() >= spec.patterns_per_token):
         raise ValueError(f"routes_of_one_pattern: ranks must lie in [0, C(M,k)) = [0, {spec.patterns_per_token})")
+    return int(used_params_per_pattern(spec, routes[None].astype(np.int64), pinned)[0])
+
+
+def used_params_per_pattern(spec: MoESpec, patterns: NDArray[np.integer[Any]], pinned: Pinned = None) -> NDArray[np.int64]:
+    """`used_params` of each of many patterns (G, n, layers, seq_len) at once, 4096 at a time: the
+    experts each pattern reaches come from a table of the colex subsets."""
+    from .routing import subsets
+
     pinned_names = _pinned_names(spec, pinned)
     router_counts = spec.gate == "full_softmax" or (spec.gate == "renormalized_softmax" and spec.top_k >= 2)
-    used = 0
+    fixed = 0
+    expert_size = np.zeros((spec.layers, spec.experts), dtype=np.int64)
     for block in spec.layout:
         if block.name in pinned_names:
             continue
         if block.kind == "attn" or (block.kind == "router" and router_counts):
-            used += block.size
+            fixed += block.size
         elif block.kind == "experts":
-            ranks = np.unique(routes[:, block.layer, :])
-            experts = {j for r in ranks for j in unrank(int(r), spec.top_k)}
-            used += block.size if block.expert in experts else 0
+            expert_size[block.layer, block.expert] += block.size
+    membership = np.zeros((spec.patterns_per_token, spec.experts), dtype=bool)
+    table = subsets(spec.experts, spec.top_k).reshape(spec.patterns_per_token, spec.top_k).astype(np.int64)
+    np.put_along_axis(membership, table, True, axis=1)
+    used = np.empty(len(patterns), dtype=np.int64)
+    for start in range(0, len(patterns), 4096):  # (4096, n, layers, seq_len, experts) booleans at a time
+        reached = membership[patterns[start : start + 4096]].any(axis=(1, 3))  # (g, layers, experts)
+        used[start : start + 4096] = fixed + (reached * expert_size).sum(axis=(1, 2))
     return used
 
 
