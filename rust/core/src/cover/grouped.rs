@@ -13,7 +13,7 @@
 //! their stream order, so the nets do not depend on the thread count. A chunk runs in one entry of
 //! the thread pool, the groups of the chunk spread over its threads.
 
-use super::sketch::{first_non_finite, within};
+use super::sketch::first_non_finite;
 use super::stream::MultiNet;
 use crate::error::{human_bytes, Error, Result};
 use crate::parallel::{pool, run_watched, Interrupt};
@@ -68,13 +68,17 @@ impl GroupNet {
         let GroupNet::Light { rows, centres } = self else {
             unreachable!("full nets returned above")
         };
+        // Each row's sup distance is taken once, against every kept row, and then compared with
+        // each scale's δ over that scale's centres: scales × centres comparisons of one number
+        // instead of as many of whole rows.
+        let mut distance = Vec::with_capacity(PROMOTE + 1);
         for (i, point) in points.chunks_exact(dim).enumerate() {
+            distance.clear();
+            distance.extend(rows.chunks_exact(dim).map(|row| sup_distance(point, row)));
             let mut opened = false;
             for (scale, &delta) in centres.iter_mut().zip(deltas) {
-                let covered = scale
-                    .iter()
-                    .any(|&c| within(point, &rows[c as usize * dim..(c as usize + 1) * dim], delta));
-                if !covered {
+                // `<=` as `within` tests it: a distance of exactly δ covers
+                if !scale.iter().any(|&c| distance[c as usize] <= delta) {
                     scale.push((rows.len() / dim) as u32);
                     opened = true;
                 }
@@ -92,6 +96,12 @@ impl GroupNet {
         }
         Ok(())
     }
+}
+
+/// max_j |a_j − b_j|, exactly as `within` compares each coordinate with δ (a NaN never gets here:
+/// rows are checked finite before any group sees them).
+fn sup_distance(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).fold(0.0, |most, (x, y)| most.max((x - y).abs()))
 }
 
 /// Greedy nets at several scales, one per routing group, over a stream of (value row, route row)
