@@ -33,7 +33,7 @@ TIMEOUT = 20.0
 # --- the kinds of input, per role of an argument -----------------------------------------------
 
 COUNT_JUNK: dict[str, Any] = {
-    "zero": 0, "negative": -1, "2**64": 2**64, "10**400": 10**400, "float": 1.5, "bool": True, "str": "3",
+    "zero": 0, "negative": -1, "2**63": 2**63, "2**64": 2**64, "10**400": 10**400, "float": 1.5, "bool": True, "str": "3",
     "None": None, "nan": math.nan, "list": [3],
 }
 COUNT_VALID: dict[str, Callable[[int], Any]] = {"np.int64": np.int64, "np.uint16": np.uint16}
@@ -57,7 +57,15 @@ def array_valid(valid: np.ndarray) -> dict[str, Any]:
     return {
         "big-endian": valid.astype(">f8"), "strided": strided, "fortran": np.asfortranarray(valid),
         "list": valid.tolist(), "float32-exact": valid.astype(np.float32).astype(np.float64).astype(np.float32),
+        "subnormal": valid * 2.0**-1060, "zero-stride": np.broadcast_to(valid[:1], valid.shape),
+        "read-only": _read_only(valid), "negative-stride": valid[::-1],
     }
+
+
+def _read_only(valid: np.ndarray) -> np.ndarray:
+    frozen = valid.copy()
+    frozen.flags.writeable = False
+    return frozen
 
 
 SCALES_JUNK: dict[str, Any] = {"empty": [], "zero": [0.0], "negative": [-1.0], "nan": [math.nan], "inf": [math.inf],
@@ -65,6 +73,12 @@ SCALES_JUNK: dict[str, Any] = {"empty": [], "zero": [0.0], "negative": [-1.0], "
 SCALES_VALID: dict[str, Callable[[list[float]], Any]] = {"tuple": tuple, "float32": lambda v: np.asarray(v, np.float32),
                                                           "np.float64": lambda v: np.asarray(v)}
 SPEC_JUNK: dict[str, Any] = {"int": 5, "None": None, "str": "spec", "dict": {}}
+REAL_JUNK: dict[str, Any] = {"zero": 0.0, "negative": -1.0, "nan": math.nan, "inf": math.inf, "str": "0.5", "bool": True,
+                             "complex": 0.5 + 1j, "None": None, "list": [0.5]}
+REAL_VALID: dict[str, Callable[[float], Any]] = {"np.float32": lambda v: np.float32(v), "np.float64": np.float64}
+ROUTES_JUNK: dict[str, Any] = {"float": None, "negative": None, "too-large": None, "ndim-1": None, "str": "0",
+                               "None": None}
+FLAG_JUNK: dict[str, Any] = {"str": "no", "int": 2, "None": None, "list": [True]}
 SAMPLER_JUNK: dict[str, Any] = {"unknown": "gauss", "None": None, "int": 3, "upper": "FACES", "empty": "",
                                 "list": ["faces"]}
 
@@ -81,6 +95,8 @@ def calls() -> dict[str, tuple[Callable[..., Any], dict[str, Any], dict[str, str
     x = np.asarray(inputs.box(6, d_model=2, rng=0))
     theta = moecover.sample_params(spec, 3, rng=1)
     points = np.random.default_rng(0).uniform(-1, 1, (40, 3))
+    routes = np.random.default_rng(1).integers(0, 3, (40, 2, 1, 1)).astype(np.uint32)
+    pattern_routes = moecover.evaluate(spec, theta, x).routes
     return {
         "evaluate": (moecover.evaluate, {"spec": spec, "params": theta, "inputs": x, "n_threads": 1},
                      {"spec": "spec", "params": "points", "inputs": "array", "n_threads": "threads"}),
@@ -129,9 +145,99 @@ def calls() -> dict[str, tuple[Callable[..., Any], dict[str, Any], dict[str, str
                                       {"spec": "spec", "delta": "broadcast"}),
         "theory.parametric_log_covering": (theory.parametric_log_covering, {"spec": spec, "delta": [0.5], "lipschitz": 2.0},
                                            {"spec": "spec", "delta": "broadcast"}),
-        "MoESpec": (moecover.MoESpec, {"experts": 3, "top_k": 1, "d_model": 2},
-                    {"experts": "count", "top_k": "count", "d_model": "count"}),
+        "MoESpec": (moecover.MoESpec, {"experts": 3, "top_k": 1, "d_model": 2, "seq_len": 2, "heads": 1,
+                                       "expert_hidden": 2, "param_bound": 1.5},
+                    {"experts": "count", "top_k": "count", "d_model": "count", "seq_len": "count", "heads": "count-or-zero",
+                     "expert_hidden": "count", "param_bound": "real"}),
+        "CoverStream": (_cover_stream, {"deltas": [1.0, 0.5], "dim": 3, "n_threads": 1},
+                        {"deltas": "scales", "dim": "count", "n_threads": "threads"}),
+        "GroupedCoverStream": (_grouped_stream, {"deltas": [1.0, 0.5], "dim": 3, "pattern_shape": (2, 1, 1),
+                                                             "n_threads": 1},
+                               {"deltas": "scales-or-none", "dim": "count", "n_threads": "threads"}),
+        "GroupedCoverStream.add": (_grouped_add, {"values": points, "routes": routes},
+                                   {"values": "array", "routes": "patterns"}),
+        "estimate_entropy(explore)": (moecover.estimate_entropy, {"spec": spec, "inputs": x, "samples": 200, "replicates": 1,
+                                                                  "deltas": [1.0, 0.5], "rng": 1, "n_threads": 1,
+                                                                  "explore": 300, "functional_samples": 5,
+                                                                  "by_routing": True, "saturation_threshold": 0.05},
+                                      {"explore": "count-or-zero", "functional_samples": "count", "by_routing": "flag",
+                                       "saturation_threshold": "real"}),
+        "routing.subsets": (routing.subsets, {"experts": 4, "top_k": 2}, {"experts": "count", "top_k": "count"}),
+        "routing.arrangement_bound": (routing.arrangement_bound, {"experts": 3, "d_model": 2, "tokens": 5},
+                                      {"experts": "count", "d_model": "count", "tokens": "count"}),
+        "routing.count_patterns": (routing.count_patterns, {"routes": pattern_routes, "spec": spec, "n_threads": 1},
+                                   {"routes": "routes", "spec": "spec-or-none", "n_threads": "threads"}),
+        "inputs.torus": (inputs.torus, {"n": 5, "seq_len": 1, "d_model": 4, "rng": 1},
+                         {"n": "count", "seq_len": "count", "d_model": "count", "rng": "seed"}),
+        "inputs.swiss_roll": (inputs.swiss_roll, {"n": 5, "seq_len": 1, "d_model": 3, "rng": 1},
+                              {"n": "count", "seq_len": "count", "d_model": "count", "rng": "seed"}),
+        "inputs.grid": (inputs.grid, {"n": 5, "seq_len": 1, "d_model": 1, "low": -1.0, "high": 1.0},
+                        {"n": "count", "seq_len": "count", "d_model": "count"}),
+        "inputs.one_per_expert": (inputs.one_per_expert, {"spec": spec}, {"spec": "spec"}),
+        "inputs.one_per_expert_router": (inputs.one_per_expert_router, {"spec": spec}, {"spec": "spec"}),
+        "theory.used_params": (theory.used_params, {"spec": spec, "routes_of_one_pattern": pattern_routes[0]},
+                               {"spec": "spec", "routes_of_one_pattern": "routes"}),
+        "theory.estimate_lipschitz": (theory.estimate_lipschitz, {"spec": spec, "inputs": x, "samples": 20, "rng": 1,
+                                                                  "radius": 0.01, "n_threads": 1},
+                                      {"spec": "spec", "inputs": "array", "samples": "count", "rng": "seed",
+                                       "radius": "real", "n_threads": "threads"}),
+        "theory.data_dependent_log_covering": (theory.data_dependent_log_covering,
+                                               {"n_patterns": 3, "used": 4, "delta": [0.5], "lipschitz": 2.0,
+                                                "param_bound": 1.0},
+                                               {"n_patterns": "count", "delta": "broadcast", "param_bound": "real"}),
+        "theory.ambient_dimension": (theory.ambient_dimension, {"spec": spec, "n": 4}, {"spec": "spec", "n": "count"}),
+        "theory.paper_slope": (theory.paper_slope, {"spec": spec}, {"spec": "spec"}),
+        "theory.routing_term": (theory.routing_term, {"spec": spec}, {"spec": "spec"}),
+        "theory.parametric_slope": (theory.parametric_slope, {"spec": spec}, {"spec": "spec"}),
+        "theory.generalization_bound": (theory.generalization_bound, {"spec": spec, "n": 100, "beta": 0.5, "d": 2.0},
+                                        {"spec": "spec", "n": "count", "beta": "real", "d": "real"}),
+        "theory.optimal_active_params": (theory.optimal_active_params, {"n": [100.0, 1000.0], "beta": 0.5, "d": 2.0},
+                                         {"n": "broadcast", "beta": "real", "d": "real"}),
+        "theory.optimal_error_exponent": (theory.optimal_error_exponent, {"beta": 0.5, "d": 2.0},
+                                          {"beta": "real", "d": "real"}),
+        "theory.approximation_rate": (theory.approximation_rate, {"n_eff": [10.0], "experts": [4.0], "beta": 0.5, "d": 2.0},
+                                      {"n_eff": "broadcast", "beta": "real", "d": "real"}),
+        "resolve_seed": (moecover.resolve_seed, {"rng": 5}, {"rng": "seed"}),
     }
+
+
+def _cover_stream(**kwargs: Any) -> Any:
+    """A `CoverStream` built with `kwargs`, fed 40 fixed points: its result (an object compares by
+    what it computes)."""
+    import moecover
+
+    stream = moecover.CoverStream(**kwargs)
+    stream.add(np.random.default_rng(0).uniform(-1, 1, (40, stream._dim)))
+    return stream.result()
+
+
+def _grouped_stream(**kwargs: Any) -> Any:
+    """A `GroupedCoverStream` built with `kwargs`, fed 40 fixed rows with patterns of its shape."""
+    import moecover
+
+    stream = moecover.GroupedCoverStream(**kwargs)
+    rows = np.random.default_rng(0).uniform(-1, 1, (40, stream._dim))
+    stream.add(rows, np.random.default_rng(1).integers(0, 2, (40, *stream._shape)))
+    return stream.result()
+
+
+def _grouped_add(values: Any, routes: Any) -> Any:
+    """`GroupedCoverStream.add` on a fresh stream of 3 columns and patterns of shape (2, 1, 1)."""
+    import moecover
+
+    stream = moecover.GroupedCoverStream([1.0, 0.5], 3, (2, 1, 1), n_threads=1)
+    stream.add(values, routes)
+    return stream.result()
+
+
+def _routes_junk(valid: np.ndarray) -> dict[str, Any]:
+    return {"float": valid.astype(float) + 0.5, "negative": valid.astype(np.int64) - 5, "too-large": valid + 1000,
+            "ndim-1": valid.reshape(len(valid), -1)[..., 0] if valid.ndim > 1 else valid[:1],
+            "str": "0", "None": None}
+
+
+def _routes_valid(valid: np.ndarray) -> dict[str, Any]:
+    return {"int64": valid.astype(np.int64), "big-endian": valid.astype(">u4"), "list": valid.tolist()}
 
 
 def cases() -> list[tuple[str, str, str, bool]]:
@@ -139,8 +245,10 @@ def cases() -> list[tuple[str, str, str, bool]]:
     out = []
     for name, (_, kwargs, roles) in calls().items():
         for argument, role in roles.items():
-            if role == "count":
-                out += [(name, argument, k, False) for k in COUNT_JUNK] + [(name, argument, k, True) for k in COUNT_VALID]
+            if role in ("count", "count-or-zero"):
+                # zero heads is no attention, a search of zero evaluations none: valid there
+                out += [(name, argument, k, role == "count-or-zero" and k == "zero") for k in COUNT_JUNK]
+                out += [(name, argument, k, True) for k in COUNT_VALID]
             elif role == "threads":
                 out += [(name, argument, k, False) for k in THREADS_JUNK]
             elif role == "seed":
@@ -158,15 +266,25 @@ def cases() -> list[tuple[str, str, str, bool]]:
                 valid_junk = {"scales-or-none": {"None"}, "broadcast": {"empty", "nested"}}.get(role, set())
                 out += [(name, argument, k, k in valid_junk) for k in SCALES_JUNK]
                 out += [(name, argument, k, True) for k in SCALES_VALID]
-            elif role == "spec":
-                out += [(name, argument, k, False) for k in SPEC_JUNK]
+            elif role in ("spec", "spec-or-none"):
+                # an optional spec may be left out (None)
+                out += [(name, argument, k, role == "spec-or-none" and k == "None") for k in SPEC_JUNK]
             elif role == "sampler":
                 out += [(name, argument, k, False) for k in SAMPLER_JUNK]
+            elif role == "real":
+                out += [(name, argument, k, False) for k in REAL_JUNK] + [(name, argument, k, True) for k in REAL_VALID]
+            elif role in ("routes", "patterns"):
+                # a grouped stream's patterns are any integers in [0, 2^32), not one spec's ranks
+                valid = np.asarray(kwargs[argument])
+                out += [(name, argument, k, role == "patterns" and k == "too-large") for k in _routes_junk(valid)]
+                out += [(name, argument, k, True) for k in _routes_valid(valid)]
+            elif role == "flag":
+                out += [(name, argument, k, False) for k in FLAG_JUNK] + [(name, argument, "np.bool_", True)]
     return out
 
 
 def _value(role: str, kind: str, base: Any) -> Any:
-    if role == "count":
+    if role in ("count", "count-or-zero"):
         return COUNT_VALID[kind](base) if kind in COUNT_VALID else COUNT_JUNK[kind]
     if role == "threads":
         return THREADS_JUNK[kind]
@@ -179,6 +297,13 @@ def _value(role: str, kind: str, base: Any) -> Any:
         return SCALES_VALID[kind](list(base)) if kind in SCALES_VALID else SCALES_JUNK[kind]
     if role == "sampler":
         return SAMPLER_JUNK[kind]
+    if role == "real":
+        return REAL_VALID[kind](base) if kind in REAL_VALID else REAL_JUNK[kind]
+    if role in ("routes", "patterns"):
+        valid = np.asarray(base)
+        return {**_routes_junk(valid), **_routes_valid(valid)}[kind]
+    if role == "flag":
+        return np.bool_(base) if kind == "np.bool_" else FLAG_JUNK[kind]
     return SPEC_JUNK[kind]
 
 
@@ -187,6 +312,12 @@ def _canonical(value: Any) -> Any:
     its own precision (float32 stays float32), a Python int for a numpy integer."""
     if isinstance(value, np.integer):
         return int(value)
+    if isinstance(value, (np.floating, np.bool_)):
+        return value.item()
+    if isinstance(value, list):
+        return value
+    if isinstance(value, np.ndarray) and value.dtype.kind in "iu":
+        return np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("="))
     array = np.asarray(value)
     if array.dtype.kind == "f":
         return np.ascontiguousarray(array, dtype=np.float32 if array.dtype.itemsize == 4 else np.float64)

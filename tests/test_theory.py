@@ -200,3 +200,19 @@ def test_used_params_refuses_a_huge_broadcast_view_at_once():
     with pytest.raises(TooLargeError, match="^routes_of_one_pattern: "):
         T.used_params(MoESpec(experts=4, d_model=2), view)
     assert time.perf_counter() - started < 1.0
+
+
+def test_estimate_lipschitz_counts_its_peak_before_it_starts():
+    """Its parameter array alone fits (half the limit), but the call holds six of them at its
+    peak: refused up front, by name, instead of left to the kernel."""
+    import time
+
+    from moecover import TooLargeError, inputs
+    from moecover._checks import memory_limit_bytes
+
+    spec = MoESpec(experts=4, d_model=2, expert_hidden=2)
+    samples = int(0.5 * memory_limit_bytes() / (8 * spec.total_params))
+    started = time.perf_counter()
+    with pytest.raises(TooLargeError, match="^samples: "):
+        T.estimate_lipschitz(spec, inputs.box(4, d_model=2, rng=0), samples=samples, rng=0)
+    assert time.perf_counter() - started < 1.0

@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from . import _core
-from ._checks import as_float64, as_scales, check_bytes, memory_limit_bytes, resolve_threads
+from ._checks import as_float64, as_scales, check_bytes, memory_limit_bytes, positive_int, resolve_threads
 
 __all__ = ["CoverResult", "CoverStream", "GroupedCoverResult", "GroupedCoverStream", "Net", "added_centres", "box_count", "cover", "greedy_net"]
 
@@ -123,8 +123,7 @@ class CoverStream:
 
     def __init__(self, deltas: ArrayLike, dim: int, dtype: DTypeLike = np.float64, n_threads: int | None = None):
         self._deltas = _as_deltas(deltas)
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-            raise ValueError(f"dim: expected a positive integer, got {dim!r}")
+        dim = positive_int("dim", dim, maximum=2**40)
         try:
             self._dtype = np.dtype(dtype)
         except TypeError as error:
@@ -214,11 +213,10 @@ class GroupedCoverStream:
 
     def __init__(self, deltas: ArrayLike | None, dim: int, pattern_shape: Sequence[int], n_threads: int | None = None):
         self._deltas = np.zeros(0) if deltas is None else _as_deltas(deltas)
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-            raise ValueError(f"dim: expected a positive integer, got {dim!r}")
-        shape = tuple(int(k) for k in pattern_shape)
-        if not shape or min(shape) < 1:
-            raise ValueError(f"pattern_shape: expected positive sizes, got {pattern_shape!r}")
+        dim = positive_int("dim", dim, maximum=2**40)
+        if not isinstance(pattern_shape, (tuple, list)) or not pattern_shape:
+            raise TypeError(f"pattern_shape: expected a tuple of sizes, got {pattern_shape!r}")
+        shape = tuple(positive_int("pattern_shape", k, maximum=2**40) for k in pattern_shape)
         self._dim, self._shape = int(dim), shape
         self._threads = resolve_threads(n_threads)
         self._engine = _core.GroupedEngine(self._deltas.tolist(), self._dim, int(np.prod(shape)), memory_limit_bytes())
@@ -228,6 +226,8 @@ class GroupedCoverStream:
         if points.shape[1] != self._dim:
             raise ValueError(f"values: expected {self._dim} columns (dim), got shape {points.shape}")
         patterns = np.asarray(routes)
+        if patterns.ndim >= 1 and len(patterns) != len(points):
+            raise ValueError(f"values: {len(points)} rows, but routes has {len(patterns)}: one pattern per row")
         if not np.issubdtype(patterns.dtype, np.integer):
             raise TypeError(f"routes: expected integer colex ranks, got dtype {patterns.dtype}")
         if patterns.shape != (len(points), *self._shape):

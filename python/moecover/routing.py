@@ -146,6 +146,10 @@ class PatternCounts:
 def count_patterns(routes: Any, spec: MoESpec | None = None, n_threads: int | None = None) -> PatternCounts:
     """Exact counts of the routing patterns in `routes` (m, n, layers, seq_len), as `evaluate`
     returns them. Give the `spec` the routes came from to get the reference bounds beside them."""
+    if spec is not None:
+        from ._checks import check_spec
+
+        spec = check_spec(spec)
     array = np.asarray(routes)
     if not np.issubdtype(array.dtype, np.integer):
         raise ValueError(f"routes: expected integer colex ranks (uint32 from evaluate), got dtype {array.dtype}")
@@ -156,6 +160,9 @@ def count_patterns(routes: Any, spec: MoESpec | None = None, n_threads: int | No
     m, n, layers, seq_len = array.shape
     if spec is not None and (layers, seq_len) != (spec.layers, spec.seq_len):
         raise ValueError(f"routes: shape {array.shape} does not match spec (layers={spec.layers}, seq_len={spec.seq_len})")
+    if spec is not None and array.size and array.max() >= spec.patterns_per_token:
+        raise ValueError(f"routes: ranks must lie in [0, C(M,k)) = [0, {spec.patterns_per_token}) for this spec, "
+                         f"got {array.max()}")
     flat = np.ascontiguousarray(array, dtype=np.uint32).ravel()
     per_input, group_u32, growth = _core.count_patterns(flat, m, n, layers * seq_len, resolve_threads(n_threads))
     group = group_u32.astype(np.int64)

@@ -65,6 +65,14 @@ def _positive(argument: str, value: ArrayLike) -> NDArray[np.float64]:
     return array
 
 
+def _positive_number(argument: str, value: ArrayLike) -> float:
+    """One finite number > 0 (an array of them is refused, naming the argument)."""
+    array = _positive(argument, value)
+    if array.ndim != 0:
+        raise TypeError(f"{argument}: expected one number, got an array of shape {array.shape}")
+    return float(array)
+
+
 def _lipschitz(value: ArrayLike) -> float:
     lip = _real("lipschitz", value)
     if lip.ndim != 0 or not (math.isfinite(float(lip)) and float(lip) >= 0):
@@ -131,7 +139,7 @@ def paper_log_covering(spec: MoESpec, delta: ArrayLike, constant: float = 1.0) -
     which no log covering number is (N ≥ 1), so it is clamped at 0 there rather than returned as a
     bound that says less than nothing."""
     d = _positive("delta", delta)
-    c = float(_positive("constant", constant))
+    c = _positive_number("constant", constant)
     raw = c * (paper_slope(spec) * -np.log(d) + routing_term(spec))  # −log δ: finite for any δ > 0
     return _out(np.maximum(raw, 0.0))
 
@@ -243,7 +251,7 @@ def data_dependent_log_covering(
     n_patterns = positive_int("n_patterns", n_patterns)
     used = positive_int("used", used, minimum=0)
     d = _positive("delta", delta)
-    bound = float(_positive("param_bound", param_bound))
+    bound = _positive_number("param_bound", param_bound)
     lip = _lipschitz(lipschitz)
     return _out(math.log(n_patterns) + used * _log_cells(bound * lip, d))
 
@@ -288,8 +296,13 @@ def estimate_lipschitz(
     parameter distance. Radii much below 1e-2 lose digits to rounding in f_θ(x) − f_θ'(x)."""
     spec = check_spec(spec)
     samples = positive_int("samples", samples)
-    r = float(_positive("radius", radius))
+    r = _positive_number("radius", radius)
     x = check_inputs(spec, inputs)
+    # the peak, counted before any of it is made: θ, its step, the moved copy and both stacked
+    # for one evaluation (6 arrays of samples × P), and that evaluation's values and routes
+    pairs = 2 * samples * x.shape[0]
+    check_bytes("samples", 6 * 8 * samples * spec.total_params + pairs * (8 * spec.output_dim + 4 * spec.layers * spec.seq_len),
+                f"the {samples} perturbed pairs of parameters and their values")
     seed = resolve_seed(rng)
     base_seed, direction_seed = derive_seeds(seed, 2)
     theta = sample_params(spec, samples, rng=base_seed, pinned=pinned, n_threads=n_threads, sampler="uniform")
@@ -325,7 +338,7 @@ def estimate_lipschitz(
 def approximation_rate(n_eff: ArrayLike, experts: ArrayLike, beta: float, d: float) -> FloatOrArray:
     """Theorem 3.2: the squared sup-norm approximation error of a C^β target on a d-dimensional
     manifold, min(N_eff^{−2β/d}, M^{−2β/d}) (up to the theorem's constant)."""
-    b, dim = float(_positive("beta", beta)), float(_positive("d", d))
+    b, dim = _positive_number("beta", beta), _positive_number("d", d)
     n = _positive("n_eff", n_eff)
     m = _positive("experts", experts)
     return _out(np.minimum(n ** (-2 * b / dim), m ** (-2 * b / dim)))
@@ -347,7 +360,7 @@ def generalization_bound(
     """Theorem 3.3: E‖T̂_n − f‖² ≲ c1 N_eff^{−2β/d} + c2 N_eff / n + c3 L_T ℓ k log(eM/k) / n."""
     spec = check_spec(spec)
     n = positive_int("n", n)
-    b, dim = float(_positive("beta", beta)), float(_positive("d", d))
+    b, dim = _positive_number("beta", beta), _positive_number("d", d)
     c1, c2, c3 = (float(c) for c in _positive("constants", constants))
     n_eff = spec.active_params
     approximation = c1 * n_eff ** (-2 * b / dim)
@@ -358,9 +371,9 @@ def generalization_bound(
 
 def optimal_active_params(n: ArrayLike, beta: float, d: float, constant: float = 1.0) -> FloatOrArray:
     """Section 4: balancing N_eff^{−2β/d} against N_eff/n gives N_eff* = constant · n^{d/(2β+d)}."""
-    b, dim = float(_positive("beta", beta)), float(_positive("d", d))
+    b, dim = _positive_number("beta", beta), _positive_number("d", d)
     samples = _positive("n", n)
-    return _out(float(_positive("constant", constant)) * samples ** (dim / (2 * b + dim)))
+    return _out(_positive_number("constant", constant) * samples ** (dim / (2 * b + dim)))
 
 
 def spec_with_active_params(base: MoESpec, n_eff: float) -> MoESpec:
@@ -376,7 +389,7 @@ def spec_with_active_params(base: MoESpec, n_eff: float) -> MoESpec:
 
 def optimal_error_exponent(beta: float, d: float) -> float:
     """Section 4: at N_eff*, the error decays as n^{−2β/(2β+d)}; this returns 2β/(2β+d)."""
-    b, dim = float(_positive("beta", beta)), float(_positive("d", d))
+    b, dim = _positive_number("beta", beta), _positive_number("d", d)
     return 2 * b / (2 * b + dim)
 
 
