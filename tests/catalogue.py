@@ -49,6 +49,7 @@ def array_junk(valid: np.ndarray) -> dict[str, Any]:
         "nan": nan, "inf": inf, "1e308-overflowing": None, "ndim+1": valid[None], "ndim-1": valid.reshape(-1)[:1].reshape(()),
         "empty": valid[:0], "str-array": valid.astype(str), "bool-array": valid > 0, "complex": valid.astype(complex),
         "object": valid.astype(object), "None": None, "str": "x", "ragged": [[1.0, 2.0], [3.0]],
+        "timedelta": valid.astype(np.int64).astype("timedelta64[s]"),
     }
 
 

@@ -312,6 +312,17 @@ def test_a_request_at_99_percent_of_available_memory_is_refused_up_front():
         evaluate_sampled(SPEC, INPUTS, int(0.99 * available) // (len(INPUTS) * per_pair), rng=0)
     with pytest.raises(TooLargeError, match="^n: "):
         inputs.box(int(0.99 * available) // (3 * 8 * 2), d_model=2, rng=0)
+    # the long calls that hold more than their arguments: each refuses its peak by name
+    from moecover import functional_dimension, jacobian, theory
+
+    rows = int(0.99 * available) // (len(INPUTS) * SPEC.output_dim * 8 * SPEC.total_params)
+    theta = np.broadcast_to(sample_params(SPEC, 1, rng=0), (rows, SPEC.total_params))  # a view: no memory
+    with pytest.raises(TooLargeError, match="^params: "):
+        jacobian(SPEC, theta, INPUTS)
+    with pytest.raises(TooLargeError, match="^samples: "):
+        functional_dimension(SPEC, INPUTS, samples=int(0.99 * available) // (8 * len(INPUTS)), rng=0)
+    with pytest.raises(TooLargeError, match="^samples: "):
+        theory.estimate_lipschitz(SPEC, INPUTS, samples=int(0.99 * available) // (6 * 8 * SPEC.total_params), rng=0)
     # well inside the limit, the same calls run
     assert sample_params(SPEC, 1000, rng=0).shape == (1000, SPEC.total_params)
 

@@ -122,9 +122,8 @@ def as_float64(
         array = np.asarray(value)
     except ValueError as error:  # ragged nested lists
         raise ValueError(f"{argument}: not a rectangular array ({error})") from None
-    if array.dtype == np.bool_ or not (
-        np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
-    ):
+    # kinds i, u, f only: timedelta64 is an integer subtype to NumPy, but a duration is no number
+    if array.dtype.kind not in "iuf":
         raise TypeError(f"{argument}: expected a real numeric array, got dtype {array.dtype}")
     allowed = (ndim,) if isinstance(ndim, int) else ndim
     if array.ndim not in allowed:
@@ -149,9 +148,8 @@ def as_scales(argument: str, value: Any) -> NDArray[np.float64]:
     """Scales δ in the order given, as float64: a non-empty 1-D real sequence (or one number),
     each finite and > 0."""
     array = np.atleast_1d(np.asarray(value))
-    if array.dtype == np.bool_ or not (
-        np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
-    ):
+    # kinds i, u, f only: timedelta64 is an integer subtype to NumPy, but a duration is no number
+    if array.dtype.kind not in "iuf":
         raise TypeError(f"{argument}: expected real scales, got dtype {array.dtype}")
     if array.ndim != 1 or array.size == 0:
         raise ValueError(f"{argument}: expected a non-empty 1-D sequence of scales, got shape {array.shape}")

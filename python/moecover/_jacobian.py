@@ -269,6 +269,9 @@ def functional_dimension(
     per_sample = 8 * rows * spec.total_params
     chunk = max(1, min(samples, CHUNK_BYTES // max(per_sample, 1)))
     check_bytes("inputs", chunk * per_sample * 3, f"the Jacobians of one chunk of {chunk} samples ({rows} x {spec.total_params})")
+    # what is kept per sample for the whole call: its rank, gap, boundary flag, pattern and the
+    # ranks on every prefix of the inputs (n of them)
+    check_bytes("samples", samples * (8 * n + 8 + 8 + 8 + 1), f"the ranks of {samples} samples on every prefix of {n} inputs")
 
     ranks = np.zeros(samples, dtype=np.int64)
     gaps = np.zeros(samples)
