@@ -248,3 +248,27 @@ def test_sizes_that_would_never_finish_are_refused_at_once(argument, value):
     kwargs = {"samples": 100, "replicates": 1, argument: value}
     with pytest.raises(ValueError, match=f"^{argument}: (at most|must be <=)"):
         estimate_entropy(spec, inputs.box(4, d_model=2, rng=0), kwargs.pop("samples"), rng=0, **kwargs)
+
+
+def test_extrapolation_recovers_the_exclusion_model_exactly_and_its_interval_holds_each_window():
+    """On N(δ) = ρ (D/δ + 1)^r exactly, the fit is r; with the coarsest scale disturbed, the
+    interval still holds the fits without the coarsest and without the finest scale (by NumPy's
+    polyfit here), and at least ±MODEL_ERROR."""
+    from moecover import _fit
+
+    deltas = 3.0 * 2.0 ** (-np.arange(8) / 2)
+    z = np.log(6.0 / deltas + 1.0)
+    exact = np.log(0.7) + 3.0 * z
+    fitted = np.ones(8, dtype=bool)
+    clean = _fit.extrapolate(deltas, np.vstack([exact, exact]), fitted, diameter=6.0)
+    assert clean.slope == pytest.approx(3.0, rel=1e-12)
+    assert clean.interval[0] <= 3.0 * (1 - _fit.MODEL_ERROR) + 1e-9 and clean.interval[1] >= 3.0 * (1 + _fit.MODEL_ERROR) - 1e-9
+    disturbed = exact.copy()
+    disturbed[0] += 1.5  # a coarse net far above the model
+    result = _fit.extrapolate(deltas, np.vstack([disturbed, disturbed]), fitted, diameter=6.0)
+    for window in (slice(1, None), slice(None, -1)):
+        slope = np.polyfit(z[window], disturbed[window], 1)[0]
+        assert result.interval[0] <= slope <= result.interval[1]
+    # too few scales, or too narrow a span: no extrapolation
+    assert _fit.extrapolate(deltas, np.vstack([exact]), np.arange(8) < 4, diameter=6.0) is None
+    assert _fit.extrapolate(deltas, np.vstack([exact]), np.arange(8) < 5, diameter=6.0) is None  # span 4 < 5

@@ -147,7 +147,7 @@ FAULTS = [
           "    for window in (index[1:], index[:-1]):\n        candidates.append(",
           "    for window in ():\n        candidates.append(",
           "the extrapolated slope's interval ignores the fit's window (too narrow on known truths)",
-          "pytest tests/test_estimate.py -q -x -k known_dimensions"),
+          "pytest tests/test_estimate.py -q -x -k \"known_dimensions or exclusion_model\""),
     Fault("explore-clips-pins", "python/moecover/_explore.py",
           "    steps[:, free] = np.clip(steps[:, free] + scale * moves.standard_normal((len(steps), width)), -bound, bound)",
           "    steps[:, free] += scale * moves.standard_normal((len(steps), width))\n    steps = np.clip(steps, -bound, bound)",
