@@ -323,6 +323,11 @@ def test_a_request_at_99_percent_of_available_memory_is_refused_up_front():
         functional_dimension(SPEC, INPUTS, samples=int(0.99 * available) // (8 * len(INPUTS)), rng=0)
     with pytest.raises(TooLargeError, match="^samples: "):
         theory.estimate_lipschitz(SPEC, INPUTS, samples=int(0.99 * available) // (6 * 8 * SPEC.total_params), rng=0)
+    from moecover import routing
+
+    one_layer = MoESpec(experts=3, top_k=1, d_model=4, expert_hidden=2)
+    with pytest.raises(TooLargeError, match="^max_patterns: "):
+        routing.exact_patterns(one_layer, INPUTS[:4, :1], max_patterns=int(0.99 * available) // (4 * 4), return_patterns=True)
     # well inside the limit, the same calls run
     assert sample_params(SPEC, 1000, rng=0).shape == (1000, SPEC.total_params)
 

@@ -87,7 +87,9 @@ class EntropyEstimate:
         log_content, log_content_min, log_content_max: (S,) log|net_δ| − r* log(1/δ) (replicate
             mean, min, max) at the complete scales, NaN elsewhere: the log of an r*-dimensional
             content, constant once the estimate is asymptotic.
-        routing: the dataset-wide routing patterns of replicate 0 (count, largest group).
+        routing: the dataset-wide routing patterns of replicate 0: how many (`dataset`), the
+            samples of the largest group, the samples grouped (explored members included) and the
+            per-input count C(M,k)^{L_T ℓ} the paper's union ranges over.
         union_bound: the union bound over routing patterns, measured (replicate 0): patterns
             sampled and exact (None where enumeration does not apply, or where the arrangement
             bound allows more than 20 000),
@@ -450,7 +452,6 @@ def estimate_entropy(
         "patterns_sampled": groups.n_groups,
         "patterns_exact": _exact_pattern_count(spec, x, pinned_names, threads),
         "log_patterns_per_input": theory.exact_routing_term(spec),
-        "log_paper_patterns_per_input": theory.routing_term(spec),
         "union_sizes": union_sizes,
         "largest_group_sizes": largest_sizes,
         "union_ratio": union,
