@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["COLOURS", "LABELS", "PLOTTED", "STYLES", "sparse_label"]
+__all__ = ["COLOURS", "LABELS", "PLOTTED", "STYLES", "log_slope_axis", "sparse_label"]
 
 
 def sparse_label(value: float, _position: Any = None) -> str:
@@ -15,6 +15,19 @@ def sparse_label(value: float, _position: Any = None) -> str:
         return ""
     leading = round(value / 10 ** math.floor(math.log10(value)), 6)
     return f"{value:g}" if leading in (2.0, 5.0) else ""
+
+
+def log_slope_axis(ax: Any, values: list[float], margin: float) -> None:
+    """A log y axis of slopes, in plain numbers, whose range holds every positive finite value
+    drawn on it (`margin`: the factor left below the least and above the largest)."""
+    import matplotlib.ticker
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(sparse_label))
+    positive = [v for v in values if v > 0 and math.isfinite(v)]
+    if positive:
+        ax.set_ylim(min(positive) / margin, max(positive) * margin)
 
 
 #: The predicted slopes the local-slope panel draws.

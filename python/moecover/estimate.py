@@ -32,7 +32,7 @@ from ._checks import (
 )
 from ._cover import CoverStream, GroupedCoverStream, cover
 from ._evaluate import evaluate, evaluate_sampled
-from ._plots import COLOURS, LABELS, PLOTTED, STYLES, sparse_label
+from ._plots import COLOURS, LABELS, PLOTTED, STYLES, log_slope_axis
 from ._progress import Progress
 from ._rng import RngLike, derive_seeds, resolve_seed
 from ._serial import from_plain, to_plain
@@ -215,7 +215,6 @@ class EntropyEstimate:
         parametric, the data-dependent, n·o), so that each is visible. Saves a PNG to `path` when
         given; returns the figure. Needs matplotlib (`pip install "moecover[plot]"`)."""
         import matplotlib
-        import matplotlib.ticker
 
         if path is not None:
             matplotlib.use("Agg", force=False)
@@ -262,12 +261,7 @@ class EntropyEstimate:
             right.axhspan(max(lo, 1e-3), hi, color="tab:purple", alpha=0.2,
                           label=f"extrapolated {self.extrapolated_slope:.2f} [{lo:.2f}, {hi:.2f}]")
             values += [lo, hi]
-        right.set_yscale("log")
-        right.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        right.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(sparse_label))
-        finite = [v for v in values if v > 0 and math.isfinite(v)]
-        if finite:
-            right.set_ylim(min(finite) / 1.6, max(finite) * 1.6)
+        log_slope_axis(right, values, margin=1.6)
         right.set_xlabel("log(1/δ)")
         right.set_ylabel("Δ log N / Δ log(1/δ)  (log scale)")
         right.set_title("local slopes against the predictions", fontsize=10)

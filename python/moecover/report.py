@@ -28,7 +28,7 @@ import numpy as np
 
 from . import batch
 from .batch import LEADING_SETTINGS, StoredEstimate
-from ._plots import LABELS, STYLES, sparse_label
+from ._plots import LABELS, STYLES, log_slope_axis
 from .estimate import EntropyEstimate
 
 __all__ = ["Report", "write_report"]
@@ -300,7 +300,6 @@ def _sweep_plot(rows: list[StoredEstimate], axis: str, varying: list[str], fixed
     bound), and the predicted slopes (one line style each) against `axis`, on a log y axis that
     holds every line."""
     import matplotlib
-    import matplotlib.ticker
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
@@ -331,12 +330,7 @@ def _sweep_plot(rows: list[StoredEstimate], axis: str, varying: list[str], fixed
                 ax.plot(x, ys, STYLES[name], marker="x", color=colour, alpha=0.85)
                 values += ys
         ax.plot([], [], "s", color=colour, label=label)
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(sparse_label))
-    positive = [v for v in values if v > 0 and math.isfinite(v)]
-    if positive:
-        ax.set_ylim(min(positive) / 1.5, max(positive) * 1.5)
+    log_slope_axis(ax, values, margin=1.5)
     ax.set_xticks(sorted(set(x_all)))
     ax.set_xlabel(SWEEP_AXES[axis])
     ax.set_ylabel("slope of log N(δ) in log(1/δ)  (log scale)")

@@ -125,12 +125,7 @@ impl GroupedNets {
     /// Nets at `deltas` (each finite and > 0; none at all counts the groups only) of points of
     /// dimension `dim`, grouped by route rows of `pattern_len` entries.
     pub fn new(deltas: &[f64], dim: usize, pattern_len: usize) -> Result<Self> {
-        if let Some(bad) = deltas.iter().find(|d| !(d.is_finite() && **d > 0.0)) {
-            return Err(Error::invalid(
-                "deltas",
-                format!("every scale must be finite and > 0, got {bad}"),
-            ));
-        }
+        super::check_deltas(deltas)?;
         if dim == 0 {
             return Err(Error::invalid("dim", "points need at least one coordinate"));
         }

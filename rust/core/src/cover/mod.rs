@@ -38,6 +38,19 @@ mod sketch;
 mod stream;
 
 pub use grouped::GroupedNets;
+
+use crate::error::{Error, Result};
+
+/// Every scale finite and > 0 (the nets' and the grouped nets' common check).
+fn check_deltas(deltas: &[f64]) -> Result<()> {
+    match deltas.iter().find(|d| !(d.is_finite() && **d > 0.0)) {
+        Some(bad) => Err(Error::invalid(
+            "deltas",
+            format!("every scale must be finite and > 0, got {bad}"),
+        )),
+        None => Ok(()),
+    }
+}
 pub use sketch::{within, Real};
 pub use stream::MultiNet;
 

@@ -38,12 +38,7 @@ impl<T: Real> MultiNet<T> {
         if deltas.is_empty() {
             return Err(Error::invalid("deltas", "needs at least one scale"));
         }
-        if let Some(bad) = deltas.iter().find(|d| !(d.is_finite() && **d > 0.0)) {
-            return Err(Error::invalid(
-                "deltas",
-                format!("every scale must be finite and > 0, got {bad}"),
-            ));
-        }
+        super::check_deltas(deltas)?;
         if dim == 0 {
             return Err(Error::invalid("dim", "points need at least one coordinate"));
         }
