@@ -8,7 +8,7 @@ experts it is uniform. Every estimate runs at a fixed budget on 13 scales from h
 down by √2 steps; a row counts the seeds per regime, and over the seeds that are not
 sample-limited, the largest relative error of the extrapolated slope and how many intervals hold r.
 
-Run: python benches/known_truths.py [--seeds 20] [--quick]
+Run: python benches/known_truths.py [--seeds 20] [--quick] [--only constant:4 ...]
 """
 
 from __future__ import annotations
@@ -62,5 +62,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="the small classes the tests run")
+    parser.add_argument("--only", nargs="*", default=None, metavar="EXPERT:R",
+                        help="rows of the study to run, e.g. constant:4 linear:2 (default: all)")
     args = parser.parse_args()
-    study(QUICK if args.quick else STUDY, args.seeds)
+    rows = QUICK if args.quick else STUDY
+    if args.only:
+        rows = [row for row in rows if f"{row[1]}:{row[0]}" in args.only]
+    study(rows, args.seeds)
