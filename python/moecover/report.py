@@ -92,19 +92,26 @@ def _fixed(rows: Sequence[Any]) -> dict[str, Any]:
     return {name: value for name, value in sorted(rows[0].flat_settings.items()) if name not in varying}
 
 
-def _label(row: Any, varying: list[str]) -> str:
+#: Per family name (None without [[grid]] families): the settings that vary within it, in table
+#: order. Rows are named, and series grouped, by these.
+Varying = dict[Any, list[str]]
+
+
+def _varying_by_family(rows: Sequence[Any]) -> Varying:
+    families: dict[Any, list[Any]] = {}
+    for row in rows:
+        families.setdefault(row.setting("family.name"), []).append(row)
+    return {family: [n for n in _ordered_varying(members) if n != "family.name"] for family, members in families.items()}
+
+
+def _label(row: Any, varying: Varying) -> str:
     """A row named by what varies across the grid ("experts=4, top_k=1"); in a config of several
     families ([[grid]]), by its family's name and what varies within that family."""
     family = row.setting("family.name")
+    inner = ", ".join(f"{name.split('.', 1)[1]}={_fmt(row.setting(name))}" for name in varying[family])
     if family is not None:
-        varying = [name for name in _FAMILY_VARYING.get(family, varying) if name != "family.name"]
-        inner = ", ".join(f"{name.split('.', 1)[1]}={_fmt(row.setting(name))}" for name in varying)
         return f"{family}: {inner}" if inner else str(family)
-    return ", ".join(f"{name.split('.', 1)[1]}={_fmt(row.setting(name))}" for name in varying) or "the one estimate"
-
-
-#: Per family name, the settings that vary within it (filled by `write_report` for `_label`).
-_FAMILY_VARYING: dict[str, list[str]] = {}
+    return inner or "the one estimate"
 
 
 def _families(rows: Sequence[Any]) -> dict[str, dict[str, Any]]:
@@ -115,7 +122,6 @@ def _families(rows: Sequence[Any]) -> dict[str, dict[str, Any]]:
         if family is None:
             continue
         members = [row for row in rows if row.setting("family.name") == family]
-        _FAMILY_VARYING[family] = _ordered_varying(members)
         out[family] = {k: v for k, v in _fixed(members).items() if k not in everywhere and k != "family.name"}
     return out
 
@@ -139,7 +145,7 @@ def _ratio_cell(estimate: EntropyEstimate) -> str:
     return f"{estimate.extrapolated_slope / r_star:.2f}"
 
 
-def _table(rows: list[StoredEstimate], varying: list[str]) -> tuple[list[str], list[list[str]]]:
+def _table(rows: list[StoredEstimate], varying: Varying) -> tuple[list[str], list[list[str]]]:
     header = ["grid point", "regime", "slope [replicates] over complete scales", "extrapolated slope [interval]",
               "r* (n·o)", "paper N_eff", "data-dependent (max over patterns)", "parametric (free)",
               "extrapolated / r* (asymptotic only)", "plot"]
@@ -158,7 +164,7 @@ def _table(rows: list[StoredEstimate], varying: list[str]) -> tuple[list[str], l
     return header, body
 
 
-def _union_table(rows: list[StoredEstimate], varying: list[str]) -> tuple[list[str], list[list[str]]]:
+def _union_table(rows: list[StoredEstimate], varying: Varying) -> tuple[list[str], list[list[str]]]:
     """Per estimate: the patterns found against the union bound's counts, Σ_r N_r / N, and the
     measured routing overhead beside the paper's routing term (definitions §3, §4, §8)."""
     header = ["grid point", "dataset-wide patterns sampled", "realisable (exact)", "log C(M,k)^{L ℓ} per input",
@@ -242,7 +248,7 @@ def _summary(rows: list[StoredEstimate]) -> list[str]:
     return lines
 
 
-def _same_picture(rows: list[StoredEstimate], axis: str, varying: list[str]) -> bool:
+def _same_picture(rows: list[StoredEstimate], varying: list[str]) -> bool:
     """Whether N_eff moves exactly with one varying spec setting (then its sweep is that one's)."""
     neff = [row.spec.active_params for row in rows]
     for name in varying:
@@ -254,47 +260,37 @@ def _same_picture(rows: list[StoredEstimate], axis: str, varying: list[str]) -> 
     return False
 
 
-def _within(rows: list[StoredEstimate]) -> list[list[StoredEstimate]]:
-    """The rows of each family (one list when the config has none): sweeps move within these."""
-    families: dict[Any, list[StoredEstimate]] = {}
-    for row in rows:
-        families.setdefault(row.setting("family.name"), []).append(row)
-    return list(families.values())
-
-
-def _sweep_axes(rows: list[StoredEstimate], varying: list[str]) -> list[str]:
+def _sweep_axes(rows: list[StoredEstimate], varying: Varying) -> list[str]:
     """One sweep plot per spec setting that varies within a family, and one against N_eff when it
     is not the same picture as one of those (N_eff moving with one setting alone)."""
     axes: list[str] = []
     neff_axis = False
-    for members in _within(rows):
-        inner = _ordered_varying(members)
+    for family, inner in varying.items():
+        members = [row for row in rows if row.setting("family.name") == family]
         for name in inner:
             axis = name.split(".", 1)[1]
             if name.startswith("spec.") and axis in SWEEP_AXES and axis not in axes:
                 axes.append(axis)
-        if len({row.spec.active_params for row in members}) > 1 and not _same_picture(members, "active_params", inner):
+        if len({row.spec.active_params for row in members}) > 1 and not _same_picture(members, inner):
             neff_axis = True
     return axes + (["active_params"] if neff_axis else [])
 
 
-def _series(rows: list[StoredEstimate], axis: str, varying: list[str]) -> dict[str, list[int]]:
+def _series(rows: list[StoredEstimate], axis: str, varying: Varying) -> dict[str, list[int]]:
     """Rows grouped by every setting that varies (within its family) and does not move along `axis`."""
+    def moving(name: str) -> bool:  # N_eff moves with every spec setting
+        return name.startswith("spec.") if axis == "active_params" else name == f"spec.{axis}"
+
     groups: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
         family = row.setting("family.name")
-        inner = _FAMILY_VARYING.get(family, varying) if family is not None else varying
-        if axis == "active_params":
-            fixed = [n for n in inner if not n.startswith("spec.")]
-        else:
-            fixed = [n for n in inner if n != f"spec.{axis}"]
-        label = ", ".join(f"{n.split('.', 1)[1]}={_fmt(row.setting(n))}" for n in fixed if n != "family.name")
+        label = ", ".join(f"{n.split('.', 1)[1]}={_fmt(row.setting(n))}" for n in varying[family] if not moving(n))
         label = (f"{family}: {label}" if label else str(family)) if family is not None else (label or "all")
         groups.setdefault(label, []).append(i)
     return groups
 
 
-def _sweep_plot(rows: list[StoredEstimate], axis: str, varying: list[str], fixed_text: str, path: Path) -> None:
+def _sweep_plot(rows: list[StoredEstimate], axis: str, varying: Varying, fixed_text: str, path: Path) -> None:
     """Per series (one colour): the slope the nets measure (filled: extrapolated, with its interval,
     where the regime is not sample-limited; open: the fitted slope over complete scales, a lower
     bound), and the predicted slopes (one line style each) against `axis`, on a log y axis that
@@ -574,7 +570,7 @@ def write_report(db: str | os.PathLike[str], out: str | os.PathLike[str]) -> Rep
     fixed: dict[str, Any] = {}
     summary: list[str] = []
     if rows:
-        varying = _ordered_varying(rows)
+        varying = _varying_by_family(rows)
         fixed = _fixed(rows)
         families = _families(rows)
         fixed_text = "" if families else ", ".join(
