@@ -276,6 +276,18 @@ def _sweep_axes(rows: list[StoredEstimate], varying: Varying) -> list[str]:
     return axes + (["active_params"] if neff_axis else [])
 
 
+def _moving_along(rows: list[StoredEstimate], axis: str, varying: Varying) -> list[StoredEstimate]:
+    """The rows of the families within which `axis` varies (a family fixed along it would be a
+    column of single points)."""
+    def moves(family: Any) -> bool:
+        members = [row for row in rows if row.setting("family.name") == family]
+        if axis == "active_params":
+            return len({row.spec.active_params for row in members}) > 1
+        return f"spec.{axis}" in varying[family]
+
+    return [row for row in rows if moves(row.setting("family.name"))]
+
+
 def _series(rows: list[StoredEstimate], axis: str, varying: Varying) -> dict[str, list[int]]:
     """Rows grouped by every setting that varies (within its family) and does not move along `axis`."""
     def moving(name: str) -> bool:  # N_eff moves with every spec setting
@@ -336,11 +348,14 @@ def _sweep_plot(rows: list[StoredEstimate], axis: str, varying: Varying, fixed_t
         Line2D([], [], color="black", marker="o", mfc="none", linestyle="none", label="fitted slope, not resolved (lower bound)"),
     ] + [Line2D([], [], color="black", linestyle=STYLES[name], marker="x", label=LABELS[name]) for name in PREDICTIONS]
     first = ax.legend(handles=kinds, fontsize=7.5, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="what", title_fontsize=8)
+    legends = [first]
     if len(series) > 1:
         ax.add_artist(first)
-        ax.legend(fontsize=7.5, loc="lower left", bbox_to_anchor=(1.02, 0.0), title="series (colour)", title_fontsize=8)
+        legends.append(ax.legend(fontsize=7.5, loc="lower left", bbox_to_anchor=(1.02, 0.0), title="series (colour)",
+                                 title_fontsize=8))
     fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png", bbox_inches="tight")
+    # both legends sit outside the axes: name them, or the tight box may cut the one added as an artist
+    fig.savefig(path, dpi=110, format="png", bbox_inches="tight", bbox_extra_artists=legends)
     plt.close(fig)
 
 
@@ -584,7 +599,7 @@ def write_report(db: str | os.PathLike[str], out: str | os.PathLike[str]) -> Rep
                 row.estimate.plot(str(point_plots[row.key]), title=f"{cells[0]}   ({row.estimate.title()})")
             for axis in _sweep_axes(rows, varying):
                 sweep_plots[axis] = directory / f"slope_vs_{axis}.png"
-                _sweep_plot(rows, axis, varying, fixed_text, sweep_plots[axis])
+                _sweep_plot(_moving_along(rows, axis, varying), axis, varying, fixed_text, sweep_plots[axis])
         tracking = _tracking(rows)
         estimates_md = _markdown(str(db), fixed, families, summary, header, body, union, tracking, sweep_plots, skipped, failed)
         estimates_html = _html(str(db), fixed, families, summary, header, body, union, tracking, sweep_plots, skipped, failed)
