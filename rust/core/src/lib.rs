@@ -11,7 +11,7 @@
 //! - [`routing`]: top-k expert sets as colex ranks (§2);
 //! - [`patterns`]: exact counts of realised routing patterns over samples and inputs;
 //! - [`exact`]: exact enumeration of a linear router's realisable patterns (LP per search node);
-//! - [`cover`]: exact greedy ℓ∞ nets at many scales, streamed (§3);
+//! - [`cover`]: exact greedy ℓ∞ nets at many scales, streamed (§3), and a net per routing pattern;
 //! - [`box_count`]: occupied grid cells per scale, the nets' cheap companion;
 //! - [`parallel`]: thread pools, the chunk loop and the watched run every long call goes through;
 //! - [`error`]: the one error type, and allocation that fails with an error instead of an abort.
