@@ -21,6 +21,7 @@ pub struct MultiNet<T: Real> {
     axes: Option<Axes>,
     n_points: u64,
     memory_limit: usize,
+    grid_axes: usize,
 }
 
 /// The state of a `MultiNet` before an `add`, to return to if the `add` fails.
@@ -64,7 +65,16 @@ impl<T: Real> MultiNet<T> {
             axes: None,
             n_points: 0,
             memory_limit: usize::MAX,
+            grid_axes: usize::MAX,
         })
+    }
+
+    /// Hashes the grid on at most `axes` coordinates (of the 3 it would choose at most). Each
+    /// centre is listed under 3^axes cells: fewer axes hold less memory per centre and compare
+    /// more candidates per query, the better trade for many small nets (`GroupedNets`).
+    pub(super) fn with_grid_axes(mut self, axes: usize) -> Self {
+        self.grid_axes = axes;
+        self
     }
 
     /// Stops `add` with [`Error::TooLarge`] once the nets would hold more than `bytes`: how
@@ -140,7 +150,9 @@ impl<T: Real> MultiNet<T> {
                 if let Some(position) = first_non_finite(block) {
                     return Err(bad_row(position / dim));
                 }
-                self.axes = Some(choose_axes(block, dim));
+                let mut axes = choose_axes(block, dim);
+                axes.grid.truncate(self.grid_axes);
+                self.axes = Some(axes);
             }
             let axes = self.axes.clone().expect("chosen above");
             let first = self.n_points;
