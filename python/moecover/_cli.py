@@ -147,15 +147,20 @@ def _show(args: argparse.Namespace) -> int:
         print(json.dumps(summaries, indent=1))
         return 0
     if rows:
-        print(f"{'key':16}  {'experts':>7} {'top_k':>5} {'layers':>6}  {'regime':>14}  {'slope':>6}  {'interval':>15}  predicted")
+        print(f"{'key':16}  {'experts':>7} {'top_k':>5} {'layers':>6}  {'regime':>14}  {'slope':>6}  {'interval':>15}  "
+              f"{'extrapolated':>12}  {'interval':>15}  predicted")
     for row in rows:
         spec, estimate = row.settings["spec"], row.estimate
         lo, hi = estimate.slope_interval
         interval = f"[{lo:.2f}, {hi:.2f}]" if lo == lo and hi == hi else "n/a"
         slope = f"{estimate.slope:.2f}" if estimate.slope == estimate.slope else "n/a"
         predicted = " ".join(f"{k}={v}" for k, v in estimate.predicted_slopes.items())
+        resolved = estimate.regime in ("pre_asymptotic", "asymptotic")
+        ex_lo, ex_hi = estimate.extrapolated_interval
+        extrapolated = f"{estimate.extrapolated_slope:.2f}" if resolved else "n/a"
+        ex_interval = f"[{ex_lo:.2f}, {ex_hi:.2f}]" if resolved else "n/a"
         print(f"{row.key:16}  {spec['experts']:>7} {spec['top_k']:>5} {spec['layers']:>6}  {estimate.regime:>14}  {slope:>6}  "
-              f"{interval:>15}  {predicted}")
+              f"{interval:>15}  {extrapolated:>12}  {ex_interval:>15}  {predicted}")
     curves = batch.stored_curves(args.db)
     if curves:
         print(("\n" if rows else "") + f"{'key':16}  {'d':>2} {'beta':>5} {'model':>13}  {'exponent':>8}  {'interval':>15}  theory")
