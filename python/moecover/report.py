@@ -97,11 +97,17 @@ def _fixed(rows: Sequence[Any]) -> dict[str, Any]:
 Varying = dict[Any, list[str]]
 
 
-def _varying_by_family(rows: Sequence[Any]) -> Varying:
+def _by_family(rows: Sequence[Any]) -> dict[Any, list[Any]]:
+    """The rows of each family, in grid order (one family, None, without [[grid]])."""
     families: dict[Any, list[Any]] = {}
     for row in rows:
         families.setdefault(row.setting("family.name"), []).append(row)
-    return {family: [n for n in _ordered_varying(members) if n != "family.name"] for family, members in families.items()}
+    return families
+
+
+def _varying_by_family(rows: Sequence[Any]) -> Varying:
+    return {family: [n for n in _ordered_varying(members) if n != "family.name"]
+            for family, members in _by_family(rows).items()}
 
 
 def _label(row: Any, varying: Varying) -> str:
@@ -118,10 +124,9 @@ def _families(rows: Sequence[Any]) -> dict[str, dict[str, Any]]:
     """Per family: the settings its rows share that not every row of the report shares."""
     everywhere = _fixed(rows)
     out: dict[str, dict[str, Any]] = {}
-    for family in dict.fromkeys(row.setting("family.name") for row in rows):
+    for family, members in _by_family(rows).items():
         if family is None:
             continue
-        members = [row for row in rows if row.setting("family.name") == family]
         out[family] = {k: v for k, v in _fixed(members).items() if k not in everywhere and k != "family.name"}
     return out
 
@@ -265,8 +270,9 @@ def _sweep_axes(rows: list[StoredEstimate], varying: Varying) -> list[str]:
     is not the same picture as one of those (N_eff moving with one setting alone)."""
     axes: list[str] = []
     neff_axis = False
+    families = _by_family(rows)
     for family, inner in varying.items():
-        members = [row for row in rows if row.setting("family.name") == family]
+        members = families[family]
         for name in inner:
             axis = name.split(".", 1)[1]
             if name.startswith("spec.") and axis in SWEEP_AXES and axis not in axes:
@@ -279,8 +285,10 @@ def _sweep_axes(rows: list[StoredEstimate], varying: Varying) -> list[str]:
 def _moving_along(rows: list[StoredEstimate], axis: str, varying: Varying) -> list[StoredEstimate]:
     """The rows of the families within which `axis` varies (a family fixed along it would be a
     column of single points)."""
+    families = _by_family(rows)
+
     def moves(family: Any) -> bool:
-        members = [row for row in rows if row.setting("family.name") == family]
+        members = families[family]
         if axis == "active_params":
             return len({row.spec.active_params for row in members}) > 1
         return f"spec.{axis}" in varying[family]
