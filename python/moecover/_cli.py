@@ -19,7 +19,9 @@ from ._checks import MissingDependency
 from ._spec import MoESpec
 
 #: What installs each optional dependency a command may need.
-INSTALL = {"matplotlib": 'pip install "moecover[plot]"', "pandas": 'pip install "moecover[frame]"'}
+INSTALL = {"matplotlib": 'pip install "moecover[plot]"', "pandas": 'pip install "moecover[frame]"',
+           "jax": 'pip install "moecover[erm]"', "optax": 'pip install "moecover[erm]"',
+           "skdim": 'pip install "moecover[manifold]"'}
 
 
 def _require(module: str, purpose: str) -> None:
@@ -93,7 +95,9 @@ def _run(args: argparse.Namespace) -> int:
         threads=settings.threads, progress=_show_progress(args),
     )
     failed = f", {len(done.failed)} failed" if done.failed else ""
-    noun = "learning curve(s)" if points and batch.is_learning_curve(points[0]) else "estimate(s)"
+    kinds = {batch.point_kind(point) for point in points}
+    noun = {"learning_curve": "learning curve(s)", "dimension": "d/β estimate(s)"}.get(kinds.pop(), "estimate(s)") \
+        if len(kinds) == 1 else "grid point(s)"
     busy = f", {done.busy} being run by another process" if done.busy else ""
     print(f"{done.ran} {noun} run{failed}, {done.skipped} already stored{busy}; results in {db}")
     for key, error in done.failed:
@@ -144,6 +148,11 @@ def _show(args: argparse.Namespace) -> int:
             }
             for row in batch.stored_curves(args.db)
         ]
+        summaries += [
+            {"key": row.key, "settings": row.settings, "dimension": to_plain(row.dimension_estimates),
+             "beta": to_plain(row.beta), "version": row.version}
+            for row in batch.stored_dimensions(args.db)
+        ]
         print(json.dumps(summaries, indent=1))
         return 0
     if rows:
@@ -169,6 +178,16 @@ def _show(args: argparse.Namespace) -> int:
             lo, hi = curve.interval
             print(f"{stored.key:16}  {erm['d']:>2} {erm['beta']:>5g} {erm['model']:>13}  {curve.exponent:>8.3f}  "
                   f"[{lo:.3f}, {hi:.3f}]  {curve.theory_exponent:.3f}")
+    dimensions = batch.stored_dimensions(args.db)
+    if dimensions:
+        print(("\n" if rows or curves else "") + f"{'key':16}  {'manifold':>10} {'d':>2} {'beta':>5} {'n':>7}  "
+              "d̂ [90 % interval] per method; β̂ [90 % interval]")
+        for dimension in dimensions:
+            settings = dimension.settings["dimension"]
+            ds = "  ".join(f"{m} {v:.2f} [{lo:.2f}, {hi:.2f}]" for m, (v, lo, hi) in dimension.dimension_estimates.items())
+            beta, lo, hi = dimension.beta
+            print(f"{dimension.key:16}  {settings['manifold']:>10} {settings['d']:>2} {settings['beta']:>5g} {settings['n']:>7}  "
+                  f"{ds};  β̂ {beta:.2f} [{lo:.2f}, {hi:.2f}]")
     for failure in failures:
         print(f"{failure.key:16}  failed: {failure.error}")
     return 0
@@ -184,6 +203,25 @@ def _report(args: argparse.Namespace) -> int:
     print(f"{len(report.rows)} estimate(s){curves}: {report.markdown}, {report.html}, {plots} plots in {report.markdown.parent}")
     if report.plots_skipped:
         print(f"moecover: note: no plots written: {report.plots_skipped}", file=sys.stderr)
+    return 0
+
+
+def _findings(args: argparse.Namespace) -> int:
+    """Run the findings study (resuming) and write its report."""
+    from . import batch, findings
+
+    for module, purpose in (("jax", "the study's learning curves"), ("optax", "the study's learning curves"),
+                            ("skdim", "the study's d and β estimates"), ("matplotlib", "the report's plots")):
+        _require(module, purpose)
+    config = batch.load_config(args.study or findings.DEFAULT_STUDY)
+    settings = batch.run_settings(config, executor=args.executor, scheduler=args.scheduler, jobs=args.jobs,
+                                  threads=args.threads)
+    done = findings.run_findings(
+        args.out, quick=args.quick, study=args.study, executor=settings.executor, scheduler=settings.scheduler,
+        jobs=settings.jobs, threads=settings.threads, progress=_show_progress(args),
+    )
+    print(f"{done.run.ran} grid point(s) run, {done.run.skipped} already stored; {done.markdown}, {done.html} and "
+          f"{len(done.plots)} plot(s) written")
     return 0
 
 
@@ -240,6 +278,19 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("db", metavar="DB", help="a results database written by `moecover run`")
     report.add_argument("--out", required=True, help="directory for report.md, report.html and the PNGs (created)")
     report.set_defaults(handler=_report)
+
+    findings = command("findings", "run the built-in study of the paper's claims (resuming) and write findings.md/.html "
+                                   "with plots (needs moecover[erm,manifold,plot])")
+    findings.add_argument("--out", required=True, help="directory for findings.db, findings.md, findings.html and the PNGs")
+    findings.add_argument("--quick", action="store_true", help="a subset of the study with the same sections (minutes)")
+    findings.add_argument("--study", default=None, help="a study TOML instead of the built-in one (examples/findings.toml)")
+    findings.add_argument("--executor", choices=["local", "dask"], default=None,
+                          help="where the grid points run, as in `moecover run` (default: local)")
+    findings.add_argument("--scheduler", metavar="ADDRESS", default=None, help="a Dask scheduler's address; implies dask")
+    findings.add_argument("--jobs", type=int, default=None, help="local processes, or the workers of a local Dask cluster")
+    findings.add_argument("--threads", type=int, default=None, help="threads per grid point")
+    progress_flags(findings)
+    findings.set_defaults(handler=_findings)
     return parser
 
 

@@ -8,6 +8,8 @@
                   (the parameter sampler: "faces", the default, "uniform", "arcsine", "mixture"),
                   explore (evaluations per replicate for `moecover.explore`, 0: none)
     [erm]         instead of [inputs]/[pinned]/[estimate]: a learning-curve grid (see ERM_DEFAULTS)
+    [dimension]   instead of all of those: d and β estimated from points of known truth (see
+                  DIMENSION_DEFAULTS)
     [run]         executor = "local" | "dask", scheduler, jobs, threads (how to run, never part of
                   a point's key: the same grid run anywhere gives the same rows)
 
@@ -82,6 +84,24 @@ ERM_DEFAULTS: dict[str, Any] = {
     "seed": 0,
 }
 ERM_MODELS = ("neff_schedule", "knn", "spec", "fixed_neff")
+#: A grid of d and β estimates ([dimension]): n draws of a regression problem of known d and β
+#: (`moecover.targets.RegressionProblem`'s fields, its seed as `target_seed`), from which
+#: `moecover.manifold` estimates the intrinsic dimension (MLE, TwoNN, correlation integral, with
+#: `subsamples` half-samples for the intervals) and the smoothness (increments, `bootstrap`
+#: resamples); `seed` draws the points and the estimators' subsets.
+DIMENSION_DEFAULTS: dict[str, Any] = {
+    "manifold": "sphere",
+    "d": 2,
+    "ambient": 3,
+    "beta": 0.5,
+    "kind": "weierstrass",
+    "noise": 0.0,
+    "target_seed": 0,
+    "n": 4000,
+    "subsamples": 3,
+    "bootstrap": 200,
+    "seed": 0,
+}
 #: The models that read the [spec] section.
 SPEC_MODELS = {"spec", "fixed_neff"}
 LIST_VALUED = {("estimate", "deltas"), ("erm", "ns")}
@@ -90,6 +110,7 @@ SECTIONS = ("spec", "inputs", "pinned", "estimate")
 GRID_SECTION = "grid"
 FAMILY_SECTION = "family"
 ERM_SECTION = "erm"
+DIMENSION_SECTION = "dimension"
 #: The section that says how to run a grid, not what it is.
 RUN_SECTION = "run"
 
@@ -136,6 +157,8 @@ def expand_config(config: Mapping[str, Any]) -> list[GridPoint]:
     top-level ones, and its points carry `family.name` (a report names rows by it)."""
     if ERM_SECTION in config:
         return _expand_erm(config)
+    if DIMENSION_SECTION in config:
+        return _expand_dimension(config)
     if GRID_SECTION in config:
         return _expand_families(config)
     unknown = set(config) - set(SECTIONS) - {RUN_SECTION}
@@ -299,6 +322,13 @@ def is_learning_curve(point: GridPoint) -> bool:
     return ERM_SECTION in point
 
 
+def point_kind(point: GridPoint) -> str:
+    """What a grid point computes: "estimate" (entropy), "learning_curve" ([erm]) or "dimension"."""
+    if ERM_SECTION in point:
+        return "learning_curve"
+    return "dimension" if DIMENSION_SECTION in point else "estimate"
+
+
 def _expand_erm(config: Mapping[str, Any]) -> list[GridPoint]:
     unknown = set(config) - {ERM_SECTION, "spec", RUN_SECTION}
     if unknown:
@@ -332,6 +362,51 @@ def _expand_erm(config: Mapping[str, Any]) -> list[GridPoint]:
         _validate_erm(point)
         points.append(point)
     return list({key_of(point): point for point in points}.values())
+
+
+def _expand_dimension(config: Mapping[str, Any]) -> list[GridPoint]:
+    unknown = set(config) - {DIMENSION_SECTION, RUN_SECTION}
+    if unknown:
+        raise ConfigError(f"unknown section(s) {sorted(unknown)} beside [dimension]; a d/β grid takes [dimension] and [run]")
+    table = config[DIMENSION_SECTION]
+    if not isinstance(table, Mapping):
+        raise ConfigError("dimension: expected a table")
+    for key in table:
+        if key not in DIMENSION_DEFAULTS:
+            raise ConfigError(f"dimension.{key}: unknown setting; expected one of {sorted(DIMENSION_DEFAULTS)}")
+    axes = _axes(DIMENSION_SECTION, {**DIMENSION_DEFAULTS, **table})
+    points = []
+    for combination in itertools.product(*(values for _, _, values in axes)):
+        point: GridPoint = {DIMENSION_SECTION: {key: value for (_, key, _), value in zip(axes, combination)}}
+        _validate_dimension(point)
+        points.append(point)
+    return list({key_of(point): point for point in points}.values())
+
+
+def make_dimension_problem(point: GridPoint) -> Any:
+    """The `moecover.targets.RegressionProblem` whose draws a [dimension] point estimates from."""
+    from ..targets import RegressionProblem
+
+    settings = point[DIMENSION_SECTION]
+    return RegressionProblem(
+        manifold=settings["manifold"], d=settings["d"], ambient=settings["ambient"], beta=settings["beta"],
+        kind=settings["kind"], noise=settings["noise"], seed=settings["target_seed"],
+    )
+
+
+def _validate_dimension(point: GridPoint) -> None:
+    settings = point[DIMENSION_SECTION]
+    try:
+        make_dimension_problem(point)
+    except (ValueError, TypeError) as error:
+        field = str(error).split(":")[0]
+        name = "target_seed" if field == "seed" else field
+        raise ConfigError(f"dimension.{name}: {str(error).partition(':')[2].strip()}") from error
+    least = {"n": 100, "subsamples": 0, "bootstrap": 0, "seed": 0}
+    for key, low in least.items():
+        value = settings[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"dimension.{key}: expected an integer >= {low}, got {value!r}")
 
 
 def erm_spec(point: GridPoint) -> MoESpec:

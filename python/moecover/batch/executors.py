@@ -28,11 +28,12 @@ from .config import (
     GridPoint,
     RunSettings,
     erm_spec,
-    is_learning_curve,
     key_of,
+    make_dimension_problem,
     make_inputs,
     make_pinned,
     make_problem,
+    point_kind,
 )
 from .store import CLAIM_HEARTBEAT, Claims, open_db, refresh_claims, store_failure, store_result, stored_keys
 
@@ -109,6 +110,18 @@ def learning_curve_point(point: GridPoint) -> dict[str, Any]:
     return curve.to_dict()
 
 
+def dimension_point(point: GridPoint) -> dict[str, Any]:
+    """Runs one d/β point ([dimension]): d̂ by each nearest-neighbour estimator and β̂ by
+    increments, from the same n draws; returns both estimates' to_dict()."""
+    from .. import manifold
+
+    settings = point["dimension"]
+    sample = make_dimension_problem(point).sample(settings["n"], rng=settings["seed"])
+    dimension = manifold.intrinsic_dimension(sample.x, subsamples=settings["subsamples"], rng=settings["seed"])
+    smoothness = manifold.smoothness(sample.x, sample.y, bootstrap=settings["bootstrap"], rng=settings["seed"])
+    return {"dimension": dimension.to_dict(), "smoothness": smoothness.to_dict()}
+
+
 def run_point(point: GridPoint, n_threads: int) -> Outcome:
     """One task: the point's estimate, or the error it raised, as plain data. Interrupts and exits
     are not errors of the point: they propagate."""
@@ -116,7 +129,13 @@ def run_point(point: GridPoint, n_threads: int) -> Outcome:
 
     key = key_of(point)
     try:
-        result = learning_curve_point(point) if is_learning_curve(point) else estimate_point(point, n_threads)
+        kind = point_kind(point)
+        if kind == "learning_curve":
+            result = learning_curve_point(point)
+        elif kind == "dimension":
+            result = dimension_point(point)
+        else:
+            result = estimate_point(point, n_threads)
         return {"key": key, "version": __version__, "result": result}
     except Exception as error:
         return {"key": key, "version": __version__, "error": _one_line(error), "detail": traceback.format_exc()}

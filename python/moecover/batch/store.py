@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._spec import MoESpec
-from .config import GridPoint, is_learning_curve
+from .config import GridPoint, point_kind
 
 if TYPE_CHECKING:
     from ..erm import LearningCurve
@@ -32,6 +32,13 @@ CREATE TABLE IF NOT EXISTS estimates (
     finished REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS learning_curves (
+    key TEXT PRIMARY KEY,
+    settings TEXT NOT NULL,
+    result TEXT NOT NULL,
+    version TEXT NOT NULL,
+    finished REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dimension_estimates (
     key TEXT PRIMARY KEY,
     settings TEXT NOT NULL,
     result TEXT NOT NULL,
@@ -61,14 +68,20 @@ class StoreError(ValueError):
 
 
 #: The store's layout version (SQLite's user_version): a file of a later version is refused, not
-#: misread. 1: estimates, learning_curves, failures, claims.
+#: misread. 1: estimates, learning_curves, failures, claims (and dimension_estimates, a table an
+#: earlier reader of layout 1 does not look at).
 SCHEMA_VERSION = 1
 COLUMNS = {
     "estimates": ["key", "settings", "result", "version", "finished"],
     "learning_curves": ["key", "settings", "result", "version", "finished"],
+    "dimension_estimates": ["key", "settings", "result", "version", "finished"],
     "failures": ["key", "settings", "error", "detail", "version", "finished"],
     "claims": ["key", "owner", "host", "pid", "heartbeat"],
 }
+
+
+#: The table each kind of grid point (`config.point_kind`) is stored in.
+RESULT_TABLES = {"estimate": "estimates", "learning_curve": "learning_curves", "dimension": "dimension_estimates"}
 
 
 def open_db(path: str | os.PathLike[str], readonly: bool = False) -> sqlite3.Connection:
@@ -155,10 +168,10 @@ def _switch_to_wal(connection: sqlite3.Connection, seconds: float = 60.0) -> Non
 
 
 def stored_keys(connection: sqlite3.Connection) -> set[str]:
-    """The keys of every finished point, estimates and learning curves, whose stored result is
-    whole: a row damaged on disk (truncated JSON) is not finished, and the next run recomputes it."""
-    rows = connection.execute("SELECT key, settings, result FROM estimates UNION ALL "
-                              "SELECT key, settings, result FROM learning_curves")
+    """The keys of every finished point (estimates, learning curves, d/β estimates) whose stored
+    result is whole: a row damaged on disk (truncated JSON) is not finished, and the next run
+    recomputes it."""
+    rows = connection.execute(" UNION ALL ".join(f"SELECT key, settings, result FROM {table}" for table in RESULT_TABLES.values()))
     return {key for key, settings, result in rows if _parses(settings) and _parses(result)}
 
 
@@ -243,7 +256,7 @@ def store_result(connection: sqlite3.Connection, key: str, point: GridPoint, res
     failure stored for it."""
     from .. import __version__
 
-    table = "learning_curves" if is_learning_curve(point) else "estimates"
+    table = RESULT_TABLES[point_kind(point)]
     with connection:
         connection.execute(
             f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?, ?, ?)",
@@ -364,6 +377,41 @@ def stored_curves(path: str | os.PathLike[str]) -> list[StoredCurve]:
     return sorted(stored, key=grid_order)
 
 
+@dataclass(frozen=True)
+class StoredDimension(_Settings):
+    """One stored d/β point: its key, its settings (`GridPoint` with a `dimension` section), the
+    estimates as plain data (`dimension`: `manifold.DimensionEstimate.to_dict()`, `smoothness`:
+    `manifold.SmoothnessEstimate.to_dict()`), the package version and when it finished."""
+
+    key: str
+    settings: GridPoint
+    result: dict[str, Any]
+    version: str
+    finished: float
+
+    @property
+    def spec(self) -> MoESpec:
+        raise AttributeError("a d/β point has no spec: see settings")
+
+    @property
+    def dimension_estimates(self) -> dict[str, tuple[float, float, float]]:
+        """method → (d̂, low, high): all points, the middle neighbourhood size."""
+        return {method: (float(v[0]), float(v[1]), float(v[2])) for method, v in self.result["dimension"]["estimates"].items()}
+
+    @property
+    def beta(self) -> tuple[float, float, float]:
+        """(β̂, low, high) by increments."""
+        smoothness = self.result["smoothness"]
+        return float(smoothness["beta"]), float(smoothness["interval"][0]), float(smoothness["interval"][1])
+
+
+def stored_dimensions(path: str | os.PathLike[str]) -> list[StoredDimension]:
+    """Every stored d/β estimate, in grid order."""
+    with closing(open_db(path, readonly=True)) as connection:
+        rows = _rows(connection, "dimension_estimates", "result", path)
+    return sorted((StoredDimension(*row) for row in rows), key=grid_order)
+
+
 def stored_failures(path: str | os.PathLike[str]) -> list[StoredFailure]:
     """Every grid point whose last run failed (and has not succeeded since), in grid order."""
     with closing(open_db(path, readonly=True)) as connection:
@@ -375,7 +423,7 @@ def stored_failures(path: str | os.PathLike[str]) -> list[StoredFailure]:
 
 
 #: The settings a table shows first and sorts by first.
-LEADING_SETTINGS = ("spec.experts", "spec.top_k", "spec.layers", "erm.d", "erm.beta")
+LEADING_SETTINGS = ("spec.experts", "spec.top_k", "spec.layers", "erm.d", "erm.beta", "dimension.d", "dimension.beta")
 
 
 def grid_order(row: _Settings) -> list[tuple[int, Any]]:
