@@ -69,6 +69,12 @@ def test_deltas_sweep_only_as_a_list_of_lists(tmp_path):
         ({"spec": {}, "estimate": {"samples": 0}}, "estimate.samples"),
         ({"spec": {}, "pinned": {"layers.0.router.bias": [1.0]}}, "pinned"),
         ({"spec": {"d_model": 64}, "inputs": {"n": 4096}, "estimate": {"samples": 10**9}}, "estimate.samples"),
+        ({"spec": {}, "estimate": {"functional_samples": 0}}, "estimate.functional_samples"),
+        ({"dimension": {"dims": 2}}, "dimension.dims"),
+        ({"dimension": {"manifold": "torus", "d": 3}}, "dimension.d"),
+        ({"dimension": {"beta": 1.2}}, "dimension.beta"),
+        ({"dimension": {"n": 10}}, "dimension.n"),
+        ({"dimension": {}, "spec": {}}, "beside"),
     ],
 )
 def test_config_errors_name_the_key(config, key):
@@ -210,7 +216,13 @@ def test_the_dask_executor_without_distributed_says_what_to_install(tmp_path, mo
 
 @pytest.mark.parametrize("config", sorted((Path(__file__).parents[1] / "examples").glob("*.toml")), ids=lambda p: p.name)
 def test_every_example_config_expands(config):
-    points = batch.expand_config(batch.load_config(config))
+    loaded = batch.load_config(config)
+    if "slopes" in loaded:  # the findings study: a file of several grids (tests/test_findings.py)
+        from moecover import findings
+
+        points = findings.load_study(config).points
+    else:
+        points = batch.expand_config(loaded)
     assert points and len({batch.key_of(p) for p in points}) == len(points)
 
 

@@ -119,7 +119,7 @@ def test_the_quick_run_writes_every_section_with_its_files(quick_run):
     for image in re.findall(r"!\[[^]]*\]\(([^)]+)\)", markdown):
         assert (out / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", image
         assert f'src="{image}"' in page
-    assert "25 grid point(s) run" in stdout or "grid point(s) run" in stdout
+    assert stdout.startswith(f"{len(findings.load_study(quick=True).points)} grid point(s) run, 0 already stored")
 
 
 def test_the_slopes_table_holds_the_stored_estimates_and_the_papers_count(quick_run):
@@ -227,7 +227,7 @@ def test_a_second_run_resumes_and_writes_the_same_report(quick_run, tmp_path):
     done = subprocess.run([sys.executable, "-m", "moecover", "findings", "--quick", "--out", str(out), "--quiet"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("0 grid point(s) run, 25 already stored")
+    assert done.stdout.startswith(f"0 grid point(s) run, {len(findings.load_study(quick=True).points)} already stored")
     after = (out / "findings.md").read_text()
     # the header says when the grid ran; everything below it is the same
     assert before.split("\n## ", 1)[1] == after.split("\n## ", 1)[1]
@@ -236,7 +236,7 @@ def test_a_second_run_resumes_and_writes_the_same_report(quick_run, tmp_path):
 def test_a_report_of_a_database_without_the_study_names_what_is_missing(tmp_path):
     study = findings.load_study(quick=True)
     batch.open_db(tmp_path / "empty.db").close()
-    with pytest.raises(ValueError, match=r"db: 25 grid point\(s\) of the study are not stored"):
+    with pytest.raises(ValueError, match=rf"db: {len(study.points)} grid point\(s\) of the study are not stored"):
         findings.write_findings(study, tmp_path / "empty.db", tmp_path / "out")
 
 
@@ -253,3 +253,29 @@ def test_a_dimension_point_stores_what_the_estimators_give(tmp_path):
     direct = manifold.intrinsic_dimension(sample.x, subsamples=3, rng=3).estimates
     assert row.dimension_estimates == {m: tuple(map(float, v)) for m, v in direct.items()}
     assert row.beta[0] == manifold.smoothness(sample.x, sample.y, bootstrap=20, rng=3).beta
+
+
+def test_findings_without_jax_names_the_install_command(tmp_path):
+    code = "import sys; sys.modules['jax'] = None; from moecover._cli import main; sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run([sys.executable, "-c", code, "findings", "--quick", "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and 'pip install "moecover[erm]"' in done.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_failing_point_is_reported_on_stderr_and_no_report_is_written(tmp_path):
+    # a d/β point whose estimator raises: too few distinct points for the neighbourhoods asked
+    study = tmp_path / "study.toml"
+    study.write_text("[[dimension]]\nname = 'd'\nmanifold = 'sphere'\nd = 1\nambient = 2\nn = 100\nbootstrap = 0\n"
+                     "subsamples = 0\n[[slopes]]\nname = 's'\nspec = { experts = 2 }\n"
+                     "estimate = { samples = 200, replicates = 1, functional_samples = 4 }\n")
+    code = ("import sys; from moecover.batch import executors; "
+            "executors.dimension_point = lambda point: (_ for _ in ()).throw(ValueError('no neighbours')); "
+            "from moecover._cli import main; sys.exit(main(sys.argv[1:]))")
+    done = subprocess.run([sys.executable, "-c", code, "findings", "--study", str(study), "--out", str(tmp_path / "o"),
+                           "--quiet"], capture_output=True, text=True)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "failed: ValueError: no neighbours" in done.stderr and "no report written" in done.stderr
+    assert not (tmp_path / "o" / "findings.md").exists()
+    assert len(batch.stored_failures(tmp_path / "o" / "findings.db")) == 1

@@ -25,6 +25,8 @@ are in docs/definitions.md, cited by section):
 - `targets`: regression problems of known intrinsic dimension d and smoothness β (definitions §9);
 - `erm` (the `[erm]` extra): least-squares fits of the class in JAX and their learning curves (§9);
 - `manifold` (the `[manifold]` extra): d and β estimated from data, validated on those (§10);
+- `findings`: the built-in study of the paper's claims (`studies/findings.toml`), run through
+  `batch` and written up one section per reviewers' question (the `moecover findings` command);
 - `resolve_seed` (`_rng`): every random result is a function of one integer seed.
 """
 

@@ -216,10 +216,17 @@ def _findings(args: argparse.Namespace) -> int:
     config = batch.load_config(args.study or findings.DEFAULT_STUDY)
     settings = batch.run_settings(config, executor=args.executor, scheduler=args.scheduler, jobs=args.jobs,
                                   threads=args.threads)
-    done = findings.run_findings(
-        args.out, quick=args.quick, study=args.study, executor=settings.executor, scheduler=settings.scheduler,
-        jobs=settings.jobs, threads=settings.threads, progress=_show_progress(args),
-    )
+    try:
+        done = findings.run_findings(
+            args.out, quick=args.quick, study=args.study, executor=settings.executor, scheduler=settings.scheduler,
+            jobs=settings.jobs, threads=settings.threads, progress=_show_progress(args),
+        )
+    except findings.StudyIncomplete as error:
+        for key, message in error.failed:
+            print(f"moecover: grid point {key} failed: {message}", file=sys.stderr)
+        print(f"moecover: no report written: the errors are stored with their points (`moecover show "
+              f"{Path(args.out) / 'findings.db'}`); `moecover findings` runs them again", file=sys.stderr)
+        return 1
     print(f"{done.run.ran} grid point(s) run, {done.run.skipped} already stored; {done.markdown}, {done.html} and "
           f"{len(done.plots)} plot(s) written")
     return 0

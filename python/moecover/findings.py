@@ -142,6 +142,15 @@ def load_study(path: str | os.PathLike[str] | None = None, quick: bool = False) 
 # --- running it --------------------------------------------------------------------------------
 
 
+class StudyIncomplete(RuntimeError):
+    """Some grid points of the study raised: their errors are stored with them, and running the
+    study again retries them (`failed`: (key, one-line error) per point)."""
+
+    def __init__(self, message: str, failed: list[tuple[str, str]]):
+        super().__init__(message)
+        self.failed = failed
+
+
 @dataclass(frozen=True)
 class Findings:
     """What `run_findings` wrote: the report's files, the database, the grid run's outcome and
@@ -177,8 +186,8 @@ def run_findings(
     seconds = time.perf_counter() - started if done.ran else 0.0
     if done.failed:
         listed = "; ".join(f"{key}: {error}" for key, error in done.failed[:3])
-        raise RuntimeError(f"{len(done.failed)} grid point(s) of the study failed ({listed}); their errors are stored in "
-                           f"{db} (`moecover show`), and running the command again retries them")
+        raise StudyIncomplete(f"{len(done.failed)} grid point(s) of the study failed ({listed}); their errors are stored "
+                              f"in {db} (`moecover show`), and running the study again retries them", done.failed)
     markdown, page, plots = write_findings(loaded, db, directory, seconds=seconds)
     return Findings(markdown, page, db, plots, done, seconds)
 
@@ -649,14 +658,16 @@ def _blocks_section(doc: _Document, grouped: dict[str, list[batch.StoredEstimate
     if plots:
         doc.image(_blocks_plot(pairs, directory), "log|net| against δ, both block forms")
     same = [p for p in pairs.values() if len(p) == 2]
-    equal = sum(p["sequential"].estimate.functional_dimension == p["parallel"].estimate.functional_dimension for p in same)
-    doc.labelled("Answer.", f"r* is the same for both forms in {equal} of {len(same)} settings; "
-                 + ("the forms differ in r*: " + "; ".join(
-                     f"{_setting_label(p['sequential'].settings, varying)}: sequential {p['sequential'].estimate.functional_dimension}, "
-                     f"parallel {p['parallel'].estimate.functional_dimension}" for p in same
-                     if p["sequential"].estimate.functional_dimension != p["parallel"].estimate.functional_dimension) + "."
-                    if equal < len(same) else "the exact slope does not distinguish them.")
-                 + " The nets (the plot) show how the constant in front differs at the scales sampled.")
+    equal = [p for p in same if p["sequential"].estimate.functional_dimension == p["parallel"].estimate.functional_dimension]
+    capped = [p for p in equal if p["sequential"].estimate.functional_dimension == p["sequential"].estimate.predicted_slopes["ambient"]]
+    differing = [f"{_setting_label(p['sequential'].settings, varying)}: sequential {p['sequential'].estimate.functional_dimension}, "
+                 f"parallel {p['parallel'].estimate.functional_dimension}" for p in same if p not in equal]
+    sentences = [f"r* is the same for both forms in {len(equal)} of {len(same)} settings"
+                 + (f" ({len(capped)} of them at the cap n·o, where r* cannot tell the forms apart)" if capped else "") + "."]
+    if differing:
+        sentences.append("It differs in " + "; ".join(differing) + ".")
+    sentences.append("The nets (the plot) show how the entropy at the sampled scales differs.")
+    doc.labelled("Answer.", *sentences)
     doc.labelled("What the numbers cannot say.", "Equal r* means equal asymptotic slopes on these inputs, not equal covering "
                  "numbers: the routing of the parallel form reads H, not Y, which changes which patterns occur and the "
                  "entropy at finite δ.")
@@ -985,4 +996,4 @@ def write_findings(study: Study, db: str | os.PathLike[str], out: str | os.PathL
     return markdown, page, doc.plots
 
 
-__all__ = ["DEFAULT_STUDY", "Findings", "Study", "load_study", "run_findings", "write_findings"]
+__all__ = ["DEFAULT_STUDY", "Findings", "Study", "StudyIncomplete", "load_study", "run_findings", "write_findings"]

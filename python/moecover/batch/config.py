@@ -6,7 +6,8 @@
     [pinned]      block name = nested list, or router = "one_expert_per_input"
     [estimate]    samples, replicates, deltas, seed, by_routing, saturation_threshold, sampler
                   (the parameter sampler: "faces", the default, "uniform", "arcsine", "mixture"),
-                  explore (evaluations per replicate for `moecover.explore`, 0: none)
+                  explore (evaluations per replicate for `moecover.explore`, 0: none),
+                  functional_samples (parameter samples for r*)
     [erm]         instead of [inputs]/[pinned]/[estimate]: a learning-curve grid (see ERM_DEFAULTS)
     [dimension]   instead of all of those: d and β estimated from points of known truth (see
                   DIMENSION_DEFAULTS)
@@ -58,6 +59,7 @@ ESTIMATE_DEFAULTS: dict[str, Any] = {
     "saturation_threshold": 0.05,
     "sampler": DEFAULT_SAMPLER,
     "explore": 0,
+    "functional_samples": 200,
 }
 #: A learning-curve grid ([erm]): the regression problem (`moecover.targets.RegressionProblem`'s
 #: fields, its seed as `target_seed`), the model ("neff_schedule": Section 4's N_eff* ∝
@@ -231,7 +233,7 @@ def _validate(point: GridPoint) -> None:
     extra = set(point["inputs"]) - {"sampler", "n", "seed"} - SAMPLER_ARGS[sampler]
     if extra:
         raise ConfigError(f"inputs.{sorted(extra)[0]}: not an argument of the {sampler!r} sampler")
-    for key in ("samples", "replicates"):
+    for key in ("samples", "replicates", "functional_samples"):
         value = point["estimate"][key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"estimate.{key}: expected a positive integer, got {value!r}")

@@ -85,6 +85,7 @@ def _estimate(estimate_entropy: Any, spec: MoESpec, point: GridPoint, settings: 
         saturation_threshold=settings["saturation_threshold"],
         sampler=settings["sampler"],
         explore=settings["explore"],
+        functional_samples=settings["functional_samples"],
         n_threads=n_threads,
     )
 
