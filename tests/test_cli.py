@@ -132,7 +132,7 @@ def test_progress_only_on_a_terminal_or_when_asked(tmp_path):
 def test_every_argument_has_help():
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command").choices
-    assert set(commands) == {"demo", "run", "show", "report"}
+    assert set(commands) == {"demo", "run", "show", "report", "findings"}
     for name, sub in commands.items():
         for action in sub._actions:
             if action.dest != "help":

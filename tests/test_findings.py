@@ -6,6 +6,7 @@ import math
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,6 +58,10 @@ def answer_of(markdown, heading, nth=0):
     return re.findall(r"\*\*Answer\.\*\* (.*)", section)[nth]
 
 
+#: The full run's report and results, committed (README: "Findings").
+COMMITTED = Path(__file__).resolve().parents[1] / "docs" / "findings"
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("findings")
@@ -64,6 +69,14 @@ def quick_run(tmp_path_factory):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return out, done.stdout
+
+
+@pytest.fixture(params=["quick run", "committed full run"])
+def report(request):
+    """(directory, study) of the quick run made here, and of the full run committed under docs/."""
+    if request.param == "quick run":
+        return request.getfixturevalue("quick_run")[0], findings.load_study(quick=True)
+    return COMMITTED, findings.load_study()
 
 
 def test_the_study_loads_in_both_sizes_with_every_part():
@@ -107,8 +120,8 @@ def test_a_bad_study_is_one_line_on_the_command_line(tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1 and "experts" in done.stderr
 
 
-def test_the_quick_run_writes_every_section_with_its_files(quick_run):
-    out, stdout = quick_run
+def test_every_section_is_written_with_its_pictures(report):
+    out, _ = report
     markdown = (out / "findings.md").read_text()
     page = (out / "findings.html").read_text()
     for heading in SECTIONS:
@@ -119,13 +132,16 @@ def test_the_quick_run_writes_every_section_with_its_files(quick_run):
     for image in re.findall(r"!\[[^]]*\]\(([^)]+)\)", markdown):
         assert (out / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", image
         assert f'src="{image}"' in page
+
+
+def test_the_quick_run_says_what_it_ran(quick_run):
+    _, stdout = quick_run
     assert stdout.startswith(f"{len(findings.load_study(quick=True).points)} grid point(s) run, 0 already stored")
 
 
-def test_the_slopes_table_holds_the_stored_estimates_and_the_papers_count(quick_run):
-    out, _ = quick_run
+def test_the_slopes_table_holds_the_stored_estimates_and_the_papers_count(report):
+    out, study = report
     markdown = (out / "findings.md").read_text()
-    study = findings.load_study(quick=True)
     stored = {row.key: row for row in batch.stored_rows(out / "findings.db")}
     slope_keys = study.keys("slopes")
     (table,) = tables_under(markdown, SECTIONS[0])
@@ -160,11 +176,10 @@ def row_for(cells, rows):
     return row
 
 
-def test_the_union_table_holds_the_stored_counts_and_the_closed_forms(quick_run):
-    out, _ = quick_run
+def test_the_union_table_holds_the_stored_counts_and_the_closed_forms(report):
+    out, study = report
     markdown = (out / "findings.md").read_text()
     stored = {row.key: row for row in batch.stored_rows(out / "findings.db")}
-    study = findings.load_study(quick=True)
     rows = [stored[key] for key in study.keys("slopes")]
     (table,) = tables_under(markdown, SECTIONS[1])
     assert len(table) == len(rows)
@@ -181,16 +196,17 @@ def test_the_union_table_holds_the_stored_counts_and_the_closed_forms(quick_run)
         assert first == pytest.approx(ratio[0], rel=5e-3) and last == pytest.approx(ratio[-1], rel=5e-3)
 
 
-def test_the_dimension_table_holds_the_stored_estimates(quick_run):
-    out, _ = quick_run
+def test_the_dimension_table_holds_the_stored_estimates(report):
+    out, study = report
     markdown = (out / "findings.md").read_text()
-    stored = batch.stored_dimensions(out / "findings.db")
+    stored = [row for row in batch.stored_dimensions(out / "findings.db") if row.key in study.entries]
     (table,) = tables_under(markdown, SECTIONS[3])
     assert len(table) == len(stored) >= 2
     for cells in table:
         (row,) = [r for r in stored if str(r.settings["dimension"]["d"]) == cells["d"]
                   and r.settings["dimension"]["manifold"] == cells["manifold"]
-                  and f"{r.settings['dimension']['beta']:g}" == cells["β"]]
+                  and f"{r.settings['dimension']['beta']:g}" == cells["β"]
+                  and f"{r.settings['dimension']['noise']:g}" == cells["response noise σ"]]
         mle, low, high = row.dimension_estimates["mle"]
         assert cells["d̂ MLE"].startswith(f"{mle:.2f} [{low:.2f}, {high:.2f}]")
         assert cells["d̂ MLE"].endswith("✓" if abs(mle - row.settings["dimension"]["d"]) <= 0.3 else "✗")
@@ -201,10 +217,10 @@ def test_the_dimension_table_holds_the_stored_estimates(quick_run):
             assert abs(mle - row.settings["dimension"]["d"]) < 0.3
 
 
-def test_the_curves_tables_hold_the_stored_curves_and_the_theorys_exponent(quick_run):
-    out, _ = quick_run
+def test_the_curves_tables_hold_the_stored_curves_and_the_theorys_exponent(report):
+    out, study = report
     markdown = (out / "findings.md").read_text()
-    curves = batch.stored_curves(out / "findings.db")
+    curves = [row for row in batch.stored_curves(out / "findings.db") if row.key in study.entries]
     exponents = tables_under(markdown, SECTIONS[4])[0]
     rate_curves = [c for c in curves if c.settings["erm"]["model"] != "fixed_neff"]
     assert len(exponents) == len(rate_curves) >= 2

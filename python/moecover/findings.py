@@ -568,20 +568,33 @@ def _union_answer(grouped: dict[str, list[batch.StoredEstimate]]) -> list[str]:
     sentences = []
     fractions = []
     for row in routed:
+        if row.settings.get("pinned"):
+            continue  # a pinned router realises what it was pinned to
         table = row.estimate.union_bound
         union_log = len(row.estimate.rank_by_inputs) * table["log_patterns_per_input"]
         if union_log > 0:
             fractions.append(math.log(max(table["patterns_sampled"], 1)) / union_log)
     exact = [row for row in routed if row.estimate.union_bound["patterns_exact"] is not None]
     if fractions:
-        sentences.append(f"The log of the number of dataset-wide patterns the samples realise is "
+        sentences.append(f"With free routers, the log of the number of dataset-wide patterns the samples realise is "
                          f"{_span(fractions, 2)} times the log of the union's count over the data set, "
                          "C(M,k)^{L_T ℓ n}.")
     if exact:
-        full = sum(r.estimate.union_bound["patterns_exact"] == math.comb(r.spec.experts, r.spec.top_k) ** (r.spec.layers * r.spec.seq_len * len(r.estimate.rank_by_inputs))
-                   for r in exact)
-        sentences.append(f"Where the realisable patterns are enumerated exactly ({len(exact)} classes), all of the union's "
-                         f"patterns are realisable in {full} of them.")
+        listed = []
+        for row in exact:
+            table = row.estimate.union_bound
+            union_log = len(row.estimate.rank_by_inputs) * table["log_patterns_per_input"]
+            listed.append(f"M={row.spec.experts}, k={row.spec.top_k}, n={len(row.estimate.rank_by_inputs)}"
+                          + (" (router pinned)" if row.settings.get("pinned") else "")
+                          + f": {table['patterns_exact']:,} of e^{union_log:.1f}")
+        sentences.append(f"Where the realisable patterns are enumerated exactly ({len(exact)} classes), they are "
+                         + "; ".join(listed) + " (realisable of the union's count).")
+    saturated = [row for row in routed
+                 if row.estimate.union_bound["patterns_sampled"] >= 0.95 * row.settings["estimate"]["samples"]]
+    if saturated:
+        sentences.append(f"In {len(saturated)} of the {len(routed)} classes that route, at least 95 % of the samples each "
+                         "realised a pattern of its own: there the sampled count is limited by the samples, not by the "
+                         "class.")
     finest_ratio = [float(np.asarray(r.estimate.union_bound["union_ratio"], float)[-1]) for r in routed]
     coarsest_ratio = [float(np.asarray(r.estimate.union_bound["union_ratio"], float)[0]) for r in routed]
     finest_ratio = [v for v in finest_ratio if math.isfinite(v)]
@@ -603,26 +616,29 @@ def _union_answer(grouped: dict[str, list[batch.StoredEstimate]]) -> list[str]:
 
 def _union_plot(grouped: dict[str, list[batch.StoredEstimate]], directory: Path) -> Path | None:
     series = []
-    for name, rows in grouped.items():
+    for number, (name, rows) in enumerate(grouped.items()):
         varying = _varying([r.settings for r in rows])
-        for row in rows:
-            table = row.estimate.union_bound
-            if table and table["patterns_sampled"] > 1 and np.isfinite(np.asarray(table["union_ratio"], float)).any():
-                series.append((f"{name}: {_setting_label(row.settings, varying)}", row))
+        members = [r for r in rows if r.estimate.union_bound and r.estimate.union_bound["patterns_sampled"] > 1
+                   and np.isfinite(np.asarray(r.estimate.union_bound["union_ratio"], float)).any()]
+        for place, row in enumerate(members):
+            series.append((f"{name}: {_setting_label(row.settings, varying)}", row, number, place))
     if not series:
         return None
     plt = _figure()
-    figure, ax = plt.subplots(figsize=(7.5, 4.2))
-    cmap = plt.get_cmap("tab20")
-    for i, (label, row) in enumerate(series):
+    figure, ax = plt.subplots(figsize=(7.5, 4.4))
+    colours = plt.get_cmap("tab10")
+    styles = ["-", "--", ":", "-.", (0, (5, 1, 1, 1))]
+    for label, row, number, place in series:
         ratio = np.asarray(row.estimate.union_bound["union_ratio"], float)
-        ax.plot(row.estimate.deltas, ratio, color=cmap(i % 20), linewidth=1.2, label=label)
+        scale = row.estimate.diameter if math.isfinite(row.estimate.diameter) and row.estimate.diameter > 0 else 1.0
+        ax.plot(row.estimate.deltas / scale, ratio, color=colours(number % 10), linestyle=styles[place % len(styles)],
+                linewidth=1.3, label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.invert_xaxis()
-    ax.set_xlabel("δ (finer to the right)")
+    ax.set_xlabel("δ / D, the scale relative to the class's diameter (finer to the right)")
     ax.set_ylabel("Σ_r N_r(δ) / N(δ)")
-    ax.set_title("What the union over routing patterns costs the nets (classes with more than one pattern)", fontsize=10)
+    ax.set_title("What the union over routing patterns costs the nets", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(figure, directory / "union.png")
@@ -638,7 +654,8 @@ def _blocks_section(doc: _Document, grouped: dict[str, list[batch.StoredEstimate
     doc.labelled("Method.", "The same classes in both forms: r*, the nets at the same samples, and log |net| at the finest "
                  "scale both forms complete.")
     rows = [row for found in grouped.values() for row in found]
-    header = ["setting", "block", "P", "N_eff", "r*", "regime", "log|net| at δ (finest complete)", "patterns realised"]
+    header = ["setting", "block", "P", "N_eff", "r* (reached / samples)", "regime", "log|net| at δ (finest complete)",
+              "patterns realised"]
     body = []
     pairs: dict[str, dict[str, batch.StoredEstimate]] = {}
     for row in rows:
@@ -652,7 +669,9 @@ def _blocks_section(doc: _Document, grouped: dict[str, list[batch.StoredEstimate
             finest = (f"{e.log_covering[complete][-1]:.2f} at {e.deltas[complete][-1]:.3g}" if complete.any() else
                       f"≥ {e.log_covering[-1]:.2f} at {e.deltas[-1]:.3g} (incomplete)")
             body.append([_setting_label(row.settings, varying), form, str(e.predicted_slopes["parametric"]),
-                         str(e.predicted_slopes["paper"]), str(e.functional_dimension), _regime_words(e.regime), finest,
+                         str(e.predicted_slopes["paper"]),
+                         f"{e.functional_dimension} ({e.functional_reached} / {e.provenance.get('functional_samples', '?')})",
+                         _regime_words(e.regime), finest,
                          f"{e.union_bound.get('patterns_sampled', 0):,}" if e.union_bound else "n/a"])
     doc.table(header, body)
     if plots:
@@ -666,6 +685,12 @@ def _blocks_section(doc: _Document, grouped: dict[str, list[batch.StoredEstimate
                  + (f" ({len(capped)} of them at the cap n·o, where r* cannot tell the forms apart)" if capped else "") + "."]
     if differing:
         sentences.append("It differs in " + "; ".join(differing) + ".")
+        rare = [p for p in same if p not in equal and min(
+            p[f].estimate.functional_reached / max(p[f].estimate.provenance.get("functional_samples", 1), 1)
+            for f in ("sequential", "parallel")) < 0.01]
+        if rare:
+            sentences.append(f"In {len(rare)} of those, fewer than 1 % of one form's samples reached its r*, so "
+                             "more samples could close the gap: the difference is not established.")
     sentences.append("The nets (the plot) show how the entropy at the sampled scales differs.")
     doc.labelled("Answer.", *sentences)
     doc.labelled("What the numbers cannot say.", "Equal r* means equal asymptotic slopes on these inputs, not equal covering "
@@ -783,9 +808,9 @@ def _dimension_plot(grouped: dict[str, list[batch.StoredDimension]], directory: 
 # --- section 5: learning curves ------------------------------------------------------------------
 
 
-def _largest_n_risk(curve: Any) -> tuple[float, float, float]:
-    """The geometric mean of the seeds' risks at the largest n, and their min and max."""
-    risks = np.asarray(curve.risks, dtype=float)[-1]
+def _risk_at(curve: Any, index: int) -> tuple[float, float, float]:
+    """The geometric mean of the seeds' risks at the curve's `index`-th n, and their min and max."""
+    risks = np.asarray(curve.risks, dtype=float)[index]
     return float(np.exp(np.mean(np.log(risks)))), float(risks.min()), float(risks.max())
 
 
@@ -840,8 +865,8 @@ def _curves_section(doc: _Document, grouped: dict[str, list[batch.StoredCurve]],
         _heuristics(doc, at_fixed[0])
     doc.labelled("What the numbers cannot say.", "Adam from a few starts need not find the least-squares fit, so a fitted "
                  "exponent measures this optimiser on this class as much as the estimator the theory describes; with a few "
-                 "n per curve and 2–3 seeds the intervals are wide, and an exponent's agreement with 2β/(2β+d) over one "
-                 "decade of n does not show the asymptotic rate.")
+                 "n per curve and 2–5 seeds the intervals are wide, and an exponent's agreement with 2β/(2β+d) over one "
+                 "or two decades of n does not show the asymptotic rate.")
 
 
 def _balance(doc: _Document, sweeps: list[list[batch.StoredCurve]], directory: Path, plots: bool) -> None:
@@ -852,20 +877,22 @@ def _balance(doc: _Document, sweeps: list[list[batch.StoredCurve]], directory: P
     for rows in sweeps:
         rows = sorted(rows, key=lambda r: r.settings["erm"]["neff"])
         s = rows[0].settings["erm"]
-        n = rows[0].curve.ns[-1]
-        best_star = float(theory.optimal_active_params(n, s["beta"], s["d"]))
-        risks = [_largest_n_risk(r.curve) for r in rows]
-        for row, (mean, low, high) in zip(rows, risks):
-            body.append([str(n), str(row.curve.sizes[-1]), f"{mean:.4f} [{low:.4f}, {high:.4f}]", f"{best_star:.1f}"])
-        best = int(np.argmin([m for m, _, _ in risks]))
-        sentences.append(f"At n = {n}, the risk is least at N_eff = {rows[best].curve.sizes[-1]} of "
-                         f"{', '.join(str(r.curve.sizes[-1]) for r in rows)}, against the theory's N_eff* ≈ {best_star:.1f} "
-                         "(constant 1, which the theory leaves free)")
+        for index, n in enumerate(rows[0].curve.ns):
+            best_star = float(theory.optimal_active_params(n, s["beta"], s["d"]))
+            risks = [_risk_at(r.curve, index) for r in rows]
+            for row, (mean, low, high) in zip(rows, risks):
+                body.append([str(n), str(row.curve.sizes[index]), f"{mean:.4f} [{low:.4f}, {high:.4f}]", f"{best_star:.1f}"])
+            best = int(np.argmin([m for m, _, _ in risks]))
+            sentences.append(f"at n = {n} the risk is least at N_eff = {rows[best].curve.sizes[index]} of "
+                             f"{', '.join(str(r.curve.sizes[index]) for r in rows)} (N_eff* ≈ {best_star:.1f})"
+                             + (", still falling at the largest N_eff measured" if best == len(rows) - 1 else ""))
     doc.table(header, body)
     if plots:
         doc.image(_balance_plot(sweeps, directory), "risk against N_eff at fixed n")
-    doc.labelled("Answer.", "; ".join(sentences) + ". The theory fixes N_eff* only up to a constant, so agreement means "
-                 "the same order, not the same number.")
+    joined = "; ".join(sentences)
+    doc.labelled("Answer.", joined[:1].upper() + joined[1:] + ". Where the risk is still falling at the largest N_eff, "
+                 "no balance point shows in the range measured. The theory fixes N_eff* only up to a constant (1 here), so "
+                 "agreement would mean the same order, not the same number.")
 
 
 def _heuristics(doc: _Document, rows: list[batch.StoredCurve]) -> None:
@@ -875,7 +902,7 @@ def _heuristics(doc: _Document, rows: list[batch.StoredCurve]) -> None:
     risks = []
     for row in sorted(rows, key=lambda r: (r.settings["spec"]["experts"], r.settings["spec"]["top_k"])):
         spec = row.settings["spec"]
-        mean, low, high = _largest_n_risk(row.curve)
+        mean, low, high = _risk_at(row.curve, -1)
         risks.append((mean, low, high, spec["experts"], spec["top_k"]))
         body.append([str(spec["experts"]), str(spec["top_k"]), str(row.curve.sizes[-1]), f"{mean:.4f} [{low:.4f}, {high:.4f}]",
                      _with_interval(row.curve.exponent, *row.curve.interval, digits=3)])
