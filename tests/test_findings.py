@@ -295,3 +295,11 @@ def test_a_failing_point_is_reported_on_stderr_and_no_report_is_written(tmp_path
     assert "failed: ValueError: no neighbours" in done.stderr and "no report written" in done.stderr
     assert not (tmp_path / "o" / "findings.md").exists()
     assert len(batch.stored_failures(tmp_path / "o" / "findings.db")) == 1
+
+
+def test_the_committed_report_is_what_the_code_writes_from_the_committed_results(tmp_path):
+    # the report below its header (which says when the grid ran) is a function of the stored rows
+    markdown, _, _ = findings.write_findings(findings.load_study(), COMMITTED / "findings.db", tmp_path)
+    committed = (COMMITTED / "findings.md").read_text()
+    assert markdown.read_text().split("\n## ", 1)[1] == committed.split("\n## ", 1)[1]
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(p.name for p in COMMITTED.glob("*.png"))
