@@ -219,13 +219,13 @@ def inject(fault: Fault) -> bool:
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
             env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env['PATH']}"
             env["VIRTUAL_ENV"] = str(venv)
-            packages = ["maturin", "numpy", "scipy", "pytest", "pytest-timeout", "pytest-benchmark", "hypothesis",
-                        "matplotlib", "pandas"]
-            subprocess.run(["pip", "install", "--quiet", *packages], env=env, check=True)
-            # a quicker release build than the shipped one (no LTO); the tests do not depend on it
+            subprocess.run(["pip", "install", "--quiet", "maturin"], env=env, check=True)
+            # a quicker release build than the shipped one (no LTO); the tests do not depend on it. The
+            # [test] extra brings what every test needs (JAX, scikit-dimension, ...), so that a test fails
+            # because of the fault and not because a package is missing.
             build = dict(env, CARGO_PROFILE_RELEASE_LTO="false", CARGO_PROFILE_RELEASE_CODEGEN_UNITS="16")
-            subprocess.run(["maturin", "develop", "--release", "--quiet"], cwd=work, env=build, check=True,
-                           capture_output=True)
+            subprocess.run(["maturin", "develop", "--release", "--quiet", "--extras", "test"], cwd=work, env=build,
+                           check=True, capture_output=True)
         print(f"== fault {fault.name}: {fault.means}\n== running: {fault.catch}", flush=True)
         passed = subprocess.run(fault.catch, shell=True, cwd=work, env=env).returncode == 0
     finally:
