@@ -202,11 +202,13 @@ def test_the_dimension_table_holds_the_stored_estimates(report):
     stored = [row for row in batch.stored_dimensions(out / "findings.db") if row.key in study.entries]
     (table,) = tables_under(markdown, SECTIONS[3])
     assert len(table) == len(stored) >= 2
+    matched = set()
     for cells in table:
         (row,) = [r for r in stored if str(r.settings["dimension"]["d"]) == cells["d"]
                   and r.settings["dimension"]["manifold"] == cells["manifold"]
                   and f"{r.settings['dimension']['beta']:g}" == cells["β"]
                   and f"{r.settings['dimension']['noise']:g}" == cells["response noise σ"]]
+        matched.add(row.key)
         mle, low, high = row.dimension_estimates["mle"]
         assert cells["d̂ MLE"].startswith(f"{mle:.2f} [{low:.2f}, {high:.2f}]")
         assert cells["d̂ MLE"].endswith("✓" if abs(mle - row.settings["dimension"]["d"]) <= 0.3 else "✗")
@@ -215,6 +217,7 @@ def test_the_dimension_table_holds_the_stored_estimates(report):
         # a clean circle or sphere is within a few tenths: the estimators work at all
         if row.settings["dimension"]["manifold"] == "sphere":
             assert abs(mle - row.settings["dimension"]["d"]) < 0.3
+    assert matched == {row.key for row in stored}  # every stored row is in the table, once
 
 
 def test_the_curves_tables_hold_the_stored_curves_and_the_theorys_exponent(report):
