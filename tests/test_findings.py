@@ -147,6 +147,7 @@ def test_the_slopes_table_holds_the_stored_estimates_and_the_papers_count(report
     (table,) = tables_under(markdown, SECTIONS[0])
     assert len(table) == len(slope_keys)
     rows = [stored[key] for key in slope_keys]
+    assert len({row_for(cells, rows).key for cells in table}) == len(rows)  # each stored row once
     for cells in table:
         row = row_for(cells, rows)
         assert int(cells["paper N_eff"]) == active_params(row.settings["spec"])
@@ -182,7 +183,7 @@ def test_the_union_table_holds_the_stored_counts_and_the_closed_forms(report):
     stored = {row.key: row for row in batch.stored_rows(out / "findings.db")}
     rows = [stored[key] for key in study.keys("slopes")]
     (table,) = tables_under(markdown, SECTIONS[1])
-    assert len(table) == len(rows)
+    assert len({row_for(cells, rows).key for cells in table}) == len(rows) == len(table)
     for cells in table:
         row = row_for(cells, rows)
         spec = row.settings["spec"]
