@@ -48,6 +48,8 @@ pub struct Workspace {
     /// False when the lane buffers would be too large (`MAX_LANE_SCRATCH`): every input then
     /// runs alone, and the lane buffers are empty.
     in_lanes: bool,
+    /// The vector instructions the pass is compiled for, chosen at run time (see [`forward_batch`]).
+    simd: pulp::Arch,
 }
 
 /// The most values the lane buffers of one thread may hold (16 MiB): classes with inputs so large
@@ -79,7 +81,15 @@ impl Workspace {
             hidden: vec![0.0; spec.expert_hidden * slots],
             sums: vec![0.0; slots],
             one: one::Workspace::new(spec),
+            simd: pulp::Arch::new(),
         }
+    }
+
+    /// The same workspace with the pass compiled for `simd` instead of the best the CPU has
+    /// (the tests compare the portable build with the dispatched one).
+    pub fn with_instruction_set(mut self, simd: pulp::Arch) -> Self {
+        self.simd = simd;
+        self
     }
 }
 
@@ -134,6 +144,7 @@ fn attend<const W: usize>(weights: &[f64], values: &[f64], out: &mut [f64]) {
 }
 
 /// `Attn(H) = concat_h softmax_rows(Q_h K_hᵀ / √d_h) V_h · W_O`, written into `ws.attn`.
+#[inline(always)]
 fn attention<const W: usize>(spec: &MoeSpec, theta: &[f64], layer: usize, input: &[f64], ws: &mut Workspace) {
     let (l, d) = (spec.seq_len, spec.d_model);
     if spec.heads == 1 {
@@ -174,6 +185,7 @@ fn attention<const W: usize>(spec: &MoeSpec, theta: &[f64], layer: usize, input:
 /// `A = W_Q W_Kᵀ`, output `Σ_u p_tu (x_u B)` with `B = W_V W_O`. Two D × D products per token
 /// instead of four (the same function; the rounding differs from the four-product form only in the
 /// last bits).
+#[inline(always)]
 fn attention_one_head<const W: usize>(l: usize, d: usize, layer: usize, input: &[f64], ws: &mut Workspace) {
     let dd = d * d;
     let plane = l * W;
@@ -208,6 +220,7 @@ pub fn prepare(spec: &MoeSpec, theta: &[f64], ws: &mut Workspace) {
 
 /// Router scores, the top-k choice, its colex rank and the gates of every token of the first
 /// `lanes` lanes; then each expert's list of the tokens routed to it (`ws.routed_*`).
+#[inline(always)]
 fn route<const W: usize>(
     spec: &MoeSpec,
     theta: &[f64],
@@ -277,6 +290,7 @@ fn route<const W: usize>(
 ///
 /// Expert by expert in ascending order, so each token's terms are added in the order of the
 /// one-input pass (ascending expert index, from 0).
+#[inline(always)]
 fn mixture<const W: usize>(
     spec: &MoeSpec,
     theta: &[f64],
@@ -386,7 +400,60 @@ impl Routed<'_> {
 /// readout into `values` (`n × output_dim`) and each routing pattern, layer-major (`layers ×
 /// seq_len` colex ranks per input), into `routes`. Call [`prepare`] with this θ and workspace first
 /// (once per θ, however many inputs follow).
+///
+/// The whole pass is compiled once per instruction set `pulp` knows (portable, AVX2, AVX-512) and
+/// the workspace's is run: the lane loops then use the CPU's widest vectors. The bits do not
+/// depend on the choice: every operation is the same IEEE operation in the same order (Rust never
+/// fuses a multiply and an add on its own, and `exp` is the same libm call), which a test checks.
 pub fn forward_batch(
+    spec: &MoeSpec,
+    theta: &[f64],
+    inputs: &[f64],
+    ws: &mut Workspace,
+    values: &mut [f64],
+    routes: &mut [u32],
+) {
+    let simd = ws.simd;
+    simd.dispatch(Batch {
+        spec,
+        theta,
+        inputs,
+        ws,
+        values,
+        routes,
+    });
+}
+
+/// One [`forward_batch`] call, as `pulp` dispatches it.
+struct Batch<'a> {
+    spec: &'a MoeSpec,
+    theta: &'a [f64],
+    inputs: &'a [f64],
+    ws: &'a mut Workspace,
+    values: &'a mut [f64],
+    routes: &'a mut [u32],
+}
+
+impl pulp::WithSimd for Batch<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let Batch {
+            spec,
+            theta,
+            inputs,
+            ws,
+            values,
+            routes,
+        } = self;
+        forward_batch_here(spec, theta, inputs, ws, values, routes);
+    }
+}
+
+/// [`forward_batch`]'s body, inlined into each instruction set's copy.
+#[inline(always)]
+fn forward_batch_here(
     spec: &MoeSpec,
     theta: &[f64],
     inputs: &[f64],
@@ -421,6 +488,7 @@ pub fn forward_batch(
     }
 }
 
+#[inline(always)]
 fn forward_lanes<const W: usize>(
     spec: &MoeSpec,
     theta: &[f64],
@@ -572,6 +640,51 @@ mod tests {
             for batch in [1, 13, 14, 17, 28, 37] {
                 let [lanes, one] = both_ways(&spec, &theta, &inputs, batch);
                 assert_eq!(lanes, one, "case {case} {spec:?}, batches of {batch}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_instruction_set_gives_the_same_bits() {
+        // the portable build against each vector instruction set this CPU has
+        let mut sets = vec![pulp::Arch::new()];
+        #[cfg(target_arch = "x86_64")]
+        sets.extend(pulp::x86::V3::try_new().map(pulp::Arch::V3));
+        for (case, (heads, block, gate, expert, readout)) in option_combinations().into_iter().enumerate() {
+            let case = case as u64 + 7;
+            let spec = MoeSpec::new(&SpecOptions {
+                layers: 2,
+                experts: 6,
+                top_k: 1 + (case % 3) as i64,
+                d_model: 4,
+                seq_len: 2,
+                heads,
+                expert,
+                expert_hidden: 5,
+                gate,
+                block,
+                readout,
+                param_bound: 1.0,
+            })
+            .expect("valid");
+            let mut theta = vec![0.0; spec.total_params()];
+            sample_row(case, 0, spec.param_bound, Sampler::Uniform, &Vec::new(), &mut theta);
+            let n = 45; // a batch of 32 lanes and one of 13 inputs, one at a time
+            let mut inputs = vec![0.0; n * spec.input_len()];
+            sample_row(case, 1, 2.0, Sampler::Uniform, &Vec::new(), &mut inputs);
+            let run = |simd: pulp::Arch| {
+                let mut ws = Workspace::new(&spec).with_instruction_set(simd);
+                prepare(&spec, &theta, &mut ws);
+                let (mut values, mut routes) = (
+                    vec![0.0; n * spec.output_dim()],
+                    vec![0u32; n * spec.routes_per_input()],
+                );
+                forward_batch(&spec, &theta, &inputs, &mut ws, &mut values, &mut routes);
+                (values.into_iter().map(f64::to_bits).collect::<Vec<_>>(), routes)
+            };
+            let portable = run(pulp::Arch::Scalar);
+            for &simd in &sets {
+                assert_eq!(run(simd), portable, "case {case} {spec:?}, {simd:?}");
             }
         }
     }
