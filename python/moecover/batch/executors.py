@@ -273,7 +273,7 @@ def _run_point_args(args: tuple[GridPoint, int]) -> Outcome:
 
 def _run_dask(todo: list[GridPoint], settings: RunSettings, record: Callable[[Outcome], None]) -> None:
     distributed = _import_distributed()
-    with _dask_client(distributed, settings) as (client, threads):
+    with _quiet_distributed_logs(), _dask_client(distributed, settings) as (client, threads):
         futures = {
             client.submit(run_point, point, threads, key=f"moecover-{key_of(point)}", pure=False): key_of(point)
             for point in todo
@@ -297,6 +297,20 @@ def _import_distributed() -> Any:
     except ImportError:
         raise MissingDependency('the dask executor needs dask.distributed: pip install "moecover[dask]"') from None
     return distributed
+
+
+@contextmanager
+def _quiet_distributed_logs() -> Iterator[None]:
+    """This process's `distributed` loggers at ERROR for the run. A cluster's comms log their
+    closing (at INFO, with a traceback) as it shuts down, and a LocalCluster's own `silence_logs`
+    is undone by its close() before they are done: on Ctrl-C that reached the user's terminal."""
+    log = logging.getLogger("distributed")
+    previous = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(previous)
 
 
 @contextmanager
