@@ -387,13 +387,24 @@ def _expand_dimension(config: Mapping[str, Any]) -> list[GridPoint]:
 
 def make_dimension_problem(point: GridPoint) -> Any:
     """The `moecover.targets.RegressionProblem` whose draws a [dimension] point estimates from."""
+    return _regression_problem(point[DIMENSION_SECTION])
+
+
+def _regression_problem(settings: Mapping[str, Any]) -> Any:
+    """The problem a section's problem fields describe (its seed as `target_seed`)."""
     from ..targets import RegressionProblem
 
-    settings = point[DIMENSION_SECTION]
     return RegressionProblem(
         manifold=settings["manifold"], d=settings["d"], ambient=settings["ambient"], beta=settings["beta"],
         kind=settings["kind"], noise=settings["noise"], seed=settings["target_seed"],
     )
+
+
+def _problem_error(section: str, error: Exception) -> ConfigError:
+    """RegressionProblem's "field: message" as a ConfigError naming the section's key."""
+    field = str(error).split(":")[0]
+    name = "target_seed" if field == "seed" else field
+    return ConfigError(f"{section}.{name}: {str(error).partition(':')[2].strip()}")
 
 
 def _validate_dimension(point: GridPoint) -> None:
@@ -401,9 +412,7 @@ def _validate_dimension(point: GridPoint) -> None:
     try:
         make_dimension_problem(point)
     except (ValueError, TypeError) as error:
-        field = str(error).split(":")[0]
-        name = "target_seed" if field == "seed" else field
-        raise ConfigError(f"dimension.{name}: {str(error).partition(':')[2].strip()}") from error
+        raise _problem_error(DIMENSION_SECTION, error) from error
     least = {"n": 100, "subsamples": 0, "bootstrap": 0, "seed": 0}
     for key, low in least.items():
         value = settings[key]
@@ -426,13 +435,7 @@ def erm_spec(point: GridPoint) -> MoESpec:
 
 def make_problem(point: GridPoint) -> Any:
     """The `moecover.targets.RegressionProblem` of a learning-curve point."""
-    from ..targets import RegressionProblem
-
-    settings = point[ERM_SECTION]
-    return RegressionProblem(
-        manifold=settings["manifold"], d=settings["d"], ambient=settings["ambient"], beta=settings["beta"],
-        kind=settings["kind"], noise=settings["noise"], seed=settings["target_seed"],
-    )
+    return _regression_problem(point[ERM_SECTION])
 
 
 def _validate_erm(point: GridPoint) -> None:
@@ -440,9 +443,7 @@ def _validate_erm(point: GridPoint) -> None:
     try:
         problem = make_problem(point)
     except (ValueError, TypeError) as error:
-        field = str(error).split(":")[0]
-        name = "target_seed" if field == "seed" else field
-        raise ConfigError(f"erm.{name}: {str(error).partition(':')[2].strip()}") from error
+        raise _problem_error(ERM_SECTION, error) from error
     if problem.noise == 0:
         raise ConfigError("erm.noise: learning curves need noisy responses (the rate 2β/(2β+d) is theirs); give noise > 0")
     if settings["model"] not in ERM_MODELS:
