@@ -27,7 +27,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from . import batch, theory
+from .report import REGIME_WORDS, _varying
 from .batch.config import ConfigError, GridPoint
 
 #: The built-in study.
@@ -307,17 +308,6 @@ def _setting_label(point: GridPoint, varying: Sequence[str]) -> str:
     return ", ".join(parts) or "—"
 
 
-def _varying(points: Sequence[GridPoint]) -> list[str]:
-    """The flat settings that differ between `points`, in a stable order."""
-    flat = [{f"{s}.{k}": v for s, t in p.items() if s != "family" for k, v in t.items()} for p in points]
-    names = sorted({name for row in flat for name in row})
-    return [n for n in names if len({repr(row.get(n)) for row in flat}) > 1]
-
-
-def _regime_words(regime: str) -> str:
-    return {"sample_limited": "sample-limited", "pre_asymptotic": "pre-asymptotic", "asymptotic": "asymptotic"}.get(regime, regime)
-
-
 def _figure() -> Any:
     import matplotlib
 
@@ -352,7 +342,7 @@ def _slopes_table(grouped: dict[str, list[batch.StoredEstimate]]) -> tuple[list[
               "regime", "slope over complete scales [replicates]", "extrapolated slope [interval]"]
     body = []
     for name, rows in grouped.items():
-        varying = _varying([r.settings for r in rows])
+        varying = _varying(rows)
         for row in rows:
             e, p = row.estimate, row.estimate.predicted_slopes
             extrapolated = (_with_interval(e.extrapolated_slope, *e.extrapolated_interval)
@@ -362,7 +352,7 @@ def _slopes_table(grouped: dict[str, list[batch.StoredEstimate]]) -> tuple[list[
             body.append([
                 name, _setting_label(row.settings, varying), str(p["parametric"]), str(p["paper"]), str(p["data_dependent"]),
                 f"{e.functional_dimension} ({e.functional_reached} / {e.provenance.get('functional_samples', '?')})",
-                str(p["ambient"]), _regime_words(e.regime), slope, extrapolated,
+                str(p["ambient"]), REGIME_WORDS.get(e.regime, e.regime), slope, extrapolated,
             ])
     return header, body
 
@@ -371,7 +361,7 @@ def _sweep_plot(grouped: dict[str, list[batch.StoredEstimate]], directory: Path)
     """r* beside N_eff, the data-dependent count, P and n·o along each family's one swept number."""
     panels = []
     for name, rows in grouped.items():
-        varying = _varying([r.settings for r in rows])
+        varying = _varying(rows)
         numeric = [v for v in varying if all(isinstance(r.setting(v), int) for r in rows)]
         if len(numeric) == 1 and len(rows) >= 2:
             panels.append((name, numeric[0], sorted(rows, key=lambda r: r.setting(numeric[0]))))
@@ -528,7 +518,7 @@ def _union_section(doc: _Document, grouped: dict[str, list[batch.StoredEstimate]
               "measured overhead, nats (coarsest … finest δ)", "paper's term (nats)"]
     body = []
     for name, rows in grouped.items():
-        varying = _varying([r.settings for r in rows])
+        varying = _varying(rows)
         for row in rows:
             table, spec = row.estimate.union_bound, row.spec
             if not table:
@@ -617,7 +607,7 @@ def _union_answer(grouped: dict[str, list[batch.StoredEstimate]]) -> list[str]:
 def _union_plot(grouped: dict[str, list[batch.StoredEstimate]], directory: Path) -> Path | None:
     series = []
     for number, (name, rows) in enumerate(grouped.items()):
-        varying = _varying([r.settings for r in rows])
+        varying = _varying(rows)
         members = [r for r in rows if r.estimate.union_bound and r.estimate.union_bound["patterns_sampled"] > 1
                    and np.isfinite(np.asarray(r.estimate.union_bound["union_ratio"], float)).any()]
         for place, row in enumerate(members):
@@ -661,7 +651,7 @@ def _blocks_section(doc: _Document, grouped: dict[str, list[batch.StoredEstimate
     for row in rows:
         others = {k: v for k, v in row.flat_settings.items() if k != "spec.block"}
         pairs.setdefault(repr(sorted(others.items())), {})[row.setting("spec.block")] = row
-    varying = [v for v in _varying([r.settings for r in rows]) if v != "spec.block"]
+    varying = [v for v in _varying(rows) if v != "spec.block"]
     for pair in pairs.values():
         for form, row in sorted(pair.items(), key=lambda item: item[0] != "sequential"):
             e = row.estimate
@@ -671,7 +661,7 @@ def _blocks_section(doc: _Document, grouped: dict[str, list[batch.StoredEstimate
             body.append([_setting_label(row.settings, varying), form, str(e.predicted_slopes["parametric"]),
                          str(e.predicted_slopes["paper"]),
                          f"{e.functional_dimension} ({e.functional_reached} / {e.provenance.get('functional_samples', '?')})",
-                         _regime_words(e.regime), finest,
+                         REGIME_WORDS.get(e.regime, e.regime), finest,
                          f"{e.union_bound.get('patterns_sampled', 0):,}" if e.union_bound else "n/a"])
     doc.table(header, body)
     if plots:
@@ -986,8 +976,8 @@ def write_findings(study: Study, db: str | os.PathLike[str], out: str | os.PathL
 
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
-    stored = ({row.key for row in batch.stored_rows(db)} | {row.key for row in batch.stored_curves(db)}
-              | {row.key for row in batch.stored_dimensions(db)})
+    estimates, curves, dimensions = batch.stored_rows(db), batch.stored_curves(db), batch.stored_dimensions(db)
+    stored = {row.key for row in estimates} | {row.key for row in curves} | {row.key for row in dimensions}
     missing = [key for key in study.entries if key not in stored]
     if missing:
         raise ValueError(f"db: {len(missing)} grid point(s) of the study are not stored in {os.fspath(db)} "
@@ -1005,17 +995,12 @@ def write_findings(study: Study, db: str | os.PathLike[str], out: str | os.PathL
     if study.quick:
         doc.text("**A quick run**: a subset of the study with fewer samples, for a first look and for CI. Its tables have "
                  "the full run's columns; its intervals are wider and its nets coarser.")
-    estimates = batch.stored_rows(db)
     slopes = _entry_rows(study, "slopes", estimates)
-    sections: list[Callable[[], None]] = [
-        lambda: _slopes_section(doc, slopes, directory, plots),
-        lambda: _union_section(doc, slopes, directory, plots),
-        lambda: _blocks_section(doc, _entry_rows(study, "blocks", estimates), directory, plots),
-        lambda: _dimension_section(doc, _entry_rows(study, "dimension", batch.stored_dimensions(db)), directory, plots),
-        lambda: _curves_section(doc, _entry_rows(study, "curves", batch.stored_curves(db)), directory, plots),
-    ]
-    for section in sections:
-        section()
+    _slopes_section(doc, slopes, directory, plots)
+    _union_section(doc, slopes, directory, plots)
+    _blocks_section(doc, _entry_rows(study, "blocks", estimates), directory, plots)
+    _dimension_section(doc, _entry_rows(study, "dimension", dimensions), directory, plots)
+    _curves_section(doc, _entry_rows(study, "curves", curves), directory, plots)
     markdown = directory / "findings.md"
     page = directory / "findings.html"
     markdown.write_text(doc.markdown(), encoding="utf-8")

@@ -136,6 +136,13 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"{path}: {error.strerror}") from error
 
 
+def _check_settings(section: str, table: Mapping[str, Any], known: Mapping[str, Any]) -> None:
+    """ConfigError naming the first key of `table` that is not a setting of `section`."""
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"{section}.{key}: unknown setting; expected one of {sorted(known)}")
+
+
 def _axes(section: str, table: Mapping[str, Any]) -> list[tuple[str, str, list[Any]]]:
     """(section, key, values) per setting: a list sweeps a scalar field; a list of lists sweeps a
     list-valued one (deltas); pinned arrays never sweep."""
@@ -175,9 +182,7 @@ def expand_config(config: Mapping[str, Any]) -> list[GridPoint]:
             raise ConfigError(f"spec.{key}: unknown MoESpec field; expected one of {sorted(SPEC_FIELDS)}")
     input_table = {**INPUT_DEFAULTS, **config.get("inputs", {})}
     estimate_table = {**ESTIMATE_DEFAULTS, **config.get("estimate", {})}
-    for key in config.get("estimate", {}):
-        if key not in ESTIMATE_DEFAULTS:
-            raise ConfigError(f"estimate.{key}: unknown setting; expected one of {sorted(ESTIMATE_DEFAULTS)}")
+    _check_settings("estimate", config.get("estimate", {}), ESTIMATE_DEFAULTS)
     axes = (
         _axes("spec", {**SPEC_FIELDS, **spec_table})
         + _axes("inputs", input_table)
@@ -339,9 +344,7 @@ def _expand_erm(config: Mapping[str, Any]) -> list[GridPoint]:
     table = config[ERM_SECTION]
     if not isinstance(table, Mapping):
         raise ConfigError("erm: expected a table")
-    for key in table:
-        if key not in ERM_DEFAULTS:
-            raise ConfigError(f"erm.{key}: unknown setting; expected one of {sorted(ERM_DEFAULTS)}")
+    _check_settings(ERM_SECTION, table, ERM_DEFAULTS)
     spec_table = dict(config.get("spec", {}))
     for key in spec_table:
         if key not in SPEC_FIELDS:
@@ -373,9 +376,7 @@ def _expand_dimension(config: Mapping[str, Any]) -> list[GridPoint]:
     table = config[DIMENSION_SECTION]
     if not isinstance(table, Mapping):
         raise ConfigError("dimension: expected a table")
-    for key in table:
-        if key not in DIMENSION_DEFAULTS:
-            raise ConfigError(f"dimension.{key}: unknown setting; expected one of {sorted(DIMENSION_DEFAULTS)}")
+    _check_settings(DIMENSION_SECTION, table, DIMENSION_DEFAULTS)
     axes = _axes(DIMENSION_SECTION, {**DIMENSION_DEFAULTS, **table})
     points = []
     for combination in itertools.product(*(values for _, _, values in axes)):
