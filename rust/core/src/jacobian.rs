@@ -14,7 +14,7 @@
 //! θ is reported as on that set: the derivative there is the one-sided one the pass takes.
 
 use crate::error::{allocate, Error, Result};
-use crate::forward::select_top_k;
+use crate::forward::{exp, select_top_k};
 use crate::parallel::{chunk_len, pool, run_chunked, Interrupt};
 use crate::routing::RankTable;
 use crate::spec::{Block, ExpertKind, Gate, MoeSpec, Readout};
@@ -175,7 +175,7 @@ fn softmax(values: &mut [f64]) {
     let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let mut total = 0.0;
     for v in values.iter_mut() {
-        *v = (*v - max).exp();
+        *v = exp(*v - max);
         total += *v;
     }
     for v in values.iter_mut() {
@@ -240,13 +240,14 @@ fn mixture(
         for ((s, row), &b) in scores.iter_mut().zip(weight.chunks_exact(d)).zip(bias) {
             *s = row.iter().zip(z).map(|(w, x)| w * x).sum::<f64>() + b;
         }
-        select_top_k::<1>(scores, k, &mut ws.top_scores, &mut ws.top_experts);
+        let mut highest = [0.0];
+        select_top_k::<1>(scores, k, &mut ws.top_scores, &mut ws.top_experts, &mut highest);
         for (s, &j) in ws.selected.iter_mut().zip(ws.top_experts.iter()) {
             *s = j as usize;
         }
         routes[t] = ws.ranks.rank(&ws.selected);
         if k < m {
-            let lowest_chosen = ws.top_scores[k - 1];
+            let lowest_chosen = ws.top_scores.iter().copied().fold(f64::INFINITY, f64::min);
             let highest_other = (0..m)
                 .filter(|j| !ws.selected.contains(j))
                 .map(|j| scores[j])

@@ -27,8 +27,9 @@ pub struct Workspace {
     attention_weights: Vec<f64>,
     /// One token's router scores, `[expert][lane]`.
     scores: Vec<f64>,
-    /// One token's top-k scores, highest first, `[place][lane]`.
+    /// One token's top-k scores in ascending order of expert, `[place][lane]`, and the highest.
     top_scores: Vec<f64>,
+    highest: Vec<f64>,
     /// Every token's top-k experts, ascending, and their gates: `[token][place][lane]`.
     top_experts: Vec<f64>,
     gates: Vec<f64>,
@@ -71,6 +72,7 @@ impl Workspace {
             attention_weights: vec![0.0; slots],
             scores: vec![0.0; if in_lanes { m * LANES } else { 0 }],
             top_scores: vec![0.0; if in_lanes { k * LANES } else { 0 }],
+            highest: vec![0.0; if in_lanes { LANES } else { 0 }],
             top_experts: vec![0.0; spec.top_k * slots],
             gates: vec![0.0; spec.top_k * slots],
             routed_slots: vec![0; spec.top_k * slots],
@@ -244,7 +246,7 @@ fn route<const W: usize>(
             &mut ws.scores[..m * W],
         );
         let experts = &mut ws.top_experts[t * k * W..(t + 1) * k * W];
-        select_top_k::<W>(&ws.scores[..m * W], k, &mut ws.top_scores, experts);
+        select_top_k::<W>(&ws.scores[..m * W], k, &mut ws.top_scores, experts, &mut ws.highest);
         for lane in 0..lanes {
             for (place, s) in ws.one.selected.iter_mut().enumerate() {
                 *s = experts[place * W + lane] as usize;
@@ -254,7 +256,13 @@ fn route<const W: usize>(
 
         // The highest score of each lane is the softmax shift.
         let gates = &mut ws.gates[t * k * W..(t + 1) * k * W];
-        gate_weights::<W>(spec.gate, &ws.scores[..m * W], experts, &ws.top_scores[..W], gates);
+        gate_weights::<W>(
+            spec.gate,
+            &ws.scores[..m * W],
+            &ws.top_scores[..k * W],
+            &ws.highest[..W],
+            gates,
+        );
     }
     // Each expert's routed tokens, by a counting sort of the choices (token, then lane order).
     ws.routed_len.fill(0);

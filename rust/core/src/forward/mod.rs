@@ -8,10 +8,12 @@
 //! gate weights, the softmax and the readout. Each runs the same operations in the same order in
 //! every lane, so an input's values and routes are the same bits whichever pass or lane it ran in.
 
+pub mod exp;
 pub mod lanes;
 pub mod one;
 
 use crate::spec::{Block, Gate, MoeSpec, Readout};
+pub use exp::exp;
 
 pub use lanes::{forward_batch, prepare, Workspace};
 
@@ -147,8 +149,8 @@ pub(crate) fn router_scores<'a, const W: usize>(
 }
 
 /// Per lane, the `k` highest of one token's router scores (`[expert][lane]`, `W` lanes): their
-/// scores into `top_scores` (`[place][lane]`, highest first) and their experts, ascending, into
-/// `top_experts`.
+/// experts, ascending, into `top_experts` (`[place][lane]`), their scores in the same order into
+/// `top_scores`, and the highest score into `highest` (`[lane]`).
 ///
 /// Each expert in turn is carried down the kept list and enters at the first place whose score is
 /// strictly lower; everything below moves down one place and the last falls off. So equal scores
@@ -156,7 +158,13 @@ pub(crate) fn router_scores<'a, const W: usize>(
 /// distinct experts (even if a score is NaN, which the definition leaves undefined). Written as a
 /// compare-and-select over lanes: no branch depends on a score.
 #[inline(always)]
-pub(crate) fn select_top_k<const W: usize>(scores: &[f64], k: usize, top_scores: &mut [f64], top_experts: &mut [f64]) {
+pub(crate) fn select_top_k<const W: usize>(
+    scores: &[f64],
+    k: usize,
+    top_scores: &mut [f64],
+    top_experts: &mut [f64],
+    highest: &mut [f64],
+) {
     let (top_scores, top_experts) = (top_scores.as_chunks_mut::<W>().0, top_experts.as_chunks_mut::<W>().0);
     for (j, score) in scores.as_chunks::<W>().0.iter().enumerate() {
         // One lane: skip a score that cannot enter. The kept scores that are not NaN are in
@@ -187,28 +195,39 @@ pub(crate) fn select_top_k<const W: usize>(scores: &[f64], k: usize, top_scores:
             top_experts[kept] = carried_expert;
         }
     }
-    // the k experts of each lane into ascending order (odd-even transposition sort)
+    highest[..W].copy_from_slice(&top_scores[0]);
+    // the k experts of each lane, with their scores, into ascending order of expert (odd-even
+    // transposition sort)
     for pass in 0..k {
         for place in (pass % 2..k.saturating_sub(1)).step_by(2) {
             let (low, high) = top_experts[place..place + 2].split_at_mut(1);
-            for (a, b) in low[0].iter_mut().zip(high[0].iter_mut()) {
-                let (min, max) = (a.min(*b), a.max(*b));
-                *a = min;
-                *b = max;
+            let (low_score, high_score) = top_scores[place..place + 2].split_at_mut(1);
+            for lane in 0..W {
+                let (a, b) = (low[0][lane], high[0][lane]);
+                let (sa, sb) = (low_score[0][lane], high_score[0][lane]);
+                // selects written on the bits, as above (a `bool` select of f64 here was
+                // miscompiled for AVX-512: the scores kept stale values)
+                let swap = 0u64.wrapping_sub(u64::from(a > b));
+                let pick = |keep: f64, other: f64| f64::from_bits((other.to_bits() & swap) | (keep.to_bits() & !swap));
+                low[0][lane] = pick(a, b);
+                high[0][lane] = pick(b, a);
+                low_score[0][lane] = pick(sa, sb);
+                high_score[0][lane] = pick(sb, sa);
             }
         }
     }
 }
 
-/// One token's gate weights in `W` lanes, `[place][lane]` in the ascending expert order of
-/// `experts` (from [`select_top_k`]), given all router `scores` (`[expert][lane]`) and the highest
-/// score per lane, `shift`. Each exponential is taken once, and with the shift every exponent is
-/// <= 0, so none overflows. Normalisers are sums from -0.0 in ascending order.
+/// One token's gate weights in `W` lanes, `[place][lane]`, from the chosen experts' scores
+/// `chosen_scores` (`[place][lane]`, from [`select_top_k`]), all router `scores` (`[expert][lane]`,
+/// for the full softmax) and the highest score per lane, `shift`. Each exponential is taken once,
+/// and with the shift every exponent is <= 0, so none overflows. Normalisers are sums from -0.0 in
+/// ascending order.
 #[inline(always)]
 pub(crate) fn gate_weights<const W: usize>(
     gate: Gate,
     scores: &[f64],
-    experts: &[f64],
+    chosen_scores: &[f64],
     shift: &[f64],
     gates: &mut [f64],
 ) {
@@ -216,17 +235,16 @@ pub(crate) fn gate_weights<const W: usize>(
     match gate {
         Gate::Uniform => gates.fill(1.0 / k as f64),
         Gate::RenormalizedSoftmax | Gate::FullSoftmax => {
-            for (gate, expert) in gates.chunks_exact_mut(W).zip(experts.chunks_exact(W)) {
-                for lane in 0..W {
-                    let score = scores[expert[lane] as usize * W + lane];
-                    gate[lane] = (score - shift[lane]).exp();
+            for (gate, score) in gates.chunks_exact_mut(W).zip(chosen_scores.chunks_exact(W)) {
+                for ((g, &s), &m) in gate.iter_mut().zip(score).zip(shift) {
+                    *g = exp(s - m);
                 }
             }
             let mut normaliser = [-0.0; W];
             if gate == Gate::FullSoftmax {
                 for score in scores.chunks_exact(W) {
                     for ((total, &s), &m) in normaliser.iter_mut().zip(score).zip(shift) {
-                        *total += (s - m).exp();
+                        *total += exp(s - m);
                     }
                 }
             } else {
@@ -258,7 +276,7 @@ pub(crate) fn softmax<const W: usize>(weights: &mut [f64]) {
     }
     for row in weights.chunks_exact_mut(W) {
         for ((w, &m), t) in row.iter_mut().zip(&max).zip(&mut total) {
-            *w = (*w - m).exp();
+            *w = exp(*w - m);
             *t += *w;
         }
     }

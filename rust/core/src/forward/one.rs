@@ -13,7 +13,7 @@ pub struct Workspace {
     act: Activations,
     attention_weights: Vec<f64>,
     scores: Vec<f64>,
-    /// The top-k scores, highest first, and their experts, ascending (see [`select_top_k`]).
+    /// The top-k experts, ascending, and their scores (see [`select_top_k`]).
     top_scores: Vec<f64>,
     top_experts: Vec<f64>,
     pub(crate) selected: Vec<usize>,
@@ -203,19 +203,20 @@ fn mixture<const D: usize, const H: usize>(
     let expert_size = spec.expert_params();
     for (t, z) in input.chunks_exact(d).enumerate() {
         router_scores::<1>(weight, bias, d, |c| &z[c..c + 1], &mut ws.scores);
-        select_top_k::<1>(&ws.scores, spec.top_k, &mut ws.top_scores, &mut ws.top_experts);
+        let mut highest = [0.0];
+        select_top_k::<1>(
+            &ws.scores,
+            spec.top_k,
+            &mut ws.top_scores,
+            &mut ws.top_experts,
+            &mut highest,
+        );
         for (s, &j) in ws.selected.iter_mut().zip(&ws.top_experts) {
             *s = j as usize;
         }
         routes[t] = ws.ranks.rank(&ws.selected);
         // The largest selected score (the overall maximum) is the softmax shift.
-        gate_weights::<1>(
-            spec.gate,
-            &ws.scores,
-            &ws.top_experts,
-            &ws.top_scores[..1],
-            &mut ws.gates,
-        );
+        gate_weights::<1>(spec.gate, &ws.scores, &ws.top_scores, &highest, &mut ws.gates);
         let out = &mut ws.act.moe[t * d..(t + 1) * d];
         out.fill(0.0);
         for (&j, &gate) in ws.selected.iter().zip(&ws.gates) {
