@@ -16,19 +16,13 @@
 #[inline(always)]
 pub fn exp(x: f64) -> f64 {
     const LOG2_E: f64 = std::f64::consts::LOG2_E;
-    const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1; // 0x3FE62E42FEE00000
-    const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+    const LN2_HI: f64 = f64::from_bits(0x3FE6_2E42_FEE0_0000); // 0.693147180369123816490
+    const LN2_LO: f64 = f64::from_bits(0x3DEA_39EF_3579_3C76); // 1.90821492927058770002e-10
     // Adding 1.5 · 2^52 rounds a number of magnitude < 2^51 to the nearest integer, which then
     // sits in the low bits of the sum.
     const ROUND: f64 = 6_755_399_441_055_744.0;
     // Beyond these e^x is +∞ or +0 anyway; the clamp keeps the exponents in range (NaN passes).
-    let t = if x > 710.0 {
-        710.0
-    } else if x < -746.0 {
-        -746.0
-    } else {
-        x
-    };
+    let t = x.clamp(-746.0, 710.0);
     let n = (t * LOG2_E + ROUND) - ROUND;
     let r = (t - n * LN2_HI) - n * LN2_LO;
     // Taylor coefficients 1/i!, Horner from the highest
