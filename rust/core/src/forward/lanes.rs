@@ -49,6 +49,9 @@ pub struct Workspace {
     /// False when the lane buffers would be too large (`MAX_LANE_SCRATCH`): every input then
     /// runs alone, and the lane buffers are empty.
     in_lanes: bool,
+    /// Whether the routes' colex ranks are computed in the lanes ([`colex_ranks`], exact when
+    /// `M^k < 2^53`) rather than looked up lane by lane.
+    ranks_in_lanes: bool,
     /// The vector instructions the pass is compiled for, chosen at run time (see [`forward_batch`]).
     simd: pulp::Arch,
 }
@@ -83,6 +86,7 @@ impl Workspace {
             hidden: vec![0.0; spec.expert_hidden * slots],
             sums: vec![0.0; slots],
             one: one::Workspace::new(spec),
+            ranks_in_lanes: (m as f64).powi(k as i32) < 2f64.powi(53),
             simd: pulp::Arch::new(),
         }
     }
@@ -247,11 +251,19 @@ fn route<const W: usize>(
         );
         let experts = &mut ws.top_experts[t * k * W..(t + 1) * k * W];
         select_top_k::<W>(&ws.scores[..m * W], k, &mut ws.top_scores, experts, &mut ws.highest);
-        for lane in 0..lanes {
-            for (place, s) in ws.one.selected.iter_mut().enumerate() {
-                *s = experts[place * W + lane] as usize;
+        let route_of = |lane: usize| lane * spec.routes_per_input() + layer * l + t;
+        if ws.ranks_in_lanes {
+            let ranks = colex_ranks::<W>(experts);
+            for (lane, &rank) in ranks.iter().enumerate().take(lanes) {
+                routes[route_of(lane)] = rank as u32;
             }
-            routes[lane * spec.routes_per_input() + layer * l + t] = ws.one.ranks.rank(&ws.one.selected);
+        } else {
+            for lane in 0..lanes {
+                for (place, s) in ws.one.selected.iter_mut().enumerate() {
+                    *s = experts[place * W + lane] as usize;
+                }
+                routes[route_of(lane)] = ws.one.ranks.rank(&ws.one.selected);
+            }
         }
 
         // The highest score of each lane is the softmax shift.
@@ -291,6 +303,27 @@ fn route<const W: usize>(
             ws.routed_len[j] += 1;
         }
     }
+}
+
+/// The colex rank `Σ_p C(e_p, p + 1)` of each lane's ascending experts (`[place][lane]`),
+/// computed in f64 lane by lane, each binomial as `e (e−1) ⋯ (e−p) / (p+1)!`. Exact where
+/// `M^k < 2^53` ([`Workspace::new`] checks): every product is then an integer below 2^53, each
+/// quotient is the integer binomial, and the sum is below C(M, k) < 2^32.
+#[inline(always)]
+fn colex_ranks<const W: usize>(experts: &[f64]) -> [f64; W] {
+    let mut ranks = [0.0; W];
+    let mut factorial = 1.0;
+    for (p, place) in experts.chunks_exact(W).enumerate() {
+        factorial *= (p + 1) as f64;
+        for (rank, &e) in ranks.iter_mut().zip(place) {
+            let mut product = e;
+            for q in 1..=p {
+                product *= e - q as f64;
+            }
+            *rank += product / factorial;
+        }
+    }
+    ranks
 }
 
 /// `MoE(Z)_t = Σ_{j∈S_t} g_{t,j} E_j(z_t)` for every token of every lane, into `ws.moe`; the colex
@@ -695,6 +728,31 @@ mod tests {
                 assert_eq!(run(simd), portable, "case {case} {spec:?}, {simd:?}");
             }
         }
+    }
+
+    #[test]
+    fn ranks_looked_up_where_the_lanes_cannot_compute_them_exactly() {
+        // 20^18 > 2^53: the lanes' f64 binomials would not be exact, so ranks come from the table
+        let spec = MoeSpec::new(&SpecOptions {
+            layers: 2,
+            experts: 20,
+            top_k: 18,
+            d_model: 3,
+            seq_len: 2,
+            heads: 1,
+            ..Default::default()
+        })
+        .expect("valid");
+        assert!(!Workspace::new(&spec).ranks_in_lanes);
+        let small = MoeSpec::new(&SpecOptions::default()).expect("valid");
+        assert!(Workspace::new(&small).ranks_in_lanes);
+        let mut theta = vec![0.0; spec.total_params()];
+        sample_row(5, 0, 1.0, Sampler::Uniform, &Vec::new(), &mut theta);
+        let mut inputs = vec![0.0; 32 * spec.input_len()];
+        sample_row(5, 1, 1.0, Sampler::Uniform, &Vec::new(), &mut inputs);
+        let [lanes, one] = both_ways(&spec, &theta, &inputs, 32);
+        assert_eq!(lanes, one);
+        assert!(lanes.1.iter().all(|&rank| rank < 190), "C(20, 18) = 190 patterns");
     }
 
     #[test]
