@@ -508,11 +508,12 @@ fn forward_batch_here(
     let mut done = 0;
     while done < n {
         // Lanes pay when most of them are used (measured in benches/README.md): 32 lanes for
-        // 28 or more inputs, 16 for 14 or more, else the one-input pass.
+        // 20 or more inputs, 16 for 9 or more, 8 for 6 or more, else the one-input pass.
         let take = match n - done {
             _ if !ws.in_lanes => 1,
-            rest @ 28.. => rest.min(LANES),
-            rest @ 14.. => rest.min(16),
+            rest @ 20.. => rest.min(LANES),
+            rest @ 9.. => rest.min(16),
+            rest @ 6.. => rest.min(8),
             _ => 1,
         };
         let (x, v, rt) = (
@@ -522,6 +523,7 @@ fn forward_batch_here(
         );
         match take {
             1 => one::forward(spec, theta, x, &mut ws.one, v, rt),
+            ..=8 => forward_lanes::<8>(spec, theta, x, ws, v, rt),
             ..=16 => forward_lanes::<16>(spec, theta, x, ws, v, rt),
             _ => forward_lanes::<LANES>(spec, theta, x, ws, v, rt),
         }
@@ -678,7 +680,7 @@ mod tests {
             // exact ties between router scores: a repeated input, and a zero input
             inputs.copy_within(0..spec.input_len(), 5 * spec.input_len());
             inputs[7 * spec.input_len()..8 * spec.input_len()].fill(0.0);
-            for batch in [1, 13, 14, 17, 28, 37] {
+            for batch in [1, 5, 7, 13, 14, 17, 22, 28, 37] {
                 let [lanes, one] = both_ways(&spec, &theta, &inputs, batch);
                 assert_eq!(lanes, one, "case {case} {spec:?}, batches of {batch}");
             }
@@ -710,22 +712,24 @@ mod tests {
             .expect("valid");
             let mut theta = vec![0.0; spec.total_params()];
             sample_row(case, 0, spec.param_bound, Sampler::Uniform, &Vec::new(), &mut theta);
-            let n = 45; // a batch of 32 lanes and one of 13 inputs, one at a time
-            let mut inputs = vec![0.0; n * spec.input_len()];
-            sample_row(case, 1, 2.0, Sampler::Uniform, &Vec::new(), &mut inputs);
-            let run = |simd: pulp::Arch| {
-                let mut ws = Workspace::new(&spec).with_instruction_set(simd);
-                prepare(&spec, &theta, &mut ws);
-                let (mut values, mut routes) = (
-                    vec![0.0; n * spec.output_dim()],
-                    vec![0u32; n * spec.routes_per_input()],
-                );
-                forward_batch(&spec, &theta, &inputs, &mut ws, &mut values, &mut routes);
-                (values.into_iter().map(f64::to_bits).collect::<Vec<_>>(), routes)
-            };
-            let portable = run(pulp::Arch::Scalar);
-            for &simd in &sets {
-                assert_eq!(run(simd), portable, "case {case} {spec:?}, {simd:?}");
+            // batches of 32 and 16 lanes, of 32 and 8, and of 32 lanes and one input at a time
+            for n in [45, 39, 35] {
+                let mut inputs = vec![0.0; n * spec.input_len()];
+                sample_row(case, 1, 2.0, Sampler::Uniform, &Vec::new(), &mut inputs);
+                let run = |simd: pulp::Arch| {
+                    let mut ws = Workspace::new(&spec).with_instruction_set(simd);
+                    prepare(&spec, &theta, &mut ws);
+                    let (mut values, mut routes) = (
+                        vec![0.0; n * spec.output_dim()],
+                        vec![0u32; n * spec.routes_per_input()],
+                    );
+                    forward_batch(&spec, &theta, &inputs, &mut ws, &mut values, &mut routes);
+                    (values.into_iter().map(f64::to_bits).collect::<Vec<_>>(), routes)
+                };
+                let portable = run(pulp::Arch::Scalar);
+                for &simd in &sets {
+                    assert_eq!(run(simd), portable, "case {case} {spec:?}, {simd:?}, {n} inputs");
+                }
             }
         }
     }
