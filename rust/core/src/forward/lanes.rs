@@ -389,19 +389,12 @@ fn mixture<const W: usize>(
             let (w1, rest) = params.split_at(h * d);
             let (b1, rest) = rest.split_at(h);
             let (w2, b2) = rest.split_at(d * h);
-            for (a, (row, &b)) in w1.chunks_exact(d).zip(b1).enumerate() {
-                let out = &mut ws.hidden[a * slots..][..n];
-                out.fill(-0.0);
-                for (c, &w) in row.iter().enumerate() {
-                    for (o, &x) in out.iter_mut().zip(&ws.gathered[c * slots..][..n]) {
-                        *o += w * x;
-                    }
-                }
-                for o in out.iter_mut() {
-                    *o = (*o + b).max(0.0);
-                }
-            }
-            routed.add_affine(w2, &b2[..d], &ws.hidden, &mut ws.sums, &mut ws.act.moe[..d * plane]);
+            routed.add_mlp(
+                [w1, b1, w2, &b2[..d]],
+                &ws.gathered,
+                &mut ws.hidden,
+                &mut ws.act.moe[..d * plane],
+            );
         }
     }
 }
@@ -414,7 +407,49 @@ struct Routed<'a> {
     stride: usize,
 }
 
+/// Routed entries taken a vector's worth at a time by [`Routed::add_mlp`].
+const BLOCK: usize = 8;
+
 impl Routed<'_> {
+    /// `moe[c][slot_e] += gate_e · (W2 relu(W1 x_e + b1) + b2)[c]` for every routed entry e, with
+    /// `x` gathered feature-major (`[c][entry]`, features `stride` apart, each row readable up to
+    /// the next multiple of [`BLOCK`] entries). The entries go [`BLOCK`] at a time, their hidden
+    /// units kept in `hidden` (`[unit][BLOCK]`, in cache) between the two layers. Each sum starts at
+    /// -0.0 and runs in ascending order, as in the one-input pass.
+    #[inline(always)]
+    fn add_mlp(&self, [w1, b1, w2, b2]: [&[f64]; 4], x: &[f64], hidden: &mut [f64], moe: &mut [f64]) {
+        let n = self.slots.len();
+        let (d, h) = (b2.len(), b1.len());
+        let plane = moe.len() / d;
+        let hidden = &mut hidden.as_chunks_mut::<BLOCK>().0[..h];
+        for first in (0..n).step_by(BLOCK) {
+            for ((unit, row), &bias) in hidden.iter_mut().zip(w1.chunks_exact(d)).zip(b1) {
+                let mut sum = [-0.0; BLOCK];
+                for (c, &w) in row.iter().enumerate() {
+                    for (s, &v) in sum.iter_mut().zip(&x[c * self.stride + first..][..BLOCK]) {
+                        *s += w * v;
+                    }
+                }
+                for (u, s) in unit.iter_mut().zip(sum) {
+                    *u = (s + bias).max(0.0);
+                }
+            }
+            let count = (n - first).min(BLOCK);
+            let (slots, gates) = (&self.slots[first..][..count], &self.gates[first..][..count]);
+            for ((row, &bias), out) in w2.chunks_exact(h).zip(b2).zip(moe.chunks_exact_mut(plane)) {
+                let mut sum = [-0.0; BLOCK];
+                for (&w, unit) in row.iter().zip(hidden.iter()) {
+                    for (s, &u) in sum.iter_mut().zip(unit) {
+                        *s += w * u;
+                    }
+                }
+                for ((&slot, &gate), &s) in slots.iter().zip(gates).zip(&sum) {
+                    out[slot] += gate * (s + bias);
+                }
+            }
+        }
+    }
+
     /// `moe[c][slot_e] += gate_e · (Σ_a rows[c, a] · x[a][e] + bias[c])` for every routed entry e,
     /// with `x` gathered feature-major (`[a][entry]`, features `stride` apart).
     #[inline(always)]
