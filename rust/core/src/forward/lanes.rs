@@ -558,7 +558,7 @@ fn forward_batch_here(
         );
         match take {
             1 => one::forward(spec, theta, x, &mut ws.one, v, rt),
-            ..=8 => forward_lanes::<8>(spec, theta, x, ws, v, rt),
+            2..=8 => forward_lanes::<8>(spec, theta, x, ws, v, rt),
             ..=16 => forward_lanes::<16>(spec, theta, x, ws, v, rt),
             _ => forward_lanes::<LANES>(spec, theta, x, ws, v, rt),
         }
