@@ -10,12 +10,13 @@ import numpy as np
 import moecover
 spec = moecover.MoESpec(experts=8, top_k=8, d_model=16, expert_hidden=64)
 x = np.random.default_rng(0).normal(size=(64, 1, 16))
-params = moecover.sample_params(spec, 5_000, rng=0)  # 0.7 GB, several seconds of evaluation
+params = moecover.sample_params(spec, 5_000, rng=0)  # 0.7 GB
+many = np.random.default_rng(1).normal(size=(1024, 1, 16))  # with params, 2-4 s of evaluation
 """
 
 CALLS = {
     "evaluate_sampled": "moecover.evaluate_sampled(spec, x, 200_000, rng=0, n_threads=2)",
-    "evaluate": "moecover.evaluate(spec, params, x, n_threads=2)",
+    "evaluate": "moecover.evaluate(spec, params, many, n_threads=2)",
     "explore": "moecover.explore(spec, x, 0.5, 10**9, rng=0, n_threads=2, batch=20_000)",
 }
 

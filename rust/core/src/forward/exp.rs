@@ -16,10 +16,11 @@
 #[inline(always)]
 pub fn exp(x: f64) -> f64 {
     const LOG2_E: f64 = std::f64::consts::LOG2_E;
-    const LN2_HI: f64 = f64::from_bits(0x3FE6_2E42_FEE0_0000); // 0.693147180369123816490
-    const LN2_LO: f64 = f64::from_bits(0x3DEA_39EF_3579_3C76); // 1.90821492927058770002e-10
-                                                               // Adding 1.5 · 2^52 rounds a number of magnitude < 2^51 to the nearest integer, which then
-                                                               // sits in the low bits of the sum.
+    // ln 2 in two parts: 0.693147180369123816490 (21 trailing zero bits) + 1.90821492927058770002e-10
+    const LN2_HI: f64 = f64::from_bits(0x3FE6_2E42_FEE0_0000);
+    const LN2_LO: f64 = f64::from_bits(0x3DEA_39EF_3579_3C76);
+    // Adding 1.5 · 2^52 rounds a number of magnitude < 2^51 to the nearest integer, which then
+    // sits in the low bits of the sum.
     const ROUND: f64 = 6_755_399_441_055_744.0;
     // Beyond these e^x is +∞ or +0 anyway; the clamp keeps the exponents in range (NaN passes).
     let t = x.clamp(-746.0, 710.0);
