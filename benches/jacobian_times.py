@@ -21,6 +21,8 @@ parser.add_argument("--threads", type=int, default=1, choices=[1, 2])
 parser.add_argument("--samples", type=int, default=1000, help="θ for the Jacobians")
 parser.add_argument("--forwards", type=int, default=20_000, help="θ for the forward passes")
 args = parser.parse_args()
+# NumPy's BLAS (the singular values on both sides) at the same number of threads
+os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(args.threads)
 if args.threads == 1:
     os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
@@ -102,6 +104,17 @@ for model, function in MODELS.items():
                   f"({s / args.samples * 1e3:.3f} ms per θ; moecover {s / ours_s:.2f}x faster)", flush=True)
 name = min(peers, key=peers.get)
 print(f"Jacobians: the fastest JAX ({name}) {peers[name]:.3f} s; moecover {peers[name] / ours_s:.2f}x faster")
+
+# the functional dimension per θ: a Jacobian and its singular values, as a JAX user would take them
+# (NumPy's batched SVD, 16 at a time), against `functional_dimension`, which also gives the rank on
+# every prefix of the inputs
+jacobians = moecover.jacobian(SPEC, params, X, n_threads=args.threads).matrix
+svd_s = best(lambda: [np.linalg.svd(jacobians[s : s + 16], compute_uv=False) for s in range(0, len(jacobians), 16)])
+dimension_s = best(lambda: moecover.functional_dimension(SPEC, X, samples=args.samples, rng=1, n_threads=args.threads))
+theirs_s = peers[name] + svd_s
+print(f"functional dimension per θ: moecover.functional_dimension {dimension_s / args.samples * 1e3:.3f} ms; "
+      f"the fastest JAX Jacobian + NumPy's singular values {peers[name] / args.samples * 1e3:.3f} + "
+      f"{svd_s / args.samples * 1e3:.3f} ms; moecover {theirs_s / dimension_s:.2f}x faster", flush=True)
 
 forward_params = moecover.sample_params(SPEC, args.forwards, rng=2, sampler="uniform")
 ours_values = moecover.evaluate(SPEC, forward_params[:CHUNK], X, n_threads=args.threads).values

@@ -88,6 +88,41 @@ def test_linear_experts_give_the_sum_of_min_inputs_and_d_plus_one():
     assert list(result.rank_by_inputs) == [1, 2, 3, 4, 5, 6, 6, 6]
 
 
+@pytest.mark.parametrize("o", [1, 2, 3])
+def test_prefix_ranks_equal_an_svd_of_every_prefix(o):
+    # rows built so that each input adds 0 … o new directions (the rest are combinations of earlier
+    # rows), some matrices wider than their rank, some narrower than their rows; the reference is
+    # an SVD of every prefix of J itself, at the threshold of J's own σ_1
+    from moecover._jacobian import RANK_RTOL, _ranks
+
+    rng = np.random.default_rng(o)
+    n = 24
+    for width in (7, 40):
+        matrices = []
+        for _ in range(6):
+            directions = rng.normal(size=(n * o, width))
+            rows, used = [], 0
+            for _ in range(n):
+                new = int(rng.integers(0, o + 1)) if rng.random() < 0.6 else 0
+                for _ in range(o):
+                    if new > 0 and used < len(directions):
+                        rows.append(directions[used] * rng.uniform(0.5, 2))
+                        used, new = used + 1, new - 1
+                    else:  # a combination of earlier rows, or zero
+                        rows.append(rng.normal(size=len(rows)) @ np.array(rows) if rows else np.zeros(width))
+            matrices.append(np.array(rows))
+        matrix = np.array(matrices)
+        prefix = np.zeros((len(matrix), n), dtype=np.int64)
+        singular, ranks = _ranks(matrix, RANK_RTOL, n, o, prefix)
+        for j, one in enumerate(matrix):
+            reference = np.linalg.svd(one, compute_uv=False)
+            threshold = RANK_RTOL * reference[0]
+            assert np.allclose(singular[j], reference, rtol=0, atol=1e-13 * reference[0])
+            assert ranks[j] == (reference > threshold).sum()
+            expected = [(np.linalg.svd(one[: i * o], compute_uv=False) > threshold).sum() for i in range(1, n + 1)]
+            assert list(prefix[j]) == expected, (width, j)
+
+
 def null_vectors(spec, theta):
     """The symmetries of definitions §6 as explicit directions v in θ (each J v = 0)."""
     d, h = spec.d_model, spec.expert_hidden

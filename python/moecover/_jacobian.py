@@ -203,22 +203,60 @@ SVD_BATCH = 16
 
 def _ranks(matrix: NDArray[np.float64], rtol: float, n: int, o: int,
            prefix: NDArray[np.int64]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
-    """The singular values and numerical ranks of each Jacobian in `matrix` (m, n·o, free), and into
-    `prefix` (m, n) the rank of its rows on the first j inputs: R of a QR of Jᵀ spans the same
-    prefixes, and its leading blocks' singular values count them (with the full threshold)."""
+    """The singular values and numerical ranks of each Jacobian J in `matrix` (m, n·o, free), and into
+    `prefix` (m, n) the rank of its rows on the first j inputs, all at the threshold rtol · σ_1(J).
+
+    J's singular values are R's, from a Householder QR of Jᵀ = QR (Q is orthogonal; the QR is
+    backward stable, as the SVD is, so this is as reliable as an SVD of J at half its cost). R's
+    leading blocks carry the prefixes: the rows of the first j inputs are R[:, :j·o]ᵀ Qᵀ, whose rank
+    is that of the block R[:j·o, :j·o]. Only the prefixes interlacing does not fix are computed
+    (`_prefix_ranks`)."""
     m, rows, width = matrix.shape
     singular = np.zeros((m, min(rows, width)))
-    for b in range(0, m if rows and width else 0, SVD_BATCH):
+    ranks = np.zeros(m, dtype=np.int64)
+    if rows == 0 or width == 0:
+        prefix[:] = 0
+        return singular, ranks
+    for b in range(0, m, SVD_BATCH):
         part = matrix[b : b + SVD_BATCH]
-        singular[b : b + SVD_BATCH] = np.linalg.svd(part, compute_uv=False)
-        threshold = rtol * singular[b : b + SVD_BATCH, :1]
         r_factor: NDArray[np.float64] = np.asarray(np.linalg.qr(np.swapaxes(part, 1, 2), mode="r"))
-        for j in range(1, n):
-            block = r_factor[:, : min(j * o, width), : j * o]
-            prefix[b : b + SVD_BATCH, j - 1] = (np.linalg.svd(block, compute_uv=False) > threshold).sum(axis=1)
-    ranks = (singular > rtol * singular[:, :1]).sum(axis=1) if singular.size else np.zeros(m, dtype=np.int64)
-    prefix[:, n - 1] = ranks
+        singular[b : b + SVD_BATCH] = np.linalg.svd(r_factor, compute_uv=False)
+        for i, r in enumerate(r_factor):
+            threshold = rtol * singular[b + i, 0]
+            ranks[b + i] = int((singular[b + i] > threshold).sum())
+            prefix[b + i] = _prefix_ranks(r, threshold, n, o, int(ranks[b + i]))
     return singular, ranks
+
+
+def _prefix_ranks(r_factor: NDArray[np.float64], threshold: float, n: int, o: int, full: int) -> list[int]:
+    """The numerical ranks of the rows of the first j = 1 … n inputs, given R of Jᵀ and the rank of
+    all n. Adding an input's o rows raises no singular value above the threshold by more than o
+    places and lowers none (interlacing), so a prefix's rank r_j and its deficiency j·o − r_j both
+    grow with j: between two computed prefixes whose ranks differ by o per input, or not at all,
+    every prefix is known. The others are found by bisection: a class of full rank on its inputs
+    needs no SVD beyond J's, and one that saturates at r* needs O(log n) small ones."""
+    known = {0: 0, n: full}
+
+    def rank_of(j: int) -> int:
+        block = r_factor[: min(j * o, r_factor.shape[0]), : j * o]
+        return int((np.linalg.svd(block, compute_uv=False) > threshold).sum())
+
+    pending = [(0, n)]
+    while pending:
+        a, b = pending.pop()
+        low, high = known[a], known[b]
+        if b - a < 2:
+            continue
+        if high - low in (0, (b - a) * o):
+            step = (high - low) // (b - a)
+            known.update((j, low + step * (j - a)) for j in range(a + 1, b))
+            continue
+        mid = (a + b) // 2
+        # within what interlacing allows of its neighbours, so that rounding cannot make the
+        # sequence disagree with itself
+        known[mid] = min(max(rank_of(mid), low, high - (b - mid) * o), high, low + (mid - a) * o)
+        pending += [(a, mid), (mid, b)]
+    return [known[j] for j in range(1, n + 1)]
 
 
 def _gap(singular: NDArray[np.float64], rank: int) -> float:
@@ -285,7 +323,7 @@ def functional_dimension(
         m = min(chunk, samples - start)
         theta = sample_params(spec, m, rng=seed, start=start, pinned=pinned, n_threads=threads, sampler=sampler)
         found = jacobian(spec, theta, x, n_threads=threads)
-        matrix = found.matrix[:, :, free]
+        matrix = found.matrix if width == spec.total_params else found.matrix[:, :, free]
         singular, chunk_ranks = _ranks(matrix, rtol, n, o, prefix[start : start + m])
         for i in range(m):
             s = start + i

@@ -480,8 +480,8 @@ impl Routed<'_> {
 /// The whole pass is compiled once per instruction set `pulp` knows (portable, AVX2, AVX-512) and
 /// the workspace's is run: the lane loops then use the CPU's widest vectors. The bits do not
 /// depend on the choice: every operation is the same IEEE operation in the same order (Rust never
-/// fuses a multiply and an add on its own, and `forward::exp` is written in plain IEEE operations), which a
-/// test checks.
+/// fuses a multiply and an add on its own, and `forward::exp` is plain IEEE operations), which a test
+/// checks.
 pub fn forward_batch(
     spec: &MoeSpec,
     theta: &[f64],
