@@ -88,11 +88,20 @@ def test_linear_experts_give_the_sum_of_min_inputs_and_d_plus_one():
     assert list(result.rank_by_inputs) == [1, 2, 3, 4, 5, 6, 6, 6]
 
 
+def reference_ranks(one, rtol, o):
+    """Rank, gap and the rank on every prefix of the inputs, from an SVD of each prefix of J."""
+    values = np.linalg.svd(one, compute_uv=False)
+    threshold = rtol * values[0]
+    rank = int((values > threshold).sum())
+    gap = np.inf if rank == len(values) or values[rank] == 0 else values[rank - 1] / values[rank]
+    prefix = [int((np.linalg.svd(one[: j * o], compute_uv=False) > threshold).sum()) for j in range(1, len(one) // o + 1)]
+    return rank, gap, prefix
+
+
 @pytest.mark.parametrize("o", [1, 2, 3])
 def test_prefix_ranks_equal_an_svd_of_every_prefix(o):
     # rows built so that each input adds 0 … o new directions (the rest are combinations of earlier
-    # rows), some matrices wider than their rank, some narrower than their rows; the reference is
-    # an SVD of every prefix of J itself, at the threshold of J's own σ_1
+    # rows), some matrices wider than their rank, some narrower than their rows
     from moecover._jacobian import RANK_RTOL, _ranks
 
     rng = np.random.default_rng(o)
@@ -113,14 +122,37 @@ def test_prefix_ranks_equal_an_svd_of_every_prefix(o):
             matrices.append(np.array(rows))
         matrix = np.array(matrices)
         prefix = np.zeros((len(matrix), n), dtype=np.int64)
-        singular, ranks = _ranks(matrix, RANK_RTOL, n, o, prefix)
+        ranks, gaps = _ranks(matrix, RANK_RTOL, n, o, prefix)
         for j, one in enumerate(matrix):
-            reference = np.linalg.svd(one, compute_uv=False)
-            threshold = RANK_RTOL * reference[0]
-            assert np.allclose(singular[j], reference, rtol=0, atol=1e-13 * reference[0])
-            assert ranks[j] == (reference > threshold).sum()
-            expected = [(np.linalg.svd(one[: i * o], compute_uv=False) > threshold).sum() for i in range(1, n + 1)]
-            assert list(prefix[j]) == expected, (width, j)
+            rank, gap, expected = reference_ranks(one, RANK_RTOL, o)
+            assert ranks[j] == rank and list(prefix[j]) == expected, (width, j)
+            # below the rank only rounding noise: both gaps far above the ambiguous 10³
+            assert gaps[j] == gap if np.isinf(gap) else gaps[j] > 1e6 and gap > 1e6
+
+
+def test_the_gram_certifies_full_rank_only_where_rounding_cannot_decide_it():
+    # J = U diag(σ) Vᵀ with σ_min / σ_1 of 1e-2 (certified by the Gram), 1e-7 (full rank at
+    # rtol 1e-9, but below what the Gram resolves: the QR decides) and 1e-11 (rank one less)
+    from moecover._jacobian import RANK_RTOL, _full_row_rank, _ranks
+
+    rng = np.random.default_rng(0)
+    rows, width = 12, 50
+    matrices = []
+    for smallest in (1e-2, 1e-7, 1e-11):
+        u = np.linalg.qr(rng.normal(size=(rows, rows)))[0]
+        v = np.linalg.qr(rng.normal(size=(width, rows)))[0]
+        sigma = np.linspace(1, 0.5, rows)
+        sigma[-1] = smallest
+        matrices.append(u @ np.diag(sigma) @ v.T)
+    matrix = np.array(matrices)
+    assert list(_full_row_rank(matrix, RANK_RTOL)) == [True, False, False]
+    prefix = np.zeros((3, rows), dtype=np.int64)
+    ranks, gaps = _ranks(matrix, RANK_RTOL, rows, 1, prefix)
+    assert list(ranks) == [rows, rows, rows - 1]
+    for j, one in enumerate(matrix):
+        rank, gap, expected = reference_ranks(one, RANK_RTOL, 1)
+        assert ranks[j] == rank and list(prefix[j]) == expected
+        assert gaps[j] == pytest.approx(gap, rel=1e-3) if np.isfinite(gap) else np.isinf(gaps[j])
 
 
 def null_vectors(spec, theta):
