@@ -2,9 +2,9 @@
 
 Run: python benches/evaluate_batch_sizes.py   (release build installed)
 
-The forward pass runs 14-32 inputs of one θ side by side in SIMD lanes and fewer one at a time
-(see rust/core/src/batch.rs); this shows what that choice costs or gains at each n. The class is
-the one of test_bench_evaluate.py.
+The forward pass runs a θ's inputs side by side in 8, 16 or 32 SIMD lanes from 6 inputs on, and
+fewer one at a time (see `forward_batch` in rust/core/src/forward/lanes.rs); this shows what that
+choice costs or gains at each n. The class is the one of test_bench_evaluate.py.
 """
 
 import time
@@ -29,5 +29,5 @@ def per_forward_ns(n: int, rounds: int = 3) -> float:
 
 
 if __name__ == "__main__":
-    for n in (1, 4, 8, 13, 14, 16, 20, 28, 32, 64):
+    for n in (1, 4, 5, 6, 8, 9, 13, 16, 19, 20, 32, 64):
         print(f"n = {n:3d}: {per_forward_ns(n):6.0f} ns per forward pass")
