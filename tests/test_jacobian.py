@@ -278,3 +278,22 @@ def test_the_plot_is_a_png(tmp_path):
     result = functional_dimension(spec, moecover.inputs.box(6, d_model=2, rng=0), samples=10, rng=0)
     result.plot(str(tmp_path / "fd.png"))
     assert (tmp_path / "fd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_numpy_blas_runs_at_n_threads(monkeypatch):
+    # the ranks' Gram matrices, QRs and SVDs run in NumPy's BLAS, which otherwise takes every core
+    from threadpoolctl import threadpool_info
+
+    from moecover import _jacobian
+
+    seen = []
+    original = _jacobian._ranks
+
+    def recording(*args):
+        seen.extend(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas")
+        return original(*args)
+
+    monkeypatch.setattr(_jacobian, "_ranks", recording)
+    spec = MoESpec(experts=4, top_k=1, d_model=2, expert="mlp", expert_hidden=2)
+    functional_dimension(spec, moecover.inputs.box(8, d_model=2, rng=0), samples=4, rng=0, n_threads=1)
+    assert seen and set(seen) == {1}

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from threadpoolctl import threadpool_limits
 
 from . import _core
 from ._checks import check_bytes, check_inputs, check_params, check_sampler, check_spec, positive_int, resolve_pinned, resolve_threads
@@ -345,22 +346,25 @@ def functional_dimension(
     pattern_routes: list[NDArray[np.uint32]] = []
     pattern_of = np.zeros(samples, dtype=np.int64)
     witness: tuple[int, NDArray[np.float64]] | None = None  # (rank, θ) of the best sample so far
-    for start in range(0, samples, chunk):
-        m = min(chunk, samples - start)
-        theta = sample_params(spec, m, rng=seed, start=start, pinned=pinned, n_threads=threads, sampler=sampler)
-        found = jacobian(spec, theta, x, n_threads=threads)
-        matrix = found.matrix if width == spec.total_params else found.matrix[:, :, free]
-        ranks[start : start + m], gaps[start : start + m] = _ranks(matrix, rtol, n, o, prefix[start : start + m])
-        for i in range(m):
-            s = start + i
-            boundary[s] = found.on_boundary[i]
-            key = found.routes[i].tobytes()
-            if key not in patterns:
-                patterns[key] = len(patterns)
-                pattern_routes.append(found.routes[i].copy())
-            pattern_of[s] = patterns[key]
-            if not boundary[s] and (witness is None or ranks[s] > witness[0]):
-                witness = (int(ranks[s]), theta[i].copy())
+    # NumPy's BLAS (the Gram matrices, QRs and SVDs) at n_threads too: left at every core, it
+    # oversubscribes the machine when grid points run side by side (a QR then took 10x longer)
+    with threadpool_limits(limits=threads, user_api="blas"):
+        for start in range(0, samples, chunk):
+            m = min(chunk, samples - start)
+            theta = sample_params(spec, m, rng=seed, start=start, pinned=pinned, n_threads=threads, sampler=sampler)
+            found = jacobian(spec, theta, x, n_threads=threads)
+            matrix = found.matrix if width == spec.total_params else found.matrix[:, :, free]
+            ranks[start : start + m], gaps[start : start + m] = _ranks(matrix, rtol, n, o, prefix[start : start + m])
+            for i in range(m):
+                s = start + i
+                boundary[s] = found.on_boundary[i]
+                key = found.routes[i].tobytes()
+                if key not in patterns:
+                    patterns[key] = len(patterns)
+                    pattern_routes.append(found.routes[i].copy())
+                pattern_of[s] = patterns[key]
+                if not boundary[s] and (witness is None or ranks[s] > witness[0]):
+                    witness = (int(ranks[s]), theta[i].copy())
     usable = ~boundary
     max_rank = int(ranks[usable].max()) if usable.any() else 0
     reached = int((ranks[usable] == max_rank).sum())
@@ -368,7 +372,8 @@ def functional_dimension(
     pattern_max = np.zeros(len(patterns), dtype=np.int64)
     np.maximum.at(pattern_max, pattern_of[usable], ranks[usable])
     rank_by_inputs = np.maximum.accumulate(prefix[usable].max(axis=0)) if usable.any() else np.zeros(n, np.int64)
-    null_blocks = _null_blocks(spec, x, witness, free_blocks, free, rtol)
+    with threadpool_limits(limits=threads, user_api="blas"):
+        null_blocks = _null_blocks(spec, x, witness, free_blocks, free, rtol)
     return FunctionalDimension(
         max_rank=max_rank,
         reached=reached,
