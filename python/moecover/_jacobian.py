@@ -220,8 +220,8 @@ def _ranks(matrix: NDArray[np.float64], rtol: float, n: int, o: int,
     m, rows, width = matrix.shape
     ranks = np.zeros(m, dtype=np.int64)
     gaps = np.zeros(m)
-    prefix[:] = 0
     if rows == 0 or width == 0:
+        prefix[:] = 0
         return ranks, gaps
     for b in range(0, m, SVD_BATCH):
         part = matrix[b : b + SVD_BATCH]
@@ -346,7 +346,7 @@ def functional_dimension(
     pattern_routes: list[NDArray[np.uint32]] = []
     pattern_of = np.zeros(samples, dtype=np.int64)
     witness: tuple[int, NDArray[np.float64]] | None = None  # (rank, θ) of the best sample so far
-    # NumPy's BLAS (the Gram matrices, QRs and SVDs) at n_threads too: left at every core, it
+    # NumPy's BLAS (the Gram matrices, QRs and SVDs, the null space's SVD) at n_threads too: left at every core, it
     # oversubscribes the machine when grid points run side by side (a QR then took 10x longer)
     with threadpool_limits(limits=threads, user_api="blas"):
         for start in range(0, samples, chunk):
@@ -365,6 +365,7 @@ def functional_dimension(
                 pattern_of[s] = patterns[key]
                 if not boundary[s] and (witness is None or ranks[s] > witness[0]):
                     witness = (int(ranks[s]), theta[i].copy())
+        null_blocks = _null_blocks(spec, x, witness, free_blocks, free, rtol)
     usable = ~boundary
     max_rank = int(ranks[usable].max()) if usable.any() else 0
     reached = int((ranks[usable] == max_rank).sum())
@@ -372,8 +373,6 @@ def functional_dimension(
     pattern_max = np.zeros(len(patterns), dtype=np.int64)
     np.maximum.at(pattern_max, pattern_of[usable], ranks[usable])
     rank_by_inputs = np.maximum.accumulate(prefix[usable].max(axis=0)) if usable.any() else np.zeros(n, np.int64)
-    with threadpool_limits(limits=threads, user_api="blas"):
-        null_blocks = _null_blocks(spec, x, witness, free_blocks, free, rtol)
     return FunctionalDimension(
         max_rank=max_rank,
         reached=reached,

@@ -389,9 +389,6 @@ fn attention_reverse(
     for head in 0..spec.heads {
         let cols = head * width..(head + 1) * width;
         for t in 0..l {
-            if ws.d_context[t * d..][cols.clone()].iter().all(|&g| g == 0.0) {
-                continue;
-            }
             let weights = &r.weights[(head * l + t) * l..(head * l + t + 1) * l];
             // context_t = Σ_u p_u v_u: ∂p_u = d_context_t · v_u, ∂v_u += p_u d_context_t
             for u in 0..l {
@@ -435,9 +432,6 @@ fn mixture_reverse(
     let size = spec.expert_params();
     for (t, z) in r.z.chunks_exact(d).enumerate() {
         let d_out = &d_moe[t * d..(t + 1) * d];
-        if d_out.iter().all(|&g| g == 0.0) {
-            continue; // a token the output does not see (the last block's, but for the readout's)
-        }
         let d_zt = &mut d_z[t * d..(t + 1) * d];
         let chosen = &r.chosen[t * k..(t + 1) * k];
         let gates = &r.gates[t * k..(t + 1) * k];
