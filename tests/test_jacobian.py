@@ -133,7 +133,8 @@ def test_prefix_ranks_equal_an_svd_of_every_prefix(o):
 def test_the_gram_certifies_full_rank_only_where_rounding_cannot_decide_it():
     # J = U diag(σ) Vᵀ with σ_min / σ_1 of 1e-2 (certified by the Gram), 1e-7 (full rank at
     # rtol 1e-9, but below what the Gram resolves: the QR decides) and 1e-11 (rank one less)
-    from moecover._jacobian import RANK_RTOL, _full_row_rank, _ranks
+    from moecover import _core
+    from moecover._jacobian import RANK_RTOL, _ranks
 
     rng = np.random.default_rng(0)
     rows, width = 12, 50
@@ -145,7 +146,7 @@ def test_the_gram_certifies_full_rank_only_where_rounding_cannot_decide_it():
         sigma[-1] = smallest
         matrices.append(u @ np.diag(sigma) @ v.T)
     matrix = np.array(matrices)
-    assert list(_full_row_rank(matrix, RANK_RTOL)) == [True, False, False]
+    assert _core.gram_full_row_rank(matrix.ravel(), rows, width, RANK_RTOL) == [True, False, False]
     prefix = np.zeros((3, rows), dtype=np.int64)
     ranks, gaps = _ranks(matrix, RANK_RTOL, rows, 1, prefix)
     assert list(ranks) == [rows, rows, rows - 1]
@@ -225,6 +226,49 @@ def test_invariants_and_threads():
     # experts' parameters at the size of the class: the paper's count is not the rank
     assert one.active_params == spec.active_params
     assert one.to_dict()["max_rank"] == one.max_rank and "r*=" in repr(one)
+
+
+@pytest.mark.parametrize("pinned", [False, True])
+def test_the_core_certifies_exactly_ranks_the_svd_finds_full(pinned):
+    # few inputs, many parameters: most Jacobians have full row rank and are certified by the
+    # core's Gram test without being returned; the ranks must still be the SVD's
+    from moecover import _core
+    from moecover._jacobian import RANK_RTOL
+
+    spec = MoESpec(layers=2, experts=4, top_k=2, d_model=2, seq_len=2, heads=1, expert="mlp", expert_hidden=3)
+    x = moecover.inputs.box(6, seq_len=2, d_model=2, rng=1)
+    pins = {"layers.0.router.bias": np.zeros(4)} if pinned else None
+    free = [b for b in spec.layout if not (pinned and b.name == "layers.0.router.bias")]
+    columns = np.concatenate([np.arange(b.offset, b.offset + b.size) for b in free])
+    found = functional_dimension(spec, x, samples=40, rng=5, pinned=pins)
+    theta = moecover.sample_params(spec, 40, rng=found.provenance["seed"], pinned=pins, sampler="uniform")
+    matrices = jacobian(spec, theta, x).matrix[:, :, columns]
+    _, _, flags = _core.certify_full_row_rank(spec._core, theta.ravel(), np.asarray(x).ravel(),
+                                              [(b.offset, b.offset + b.size) for b in free], RANK_RTOL, 2)
+    assert 0 < sum(flags)
+    for s, matrix in enumerate(matrices):
+        rank, gap, prefix = reference_ranks(matrix, RANK_RTOL, spec.output_dim)
+        assert found.ranks[s] == rank, s
+        if flags[s]:
+            assert rank == len(x) and prefix == list(range(1, len(x) + 1))
+    assert found.max_rank == max(reference_ranks(m, RANK_RTOL, 1)[0] for m in matrices)
+
+
+def test_null_blocks_equal_the_full_null_space_basis():
+    from moecover._jacobian import RANK_RTOL, _null_blocks
+
+    spec = MoESpec(layers=1, experts=4, top_k=2, d_model=2, expert="mlp", expert_hidden=2)
+    x = np.asarray(moecover.inputs.box(12, d_model=2, rng=0))
+    theta = moecover.sample_params(spec, 1, rng=2, sampler="uniform")[0]
+    matrix = jacobian(spec, theta, x).matrix
+    singular = np.linalg.svd(matrix, compute_uv=False)
+    rank = int((singular > RANK_RTOL * singular[0]).sum())
+    null = np.linalg.svd(matrix, full_matrices=True)[2][rank:]
+    free = np.arange(spec.total_params)
+    shares = _null_blocks(spec, x, (rank, theta), list(spec.layout), free, RANK_RTOL)
+    for block in spec.layout:
+        expected = (null[:, block.offset : block.offset + block.size] ** 2).sum()
+        assert shares[block.name] == pytest.approx(expected, abs=1e-10), block.name
 
 
 def test_pinned_blocks_leave_the_columns():

@@ -10,10 +10,12 @@ __all__ = [
     "CoverEngine",
     "GroupedEngine",
     "box_count",
+    "certify_full_row_rank",
     "count_patterns",
     "evaluate",
     "evaluate_sampled",
     "exact_patterns",
+    "gram_full_row_rank",
     "jacobian",
     "rank",
     "sample_params",
@@ -63,6 +65,15 @@ def evaluate(
 def jacobian(
     spec: CoreSpec, params: NDArray[np.float64], inputs: NDArray[np.float64], n_threads: int
 ) -> tuple[NDArray[np.float64], NDArray[np.uint32], NDArray[np.float64], list[bool]]: ...
+def certify_full_row_rank(
+    spec: CoreSpec,
+    params: NDArray[np.float64],
+    inputs: NDArray[np.float64],
+    free: list[tuple[int, int]],
+    rtol: float,
+    n_threads: int,
+) -> tuple[NDArray[np.uint32], list[bool], list[bool]]: ...
+def gram_full_row_rank(matrices: NDArray[np.float64], rows: int, width: int, rtol: float) -> list[bool]: ...
 def evaluate_sampled(
     spec: CoreSpec,
     inputs: NDArray[np.float64],

@@ -72,6 +72,8 @@ pub struct Workspace {
     d_in: Vec<f64>,
     d_branch: Vec<f64>,
     scratch: Scratch,
+    /// The instruction set the pass is compiled for (the widest the CPU has).
+    simd: pulp::Arch,
 }
 
 /// The buffers of one token's top-k choice.
@@ -137,11 +139,13 @@ impl Workspace {
                 d_gates: vec![0.0; k],
                 d_hidden: vec![0.0; h],
             },
+            simd: pulp::Arch::new(),
         }
     }
 }
 
 /// `out = a · W` for `a` (rows × D) and `W` (D × D) row-major.
+#[inline(always)]
 fn matmul(a: &[f64], w: &[f64], d: usize, out: &mut [f64]) {
     for (row, out_row) in a.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
         out_row.fill(0.0);
@@ -154,12 +158,16 @@ fn matmul(a: &[f64], w: &[f64], d: usize, out: &mut [f64]) {
 }
 
 /// The reverse of `out = a · W`: `dW += aᵀ d_out` into `grad_w`, and `d_a += d_out Wᵀ`.
+#[inline(always)]
 fn matmul_reverse(a: &[f64], w: &[f64], d: usize, d_out: &[f64], grad_w: &mut [f64], d_a: &mut [f64]) {
     for ((row, d_row), da_row) in a
         .chunks_exact(d)
         .zip(d_out.chunks_exact(d))
         .zip(d_a.chunks_exact_mut(d))
     {
+        if is_zero(d_row) {
+            continue;
+        }
         for (i, (&a_i, w_row)) in row.iter().zip(w.chunks_exact(d)).enumerate() {
             let mut sum = 0.0;
             for (c, (&dout, &w_ic)) in d_row.iter().zip(w_row).enumerate() {
@@ -171,6 +179,15 @@ fn matmul_reverse(a: &[f64], w: &[f64], d: usize, d_out: &[f64], grad_w: &mut [f
     }
 }
 
+/// Whether every entry is ±0. The reverse pass skips the tokens whose incoming gradient is zero
+/// (for the scalar and token-0 readouts, all but one in the last block): their terms would add
+/// zeros only.
+#[inline(always)]
+fn is_zero(values: &[f64]) -> bool {
+    values.iter().all(|&v| v == 0.0)
+}
+
+#[inline(always)]
 fn softmax(values: &mut [f64]) {
     let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let mut total = 0.0;
@@ -183,11 +200,13 @@ fn softmax(values: &mut [f64]) {
     }
 }
 
+#[inline(always)]
 fn near(a: f64, b: f64) -> bool {
     (a - b).abs() <= BOUNDARY_TOLERANCE * a.abs().max(b.abs()).max(1.0)
 }
 
 /// `Attn(H)` in its four-matrix form, recorded.
+#[inline(always)]
 fn attention(spec: &MoeSpec, theta: &[f64], layer: usize, r: &mut LayerRecord) {
     let (l, d) = (spec.seq_len, spec.d_model);
     let dd = d * d;
@@ -220,6 +239,7 @@ fn attention(spec: &MoeSpec, theta: &[f64], layer: usize, r: &mut LayerRecord) {
 
 /// `MoE(Z)`, recorded, into `out`; each token's colex rank into `routes`. Returns whether some
 /// token sits on a boundary.
+#[inline(always)]
 fn mixture(
     spec: &MoeSpec,
     theta: &[f64],
@@ -309,6 +329,7 @@ fn mixture(
 
 /// The forward pass of θ on one input `x`, recorded in `ws`; the last block's H in `ws.out`, the
 /// routes into `routes`. Returns whether θ is on a boundary for this input.
+#[inline(always)]
 fn record(spec: &MoeSpec, theta: &[f64], x: &[f64], ws: &mut Workspace, routes: &mut [u32]) -> bool {
     let l = spec.seq_len;
     let Workspace {
@@ -349,6 +370,7 @@ fn record(spec: &MoeSpec, theta: &[f64], x: &[f64], ws: &mut Workspace, routes: 
 }
 
 /// The readout's coordinate `c` as an index into the last block's H (`ℓ × D`).
+#[inline(always)]
 fn readout_index(spec: &MoeSpec, c: usize) -> usize {
     match spec.readout {
         Readout::Scalar => 0,
@@ -359,6 +381,7 @@ fn readout_index(spec: &MoeSpec, c: usize) -> usize {
 // Index loops: each step reads three or four arrays at related indices, as the formulas do.
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 /// The reverse of `Attn(H)`: `d_attn` (∂f/∂Attn(H)) into the gradient `grad` and `d_h += ∂f/∂H`.
+#[inline(always)]
 fn attention_reverse(
     spec: &MoeSpec,
     theta: &[f64],
@@ -389,6 +412,9 @@ fn attention_reverse(
     for head in 0..spec.heads {
         let cols = head * width..(head + 1) * width;
         for t in 0..l {
+            if is_zero(&ws.d_context[t * d..][cols.clone()]) {
+                continue;
+            }
             let weights = &r.weights[(head * l + t) * l..(head * l + t + 1) * l];
             // context_t = Σ_u p_u v_u: ∂p_u = d_context_t · v_u, ∂v_u += p_u d_context_t
             for u in 0..l {
@@ -417,6 +443,7 @@ fn attention_reverse(
 
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 /// The reverse of `MoE(Z)`: `d_moe` (∂f/∂MoE(Z)) into the gradient `grad` and `d_z += ∂f/∂Z`.
+#[inline(always)]
 fn mixture_reverse(
     spec: &MoeSpec,
     theta: &[f64],
@@ -432,6 +459,9 @@ fn mixture_reverse(
     let size = spec.expert_params();
     for (t, z) in r.z.chunks_exact(d).enumerate() {
         let d_out = &d_moe[t * d..(t + 1) * d];
+        if is_zero(d_out) {
+            continue;
+        }
         let d_zt = &mut d_z[t * d..(t + 1) * d];
         let chosen = &r.chosen[t * k..(t + 1) * k];
         let gates = &r.gates[t * k..(t + 1) * k];
@@ -522,6 +552,7 @@ fn mixture_reverse(
 
 /// The gradient of the last block's H at index `index` with respect to θ, into `grad` (length P,
 /// zeroed here), from the recording in `ws`.
+#[inline(always)]
 fn reverse(spec: &MoeSpec, theta: &[f64], ws: &mut Workspace, index: usize, grad: &mut [f64]) {
     grad.fill(0.0);
     let Workspace {
@@ -560,6 +591,7 @@ fn reverse(spec: &MoeSpec, theta: &[f64], ws: &mut Workspace, index: usize, grad
 }
 
 /// Values, routes, Jacobian rows and the boundary flag of θ on every input.
+#[inline(always)]
 fn jacobian_of_one(spec: &MoeSpec, theta: &[f64], inputs: &[f64], ws: &mut Workspace, out: JacobianOfOne<'_>) -> bool {
     let (o, r, p) = (spec.output_dim(), spec.routes_per_input(), spec.total_params());
     let mut boundary = false;
@@ -580,6 +612,25 @@ fn jacobian_of_one(spec: &MoeSpec, theta: &[f64], inputs: &[f64], ws: &mut Works
     boundary
 }
 
+/// One θ's [`jacobian_of_one`], as `pulp` dispatches it: the whole pass compiled for the CPU's
+/// widest instructions (no fused multiply-add: Rust never contracts, so the bits are the same).
+struct OneTheta<'a, 'b> {
+    spec: &'a MoeSpec,
+    theta: &'a [f64],
+    inputs: &'a [f64],
+    ws: &'a mut Workspace,
+    out: JacobianOfOne<'b>,
+}
+
+impl pulp::WithSimd for OneTheta<'_, '_> {
+    type Output = bool;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) -> bool {
+        jacobian_of_one(self.spec, self.theta, self.inputs, self.ws, self.out)
+    }
+}
+
 /// The output slices of one θ.
 struct JacobianOfOne<'a> {
     values: &'a mut [f64],
@@ -597,22 +648,7 @@ pub fn jacobian(
     interrupt: Interrupt,
 ) -> Result<Jacobians> {
     let (o, r, p) = (spec.output_dim(), spec.routes_per_input(), spec.total_params());
-    if !params.len().is_multiple_of(p) {
-        return Err(Error::invalid(
-            "params",
-            format!("length {} is not a multiple of P = {p}", params.len()),
-        ));
-    }
-    if !inputs.len().is_multiple_of(spec.input_len()) {
-        return Err(Error::invalid(
-            "inputs",
-            format!(
-                "length {} is not a multiple of seq_len * d_model = {}",
-                inputs.len(),
-                spec.input_len()
-            ),
-        ));
-    }
+    check_shapes(spec, params, inputs)?;
     let (m, n) = (params.len() / p, inputs.len() / spec.input_len());
     let mut values: Vec<f64> = allocate("params", &[m, n, o])?;
     let mut routes: Vec<u32> = allocate("params", &[m, n, r])?;
@@ -641,7 +677,14 @@ pub fn jacobian(
                 |ws, (i, (((values, routes), matrix), boundary))| {
                     let s = range.start + i;
                     let theta = &params[s * p..(s + 1) * p];
-                    *boundary = jacobian_of_one(spec, theta, inputs, ws, JacobianOfOne { values, routes, matrix });
+                    let out = JacobianOfOne { values, routes, matrix };
+                    *boundary = ws.simd.dispatch(OneTheta {
+                        spec,
+                        theta,
+                        inputs,
+                        ws,
+                        out,
+                    });
                 },
             );
     })?;
@@ -651,6 +694,108 @@ pub fn jacobian(
         matrix,
         on_boundary,
     })
+}
+
+/// Per θ: its routes, whether it is on a boundary, and whether its Jacobian (restricted to the
+/// free columns) is certified to have full row rank ([`crate::rank`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RankCertificates {
+    pub routes: Vec<u32>,
+    pub on_boundary: Vec<bool>,
+    pub full_row_rank: Vec<bool>,
+}
+
+/// For every row θ of `params`: the Jacobian on `inputs`, in a buffer each thread reuses (nothing
+/// of size m·n·P is allocated), and whether its columns in `free` (blocks of θ's layout, not
+/// overlapping) certainly have full row rank at the threshold `rtol · σ_1`. The functional
+/// dimension's fast path: a θ certified here has rank n·o on every prefix of the inputs, and only
+/// the others need their Jacobian returned and factorised. The same bits for any thread count.
+pub fn certify_full_row_rank(
+    spec: &MoeSpec,
+    params: &[f64],
+    inputs: &[f64],
+    free: &[std::ops::Range<usize>],
+    rtol: f64,
+    n_threads: usize,
+    interrupt: Interrupt,
+) -> Result<RankCertificates> {
+    let (o, r, p) = (spec.output_dim(), spec.routes_per_input(), spec.total_params());
+    check_shapes(spec, params, inputs)?;
+    if let Some(bad) = free.iter().find(|b| b.start > b.end || b.end > p) {
+        return Err(Error::invalid("free", format!("block {bad:?} is not within 0..{p}")));
+    }
+    if !(rtol > 0.0 && rtol < 1.0) {
+        return Err(Error::invalid("rtol", format!("must be in (0, 1), got {rtol}")));
+    }
+    let (m, n) = (params.len() / p, inputs.len() / spec.input_len());
+    let mut routes: Vec<u32> = allocate("params", &[m, n, r])?;
+    let mut on_boundary = vec![false; m];
+    let mut full_row_rank = vec![false; m];
+    if m == 0 || n == 0 {
+        return Ok(RankCertificates {
+            routes,
+            on_boundary,
+            full_row_rank,
+        });
+    }
+    // one Jacobian and one Gram matrix per thread, checked before the work starts
+    let _: Vec<f64> = allocate("inputs", &[n_threads.max(1), n * o, p + n * o])?;
+    let pool = pool(n_threads)?;
+    let cost = n * o * (p + n * o + 4 * crate::forward::flops_per_input(spec));
+    run_chunked(&pool, m, chunk_len(cost, n_threads), interrupt, |samples| {
+        let range = samples.start..samples.end;
+        routes[range.start * n * r..range.end * n * r]
+            .par_chunks_mut(n * r)
+            .zip(on_boundary[range.clone()].par_iter_mut())
+            .zip(full_row_rank[range.clone()].par_iter_mut())
+            .enumerate()
+            .for_each_init(
+                || {
+                    let buffers = (vec![0.0; n * o], vec![0.0; n * o * p]);
+                    (Workspace::new(spec), buffers, crate::rank::GramScratch::new(n * o))
+                },
+                |(ws, (values, matrix), gram), (i, ((routes, boundary), certified))| {
+                    let s = range.start + i;
+                    let theta = &params[s * p..(s + 1) * p];
+                    let out = JacobianOfOne { values, routes, matrix };
+                    *boundary = ws.simd.dispatch(OneTheta {
+                        spec,
+                        theta,
+                        inputs,
+                        ws,
+                        out,
+                    });
+                    *certified = crate::rank::full_row_rank(matrix, n * o, p, free, rtol, gram);
+                },
+            );
+    })?;
+    Ok(RankCertificates {
+        routes,
+        on_boundary,
+        full_row_rank,
+    })
+}
+
+/// `params` a whole number of θ and `inputs` a whole number of inputs.
+fn check_shapes(spec: &MoeSpec, params: &[f64], inputs: &[f64]) -> Result<()> {
+    let p = spec.total_params();
+    if !params.len().is_multiple_of(p) {
+        return Err(Error::invalid(
+            "params",
+            format!("length {} is not a multiple of P = {p}", params.len()),
+        ));
+    }
+    if !inputs.len().is_multiple_of(spec.input_len()) {
+        return Err(Error::invalid(
+            "inputs",
+            format!(
+                "length {} is not a multiple of seq_len * d_model = {}",
+                inputs.len(),
+                spec.input_len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -768,6 +913,21 @@ mod tests {
             jacobian(&spec, &params, &inputs, 1, &mut || true),
             Err(Error::Interrupted)
         );
+        // the certificates: the Gram test on the returned Jacobians, for any thread count
+        let free = [0..p / 2, p / 2..p];
+        let certify = |threads| certify_full_row_rank(&spec, &params, &inputs, &free, 1e-9, threads, &mut never());
+        let (first, second) = (certify(1).expect("ok"), certify(2).expect("ok"));
+        assert_eq!(first, second);
+        assert_eq!((first.routes, first.on_boundary), (one.routes, one.on_boundary));
+        let rows = 5 * spec.output_dim();
+        let mut scratch = crate::rank::GramScratch::new(rows);
+        let expected: Vec<bool> = one
+            .matrix
+            .chunks_exact(rows * p)
+            .map(|m| crate::rank::full_row_rank(m, rows, p, &free, 1e-9, &mut scratch))
+            .collect();
+        assert_eq!(first.full_row_rank, expected);
+        assert!(expected.iter().any(|&c| c));
     }
 
     #[test]

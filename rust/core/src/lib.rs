@@ -8,6 +8,7 @@
 //!   (`forward/one.rs`) or many in SIMD lanes (`forward/lanes.rs`), the same bits either way;
 //! - [`evaluate`]: many samples on many inputs, multithreaded and interruptible;
 //! - [`jacobian`]: exact Jacobians of the outputs in θ by a reverse pass (§6), the same way;
+//! - [`rank`]: full row rank of a Jacobian, certified from its block-sparse Gram matrix (§6);
 //! - [`routing`]: top-k expert sets as colex ranks (§2);
 //! - [`patterns`]: exact counts of realised routing patterns over samples and inputs;
 //! - [`exact`]: exact enumeration of a linear router's realisable patterns (LP per search node);
@@ -28,6 +29,7 @@ pub mod forward;
 pub mod jacobian;
 pub mod parallel;
 pub mod patterns;
+pub mod rank;
 pub mod routing;
 pub mod sampling;
 pub mod spec;

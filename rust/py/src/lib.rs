@@ -265,6 +265,57 @@ fn jacobian_py<'py>(
     ))
 }
 
+/// Flat routes, boundary flags and full-row-rank certificates.
+type Certificates<'py> = (Bound<'py, PyArray1<u32>>, Vec<bool>, Vec<bool>);
+
+/// Per θ of `params` (flattened `(m, P)`): routes, boundary flags, and whether its Jacobian on
+/// `inputs`, restricted to the `free` column blocks `(start, end)`, is certified full row rank.
+#[pyfunction(name = "certify_full_row_rank")]
+fn certify_full_row_rank_py<'py>(
+    py: Python<'py>,
+    spec: &CoreSpec,
+    params: PyReadonlyArray1<'py, f64>,
+    inputs: PyReadonlyArray1<'py, f64>,
+    free: Vec<(usize, usize)>,
+    rtol: f64,
+    n_threads: usize,
+) -> PyResult<Certificates<'py>> {
+    let spec = &spec.inner;
+    let params = contiguous(&params, "params")?;
+    let inputs = contiguous(&inputs, "inputs")?;
+    let free: Vec<std::ops::Range<usize>> = free.into_iter().map(|(a, b)| a..b).collect();
+    let found = detach_interruptible(py, |interrupt| {
+        jacobian::certify_full_row_rank(spec, params, inputs, &free, rtol, n_threads, interrupt)
+    })?;
+    Ok((found.routes.into_pyarray(py), found.on_boundary, found.full_row_rank))
+}
+
+/// Whether each of the `m` dense `rows × width` matrices in `matrices` (flattened) is certified
+/// full row rank at `rtol` by the Gram test `certify_full_row_rank` applies.
+#[pyfunction(name = "gram_full_row_rank")]
+fn gram_full_row_rank_py(
+    matrices: PyReadonlyArray1<'_, f64>,
+    rows: usize,
+    width: usize,
+    rtol: f64,
+) -> PyResult<Vec<bool>> {
+    let matrices = contiguous(&matrices, "matrices")?;
+    if rows == 0 || width == 0 || !matrices.len().is_multiple_of(rows * width) {
+        return Err(PyValueError::new_err(format!(
+            "matrices: length {} is not a whole number of {rows} x {width} matrices",
+            matrices.len()
+        )));
+    }
+    let mut scratch = moecover_core::rank::GramScratch::new(rows);
+    let all_columns = 0..width;
+    Ok(matrices
+        .chunks_exact(rows * width)
+        .map(|m| {
+            moecover_core::rank::full_row_rank(m, rows, width, std::slice::from_ref(&all_columns), rtol, &mut scratch)
+        })
+        .collect())
+}
+
 /// The multi-scale net engine in the input's precision.
 enum Nets {
     F32(MultiNet<f32>),
@@ -548,6 +599,8 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(evaluate_py, module)?)?;
     module.add_function(wrap_pyfunction!(evaluate_sampled, module)?)?;
     module.add_function(wrap_pyfunction!(jacobian_py, module)?)?;
+    module.add_function(wrap_pyfunction!(certify_full_row_rank_py, module)?)?;
+    module.add_function(wrap_pyfunction!(gram_full_row_rank_py, module)?)?;
     module.add_class::<CoverEngine>()?;
     module.add_class::<GroupedEngine>()?;
     module.add_function(wrap_pyfunction!(box_count, module)?)?;
