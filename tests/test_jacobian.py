@@ -28,6 +28,11 @@ def central_differences(spec, theta, x, step=1e-6):
     dict(layers=1, experts=3, top_k=1, d_model=4, seq_len=3, heads=2, expert="linear", gate="full_softmax",
          block="parallel", readout="all"),
     dict(layers=2, experts=5, top_k=3, d_model=2, seq_len=1, expert="constant", gate="uniform", readout="token0"),
+    # the widths the core compiles as constants: (d_model, expert_hidden) = (4, 8) and (2, 2)
+    dict(layers=1, experts=3, top_k=2, d_model=4, seq_len=2, heads=2, expert="mlp", expert_hidden=8,
+         gate="full_softmax"),
+    dict(layers=2, experts=3, top_k=1, d_model=2, seq_len=3, heads=1, expert="mlp", expert_hidden=2,
+         block="parallel", readout="token0"),
 ])
 def test_the_jacobian_equals_central_differences_of_evaluate(options):
     spec = MoESpec(**options)

@@ -179,6 +179,18 @@ fn matmul_reverse(a: &[f64], w: &[f64], d: usize, d_out: &[f64], grad_w: &mut [f
     }
 }
 
+/// The width known at compile time (`compile_time` > 0), else the spec's: the pass is generic in
+/// `d_model` (D) and `expert_hidden` (H), 0 meaning "read it from the spec".
+#[inline(always)]
+fn fixed(compile_time: usize, run_time: usize) -> usize {
+    debug_assert!(compile_time == 0 || compile_time == run_time);
+    if compile_time > 0 {
+        compile_time
+    } else {
+        run_time
+    }
+}
+
 /// Whether every entry is ±0. The reverse pass skips the tokens whose incoming gradient is zero
 /// (for the scalar and token-0 readouts, all but one in the last block): their terms would add
 /// zeros only.
@@ -190,11 +202,11 @@ fn is_zero(values: &[f64]) -> bool {
 #[inline(always)]
 fn softmax(values: &mut [f64]) {
     let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let mut total = 0.0;
+    // the exponentials apart from their sum, so that they vectorise (the sum's order is unchanged)
     for v in values.iter_mut() {
         *v = exp(*v - max);
-        total += *v;
     }
+    let total: f64 = values.iter().sum();
     for v in values.iter_mut() {
         *v /= total;
     }
@@ -207,8 +219,8 @@ fn near(a: f64, b: f64) -> bool {
 
 /// `Attn(H)` in its four-matrix form, recorded.
 #[inline(always)]
-fn attention(spec: &MoeSpec, theta: &[f64], layer: usize, r: &mut LayerRecord) {
-    let (l, d) = (spec.seq_len, spec.d_model);
+fn attention<const D: usize, const H: usize>(spec: &MoeSpec, theta: &[f64], layer: usize, r: &mut LayerRecord) {
+    let (l, d) = (spec.seq_len, fixed(D, spec.d_model));
     let dd = d * d;
     let [wq, wk, wv, wo] = spec.offsets(layer).attn;
     matmul(&r.h, &theta[wq..wq + dd], d, &mut r.q);
@@ -240,7 +252,7 @@ fn attention(spec: &MoeSpec, theta: &[f64], layer: usize, r: &mut LayerRecord) {
 /// `MoE(Z)`, recorded, into `out`; each token's colex rank into `routes`. Returns whether some
 /// token sits on a boundary.
 #[inline(always)]
-fn mixture(
+fn mixture<const D: usize, const H: usize>(
     spec: &MoeSpec,
     theta: &[f64],
     layer: usize,
@@ -249,7 +261,12 @@ fn mixture(
     out: &mut [f64],
     routes: &mut [u32],
 ) -> bool {
-    let (d, m, k, h) = (spec.d_model, spec.experts, spec.top_k, spec.expert_hidden);
+    let (d, m, k, h) = (
+        fixed(D, spec.d_model),
+        spec.experts,
+        spec.top_k,
+        fixed(H, spec.expert_hidden),
+    );
     let offsets = spec.offsets(layer);
     let weight = &theta[offsets.router_weight..offsets.router_bias];
     let bias = &theta[offsets.router_bias..offsets.experts];
@@ -330,7 +347,13 @@ fn mixture(
 /// The forward pass of θ on one input `x`, recorded in `ws`; the last block's H in `ws.out`, the
 /// routes into `routes`. Returns whether θ is on a boundary for this input.
 #[inline(always)]
-fn record(spec: &MoeSpec, theta: &[f64], x: &[f64], ws: &mut Workspace, routes: &mut [u32]) -> bool {
+fn record<const D: usize, const H: usize>(
+    spec: &MoeSpec,
+    theta: &[f64],
+    x: &[f64],
+    ws: &mut Workspace,
+    routes: &mut [u32],
+) -> bool {
     let l = spec.seq_len;
     let Workspace {
         layers, out, routing, ..
@@ -341,7 +364,7 @@ fn record(spec: &MoeSpec, theta: &[f64], x: &[f64], ws: &mut Workspace, routes: 
         let (done, rest) = layers.split_at_mut(layer + 1);
         let r = &mut done[layer];
         if spec.heads > 0 {
-            attention(spec, theta, layer, r);
+            attention::<D, H>(spec, theta, layer, r);
         } else {
             r.attn.fill(0.0);
         }
@@ -354,7 +377,7 @@ fn record(spec: &MoeSpec, theta: &[f64], x: &[f64], ws: &mut Workspace, routes: 
             Block::Parallel => r.z.copy_from_slice(&r.h),
         }
         let layer_routes = &mut routes[layer * l..(layer + 1) * l];
-        boundary |= mixture(spec, theta, layer, r, routing, out, layer_routes);
+        boundary |= mixture::<D, H>(spec, theta, layer, r, routing, out, layer_routes);
         // the block's output: H' = Y + MoE(Y) (sequential) or H + Attn(H) + MoE(H) (parallel)
         for (i, o) in out.iter_mut().enumerate() {
             *o += match spec.block {
@@ -382,7 +405,7 @@ fn readout_index(spec: &MoeSpec, c: usize) -> usize {
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 /// The reverse of `Attn(H)`: `d_attn` (∂f/∂Attn(H)) into the gradient `grad` and `d_h += ∂f/∂H`.
 #[inline(always)]
-fn attention_reverse(
+fn attention_reverse<const D: usize, const H: usize>(
     spec: &MoeSpec,
     theta: &[f64],
     layer: usize,
@@ -392,7 +415,7 @@ fn attention_reverse(
     grad: &mut [f64],
     d_h: &mut [f64],
 ) {
-    let (l, d) = (spec.seq_len, spec.d_model);
+    let (l, d) = (spec.seq_len, fixed(D, spec.d_model));
     let dd = d * d;
     let [wq, wk, wv, wo] = spec.offsets(layer).attn;
     ws.d_context.fill(0.0);
@@ -444,7 +467,7 @@ fn attention_reverse(
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 /// The reverse of `MoE(Z)`: `d_moe` (∂f/∂MoE(Z)) into the gradient `grad` and `d_z += ∂f/∂Z`.
 #[inline(always)]
-fn mixture_reverse(
+fn mixture_reverse<const D: usize, const H: usize>(
     spec: &MoeSpec,
     theta: &[f64],
     layer: usize,
@@ -454,7 +477,12 @@ fn mixture_reverse(
     grad: &mut [f64],
     d_z: &mut [f64],
 ) {
-    let (d, m, k, h) = (spec.d_model, spec.experts, spec.top_k, spec.expert_hidden);
+    let (d, m, k, h) = (
+        fixed(D, spec.d_model),
+        spec.experts,
+        spec.top_k,
+        fixed(H, spec.expert_hidden),
+    );
     let offsets = spec.offsets(layer);
     let size = spec.expert_params();
     for (t, z) in r.z.chunks_exact(d).enumerate() {
@@ -553,7 +581,13 @@ fn mixture_reverse(
 /// The gradient of the last block's H at index `index` with respect to θ, into `grad` (length P,
 /// zeroed here), from the recording in `ws`.
 #[inline(always)]
-fn reverse(spec: &MoeSpec, theta: &[f64], ws: &mut Workspace, index: usize, grad: &mut [f64]) {
+fn reverse<const D: usize, const H: usize>(
+    spec: &MoeSpec,
+    theta: &[f64],
+    ws: &mut Workspace,
+    index: usize,
+    grad: &mut [f64],
+) {
     grad.fill(0.0);
     let Workspace {
         layers,
@@ -571,18 +605,18 @@ fn reverse(spec: &MoeSpec, theta: &[f64], ws: &mut Workspace, index: usize, grad
             Block::Sequential => {
                 // H' = Y + MoE(Y), Y = H + Attn(H)
                 d_branch.copy_from_slice(d_out);
-                mixture_reverse(spec, theta, layer, r, d_out, scratch, grad, d_branch);
+                mixture_reverse::<D, H>(spec, theta, layer, r, d_out, scratch, grad, d_branch);
                 d_in.copy_from_slice(d_branch);
                 if spec.heads > 0 {
-                    attention_reverse(spec, theta, layer, r, d_branch, scratch, grad, d_in);
+                    attention_reverse::<D, H>(spec, theta, layer, r, d_branch, scratch, grad, d_in);
                 }
             }
             Block::Parallel => {
                 // H' = H + Attn(H) + MoE(H)
                 d_in.copy_from_slice(d_out);
-                mixture_reverse(spec, theta, layer, r, d_out, scratch, grad, d_in);
+                mixture_reverse::<D, H>(spec, theta, layer, r, d_out, scratch, grad, d_in);
                 if spec.heads > 0 {
-                    attention_reverse(spec, theta, layer, r, d_out, scratch, grad, d_in);
+                    attention_reverse::<D, H>(spec, theta, layer, r, d_out, scratch, grad, d_in);
                 }
             }
         }
@@ -592,15 +626,21 @@ fn reverse(spec: &MoeSpec, theta: &[f64], ws: &mut Workspace, index: usize, grad
 
 /// Values, routes, Jacobian rows and the boundary flag of θ on every input.
 #[inline(always)]
-fn jacobian_of_one(spec: &MoeSpec, theta: &[f64], inputs: &[f64], ws: &mut Workspace, out: JacobianOfOne<'_>) -> bool {
+fn jacobian_of_one<const D: usize, const H: usize>(
+    spec: &MoeSpec,
+    theta: &[f64],
+    inputs: &[f64],
+    ws: &mut Workspace,
+    out: JacobianOfOne<'_>,
+) -> bool {
     let (o, r, p) = (spec.output_dim(), spec.routes_per_input(), spec.total_params());
     let mut boundary = false;
     for (i, x) in inputs.chunks_exact(spec.input_len()).enumerate() {
-        boundary |= record(spec, theta, x, ws, &mut out.routes[i * r..(i + 1) * r]);
+        boundary |= record::<D, H>(spec, theta, x, ws, &mut out.routes[i * r..(i + 1) * r]);
         for c in 0..o {
             let index = readout_index(spec, c);
             out.values[i * o + c] = ws.out[index];
-            reverse(
+            reverse::<D, H>(
                 spec,
                 theta,
                 ws,
@@ -627,7 +667,19 @@ impl pulp::WithSimd for OneTheta<'_, '_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) -> bool {
-        jacobian_of_one(self.spec, self.theta, self.inputs, self.ws, self.out)
+        let OneTheta {
+            spec,
+            theta,
+            inputs,
+            ws,
+            out,
+        } = self;
+        // the common widths compiled as constants (their loops unrolled into whole registers)
+        match (spec.d_model, spec.expert_hidden) {
+            (4, 8) => jacobian_of_one::<4, 8>(spec, theta, inputs, ws, out),
+            (2, 2) => jacobian_of_one::<2, 2>(spec, theta, inputs, ws, out),
+            _ => jacobian_of_one::<0, 0>(spec, theta, inputs, ws, out),
+        }
     }
 }
 

@@ -229,22 +229,52 @@ impl pulp::WithSimd for Tiles<'_> {
 /// Whether the Cholesky factorisation of the symmetric `n × n` matrix whose lower triangle is in
 /// `a` completes with positive pivots (in place: `a`'s lower triangle becomes the factor).
 fn cholesky_completes(a: &mut [f64], n: usize) -> bool {
-    for j in 0..n {
-        let (head, rest) = a.split_at_mut((j + 1) * n);
-        let row_j = &mut head[j * n..];
-        let pivot = row_j[j] - row_j[..j].iter().map(|v| v * v).sum::<f64>();
-        if !(pivot > 0.0 && pivot.is_finite()) {
-            return false;
+    pulp::Arch::new().dispatch(Cholesky { a, n })
+}
+
+/// One [`cholesky_completes`] call, as `pulp` dispatches it.
+struct Cholesky<'a> {
+    a: &'a mut [f64],
+    n: usize,
+}
+
+impl pulp::WithSimd for Cholesky<'_> {
+    type Output = bool;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) -> bool {
+        let Cholesky { a, n } = self;
+        for j in 0..n {
+            let (head, rest) = a.split_at_mut((j + 1) * n);
+            let row_j = &mut head[j * n..];
+            let pivot = row_j[j] - dot(&row_j[..j], &row_j[..j]);
+            if !(pivot > 0.0 && pivot.is_finite()) {
+                return false;
+            }
+            let pivot = pivot.sqrt();
+            row_j[j] = pivot;
+            let factor_j = &row_j[..j];
+            for row_i in rest.chunks_exact_mut(n) {
+                row_i[j] = (row_i[j] - dot(&row_i[..j], factor_j)) / pivot;
+            }
         }
-        let pivot = pivot.sqrt();
-        row_j[j] = pivot;
-        let factor_j = &row_j[..j];
-        for row_i in rest.chunks_exact_mut(n) {
-            let sum: f64 = row_i[..j].iter().zip(factor_j).map(|(x, y)| x * y).sum();
-            row_i[j] = (row_i[j] - sum) / pivot;
+        true
+    }
+}
+
+/// `Σ a_i b_i` in eight partial sums (a fixed order: the same bits with any instruction set).
+#[inline(always)]
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let mut partial = [0.0; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f64 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in a8.zip(b8) {
+        for l in 0..8 {
+            partial[l] += x[l] * y[l];
         }
     }
-    true
+    let [p0, p1, p2, p3, p4, p5, p6, p7] = partial;
+    ((p0 + p4) + (p1 + p5)) + ((p2 + p6) + (p3 + p7)) + tail
 }
 
 #[cfg(test)]
