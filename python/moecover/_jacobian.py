@@ -37,6 +37,8 @@ CHUNK_BYTES = 1 << 27
 #: the next: at 128 MiB each chunk came from fresh pages, and faulting them in was a quarter of the
 #: time per θ (16 MiB: 1.02-1.04 ms per θ on the benchmark class against 1.33-1.41 ms).
 DIMENSION_CHUNK_BYTES = 1 << 24
+#: Samples per call of the core's full-row-rank certificate (which keeps only routes and flags).
+CERTIFY_CHUNK = 256
 
 
 @dataclass(frozen=True, repr=False)
@@ -315,8 +317,10 @@ def functional_dimension(
     # the free blocks one by one: the core's Gram matrix skips, per block, the rows zero in it
     free_ranges = [(b.offset, b.offset + b.size) for b in free_blocks]
     per_sample = 8 * rows * spec.total_params
-    chunk = max(1, min(samples, DIMENSION_CHUNK_BYTES // max(per_sample, 1)))
-    check_bytes("inputs", chunk * per_sample * 3, f"the Jacobians of one chunk of {chunk} samples ({rows} x {spec.total_params})")
+    fallback = max(1, min(samples, DIMENSION_CHUNK_BYTES // max(per_sample, 1)))
+    check_bytes("inputs", fallback * per_sample * 3, f"the Jacobians of one chunk of {fallback} samples ({rows} x {spec.total_params})")
+    # the certifying path holds no Jacobians, so its chunks are longer: fewer calls into the core
+    chunk = min(samples, max(fallback, CERTIFY_CHUNK)) if rows <= width else fallback
     # what is kept per sample for the whole call: its rank, gap, boundary flag, pattern and the
     # ranks on every prefix of the inputs (n of them)
     check_bytes("samples", samples * (8 * n + 8 + 8 + 8 + 1), f"the ranks of {samples} samples on every prefix of {n} inputs")
@@ -337,6 +341,7 @@ def functional_dimension(
             theta = sample_params(spec, m, rng=seed, start=start, pinned=pinned, n_threads=threads, sampler=sampler)
             window = slice(start, start + m)
             certified = np.zeros(m, dtype=bool)
+            routes = np.zeros((m, n, spec.layers, spec.seq_len), dtype=np.uint32)
             if rows <= width:
                 # the common case, in the core alone: a Jacobian whose Gram matrix certifies full row
                 # rank has rank n·o on every prefix, and is never returned
@@ -349,14 +354,15 @@ def functional_dimension(
                 gaps[window][certified] = math.inf
                 prefix[window][certified] = o * np.arange(1, n + 1)
             rest = np.flatnonzero(~certified)
-            if rest.size:
-                found = jacobian(spec, theta[rest], x, n_threads=threads)
+            for b in range(0, rest.size, fallback):
+                piece = rest[b : b + fallback]
+                found = jacobian(spec, theta[piece], x, n_threads=threads)
                 matrix = found.matrix if width == spec.total_params else found.matrix[:, :, free]
-                rest_prefix = np.zeros((rest.size, n), dtype=np.int64)
-                ranks[start + rest], gaps[start + rest] = _ranks(matrix, rtol, n, o, rest_prefix)
-                prefix[start + rest] = rest_prefix
+                piece_prefix = np.zeros((piece.size, n), dtype=np.int64)
+                ranks[start + piece], gaps[start + piece] = _ranks(matrix, rtol, n, o, piece_prefix)
+                prefix[start + piece] = piece_prefix
                 if rows > width:
-                    routes, boundary[window] = found.routes, found.on_boundary
+                    routes[piece], boundary[start + piece] = found.routes, found.on_boundary
             for i in range(m):
                 s = start + i
                 key = routes[i].tobytes()
