@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from threadpoolctl import threadpool_limits
 
 from . import _core
 from ._checks import (
@@ -360,7 +361,9 @@ def _children(
                 matrix = found.matrix[i][:, free]
                 signs = moves.choice([-1.0, 1.0], size=(matrix.shape[0], per))
                 size = 2.0 * delta * np.exp(moves.uniform(np.log(0.5), np.log(2.0), size=per))
-                move, *_ = np.linalg.lstsq(matrix, signs * size, rcond=None)
+                # NumPy's BLAS on one thread: the same bits for any n_threads, no oversubscription
+                with threadpool_limits(limits=1, user_api="blas"):
+                    move, *_ = np.linalg.lstsq(matrix, signs * size, rcond=None)
                 stepped[rows, free] = np.clip(stepped[rows, free] + move.T, -bound, bound)
         out.append(("jacobian", stepped[keep]))
     return out

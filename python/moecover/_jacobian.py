@@ -333,9 +333,11 @@ def functional_dimension(
     pattern_routes: list[NDArray[np.uint32]] = []
     pattern_of = np.zeros(samples, dtype=np.int64)
     witness: tuple[int, NDArray[np.float64]] | None = None  # (rank, θ) of the best sample so far
-    # NumPy's BLAS (the Gram matrices, QRs and SVDs, the null space's SVD) at n_threads too: left at every core, it
-    # oversubscribes the machine when grid points run side by side (a QR then took 10x longer)
-    with threadpool_limits(limits=threads, user_api="blas"):
+    # NumPy's BLAS (the QRs and SVDs, the null space's SVD) on one thread: left at every core, it
+    # oversubscribes the machine when grid points run side by side (a QR then took 10x longer), and
+    # at n_threads its blocked algorithms could split the sums differently per count; on these
+    # small matrices a second BLAS thread gains nothing (benches/README.md)
+    with threadpool_limits(limits=1, user_api="blas"):
         for start in range(0, samples, chunk):
             m = min(chunk, samples - start)
             theta = sample_params(spec, m, rng=seed, start=start, pinned=pinned, n_threads=threads, sampler=sampler)
