@@ -320,7 +320,8 @@ def functional_dimension(
     fallback = max(1, min(samples, DIMENSION_CHUNK_BYTES // max(per_sample, 1)))
     check_bytes("inputs", fallback * per_sample * 3, f"the Jacobians of one chunk of {fallback} samples ({rows} x {spec.total_params})")
     # the certifying path holds no Jacobians, so its chunks are longer: fewer calls into the core
-    chunk = min(samples, max(fallback, CERTIFY_CHUNK)) if rows <= width else fallback
+    certifying = rows <= width  # else no Jacobian can have full row rank
+    chunk = min(samples, max(fallback, CERTIFY_CHUNK)) if certifying else fallback
     # what is kept per sample for the whole call: its rank, gap, boundary flag, pattern and the
     # ranks on every prefix of the inputs (n of them)
     check_bytes("samples", samples * (8 * n + 8 + 8 + 8 + 1), f"the ranks of {samples} samples on every prefix of {n} inputs")
@@ -343,8 +344,7 @@ def functional_dimension(
             theta = sample_params(spec, m, rng=seed, start=start, pinned=pinned, n_threads=threads, sampler=sampler)
             window = slice(start, start + m)
             certified = np.zeros(m, dtype=bool)
-            routes = np.zeros((m, n, spec.layers, spec.seq_len), dtype=np.uint32)
-            if rows <= width:
+            if certifying:
                 # the common case, in the core alone: a Jacobian whose Gram matrix certifies full row
                 # rank has rank n·o on every prefix, and is never returned
                 flat_routes, flat_boundary, flags = _core.certify_full_row_rank(
@@ -355,6 +355,8 @@ def functional_dimension(
                 ranks[window][certified] = rows
                 gaps[window][certified] = math.inf
                 prefix[window][certified] = o * np.arange(1, n + 1)
+            else:
+                routes = np.zeros((m, n, spec.layers, spec.seq_len), dtype=np.uint32)
             rest = np.flatnonzero(~certified)
             for b in range(0, rest.size, fallback):
                 piece = rest[b : b + fallback]
@@ -363,7 +365,7 @@ def functional_dimension(
                 piece_prefix = np.zeros((piece.size, n), dtype=np.int64)
                 ranks[start + piece], gaps[start + piece] = _ranks(matrix, rtol, n, o, piece_prefix)
                 prefix[start + piece] = piece_prefix
-                if rows > width:
+                if not certifying:
                     routes[piece], boundary[start + piece] = found.routes, found.on_boundary
             for i in range(m):
                 s = start + i

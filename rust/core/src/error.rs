@@ -33,6 +33,16 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// product that overflows, or an allocation the system refuses, is an error naming `argument`
 /// (Python sees a MemoryError) instead of an abort of the whole process.
 pub fn allocate<T: Clone + Default>(argument: &'static str, factors: &[usize]) -> Result<Vec<T>> {
+    let mut out = reserve(argument, factors)?;
+    // the product does not overflow: `reserve` checked it
+    out.resize(factors.iter().product(), T::default());
+    Ok(out)
+}
+
+/// An empty vector with room for exactly `factors.iter().product()` elements, the same errors as
+/// [`allocate`]'s; nothing is written, so its pages are not touched (a check of memory that a
+/// call's workers will need).
+pub fn reserve<T>(argument: &'static str, factors: &[usize]) -> Result<Vec<T>> {
     let len = factors
         .iter()
         .try_fold(1usize, |acc, &f| acc.checked_mul(f))
@@ -46,7 +56,6 @@ pub fn allocate<T: Clone + Default>(argument: &'static str, factors: &[usize]) -
             human_bytes(len.saturating_mul(std::mem::size_of::<T>()))
         ),
     })?;
-    out.resize(len, T::default());
     Ok(out)
 }
 

@@ -13,7 +13,7 @@
 //! the class is real-analytic in θ and the Jacobian exists. [`BOUNDARY_TOLERANCE`] decides when a
 //! θ is reported as on that set: the derivative there is the one-sided one the pass takes.
 
-use crate::error::{allocate, Error, Result};
+use crate::error::{allocate, reserve, Error, Result};
 use crate::forward::{exp, select_top_k};
 use crate::parallel::{chunk_len, pool, run_chunked, Interrupt};
 use crate::routing::RankTable;
@@ -652,6 +652,24 @@ fn jacobian_of_one<const D: usize, const H: usize>(
     boundary
 }
 
+/// [`jacobian_of_one`] compiled for the workspace's instruction set.
+fn jacobian_of_theta(
+    spec: &MoeSpec,
+    theta: &[f64],
+    inputs: &[f64],
+    ws: &mut Workspace,
+    out: JacobianOfOne<'_>,
+) -> bool {
+    let simd = ws.simd;
+    simd.dispatch(OneTheta {
+        spec,
+        theta,
+        inputs,
+        ws,
+        out,
+    })
+}
+
 /// One θ's [`jacobian_of_one`], as `pulp` dispatches it: the whole pass compiled for the CPU's
 /// widest instructions (no fused multiply-add: Rust never contracts, so the bits are the same).
 struct OneTheta<'a, 'b> {
@@ -730,13 +748,7 @@ pub fn jacobian(
                     let s = range.start + i;
                     let theta = &params[s * p..(s + 1) * p];
                     let out = JacobianOfOne { values, routes, matrix };
-                    *boundary = ws.simd.dispatch(OneTheta {
-                        spec,
-                        theta,
-                        inputs,
-                        ws,
-                        out,
-                    });
+                    *boundary = jacobian_of_theta(spec, theta, inputs, ws, out);
                 },
             );
     })?;
@@ -790,8 +802,8 @@ pub fn certify_full_row_rank(
             full_row_rank,
         });
     }
-    // one Jacobian and one Gram matrix per thread, checked before the work starts
-    let _: Vec<f64> = allocate("inputs", &[n_threads.max(1), n * o, p + n * o])?;
+    // one Jacobian and one Gram matrix per thread, checked (reserved, not written) before the work
+    let _: Vec<f64> = reserve("inputs", &[n_threads.max(1), n * o, p + n * o])?;
     let pool = pool(n_threads)?;
     let cost = n * o * (p + n * o + 4 * crate::forward::flops_per_input(spec));
     run_chunked(&pool, m, chunk_len(cost, n_threads), interrupt, |samples| {
@@ -810,13 +822,7 @@ pub fn certify_full_row_rank(
                     let s = range.start + i;
                     let theta = &params[s * p..(s + 1) * p];
                     let out = JacobianOfOne { values, routes, matrix };
-                    *boundary = ws.simd.dispatch(OneTheta {
-                        spec,
-                        theta,
-                        inputs,
-                        ws,
-                        out,
-                    });
+                    *boundary = jacobian_of_theta(spec, theta, inputs, ws, out);
                     *certified = crate::rank::full_row_rank(matrix, n * o, p, free, rtol, gram);
                 },
             );
