@@ -59,6 +59,9 @@ struct LayerRecord {
     /// pre-activations (`ℓ × k × h`, mlp experts).
     outputs: Vec<f64>,
     pre: Vec<f64>,
+    /// For θ (mlp experts): the largest ℓ1 norm of a row of the layer's `W1` and the largest
+    /// `|b1|`, which bound every hidden unit's magnitude (see [`mixture`]).
+    hidden_bound: (f64, f64),
 }
 
 /// Scratch for one thread: a record per layer, the final activations, the top-k choice's
@@ -116,6 +119,7 @@ impl Workspace {
             gates: vec![0.0; l * k],
             outputs: vec![0.0; l * k * d],
             pre: vec![0.0; l * k * h],
+            hidden_bound: (0.0, 0.0),
         };
         Workspace {
             layers: (0..spec.layers).map(|_| record()).collect(),
@@ -199,16 +203,19 @@ fn is_zero(values: &[f64]) -> bool {
     values.iter().all(|&v| v == 0.0)
 }
 
+/// The softmax of each row of `values` (rows of `width`), in place. All the exponentials are taken
+/// in one loop apart from the rows' maxima and sums, so that they vectorise (each row's sum is in
+/// the same order as a row at a time).
 #[inline(always)]
-fn softmax(values: &mut [f64]) {
-    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    // the exponentials apart from their sum, so that they vectorise (the sum's order is unchanged)
-    for v in values.iter_mut() {
-        *v = exp(*v - max);
+fn softmax_rows(values: &mut [f64], width: usize) {
+    for row in values.chunks_exact_mut(width) {
+        let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        row.iter_mut().for_each(|v| *v -= max);
     }
-    let total: f64 = values.iter().sum();
-    for v in values.iter_mut() {
-        *v /= total;
+    values.iter_mut().for_each(|v| *v = exp(*v));
+    for row in values.chunks_exact_mut(width) {
+        let total: f64 = row.iter().sum();
+        row.iter_mut().for_each(|v| *v /= total);
     }
 }
 
@@ -217,22 +224,23 @@ fn near(a: f64, b: f64) -> bool {
     (a - b).abs() <= BOUNDARY_TOLERANCE * a.abs().max(b.abs()).max(1.0)
 }
 
-/// `Attn(H)` in its four-matrix form, recorded.
+/// `Attn(H)` in its four-matrix form, recorded. `W` is one head's width where known at compile time
+/// (0: d_model / heads from the spec).
 #[inline(always)]
-fn attention<const D: usize, const H: usize>(spec: &MoeSpec, theta: &[f64], layer: usize, r: &mut LayerRecord) {
+fn attention<const D: usize, const W: usize>(spec: &MoeSpec, theta: &[f64], layer: usize, r: &mut LayerRecord) {
     let (l, d) = (spec.seq_len, fixed(D, spec.d_model));
     let dd = d * d;
     let [wq, wk, wv, wo] = spec.offsets(layer).attn;
     matmul(&r.h, &theta[wq..wq + dd], d, &mut r.q);
     matmul(&r.h, &theta[wk..wk + dd], d, &mut r.k);
     matmul(&r.h, &theta[wv..wv + dd], d, &mut r.v);
-    let width = d / spec.heads;
+    let width = fixed(W, d / spec.heads);
     let scale = 1.0 / (width as f64).sqrt();
     for head in 0..spec.heads {
         let cols = head * width..(head + 1) * width;
-        for t in 0..l {
-            let weights = &mut r.weights[(head * l + t) * l..(head * l + t + 1) * l];
-            for (u, w) in weights.iter_mut().enumerate() {
+        let weights = &mut r.weights[head * l * l..(head + 1) * l * l];
+        for (t, row) in weights.chunks_exact_mut(l).enumerate() {
+            for (u, w) in row.iter_mut().enumerate() {
                 let dot: f64 = r.q[t * d..][cols.clone()]
                     .iter()
                     .zip(&r.k[u * d..][cols.clone()])
@@ -240,13 +248,61 @@ fn attention<const D: usize, const H: usize>(spec: &MoeSpec, theta: &[f64], laye
                     .sum();
                 *w = dot * scale;
             }
-            softmax(weights);
+        }
+        softmax_rows(weights, l);
+        for (t, weights) in weights.chunks_exact(l).enumerate() {
             for c in cols.clone() {
                 r.context[t * d + c] = (0..l).map(|u| weights[u] * r.v[u * d + c]).sum();
             }
         }
     }
     matmul(&r.context, &theta[wo..wo + dd], d, &mut r.attn);
+}
+
+/// One token's top-k experts into `ws.selected`, ascending, as [`select_top_k`] chooses them (equal
+/// scores keep the lower expert first); returns the lowest chosen score and the highest other one
+/// (`-∞` if none), the margin the boundary test reads. Written for one token: the lane form's
+/// compare-and-select costs more here. Scores with a NaN go through [`select_top_k`] itself.
+#[inline(always)]
+fn top_k(scores: &[f64], k: usize, ws: &mut Routing) -> (f64, f64) {
+    let (top, selected) = (&mut ws.top_scores[..k], &mut ws.selected[..k]);
+    if scores.iter().any(|s| s.is_nan()) {
+        let mut highest = [0.0];
+        select_top_k::<1>(scores, k, top, &mut ws.top_experts, &mut highest);
+        for (s, &j) in selected.iter_mut().zip(ws.top_experts.iter()) {
+            *s = j as usize;
+        }
+        let lowest_chosen = top.iter().copied().fold(f64::INFINITY, f64::min);
+        let highest_other = (0..scores.len())
+            .filter(|j| !selected.contains(j))
+            .map(|j| scores[j])
+            .fold(f64::NEG_INFINITY, f64::max);
+        return (lowest_chosen, highest_other);
+    }
+    // the kept scores in descending order; a score enters above the first that is strictly lower,
+    // and every score that does not stay (never entered, or pushed out) is an "other"
+    let mut highest_other = f64::NEG_INFINITY;
+    for (j, &score) in scores.iter().enumerate() {
+        let mut place = j.min(k);
+        if place == k {
+            if score <= top[k - 1] {
+                highest_other = highest_other.max(score);
+                continue;
+            }
+            highest_other = highest_other.max(top[k - 1]);
+            place = k - 1;
+        }
+        while place > 0 && score > top[place - 1] {
+            top[place] = top[place - 1];
+            selected[place] = selected[place - 1];
+            place -= 1;
+        }
+        top[place] = score;
+        selected[place] = j;
+    }
+    let lowest_chosen = top[k - 1];
+    selected.sort_unstable();
+    (lowest_chosen, highest_other)
 }
 
 /// `MoE(Z)`, recorded, into `out`; each token's colex rank into `routes`. Returns whether some
@@ -277,36 +333,44 @@ fn mixture<const D: usize, const H: usize>(
         for ((s, row), &b) in scores.iter_mut().zip(weight.chunks_exact(d)).zip(bias) {
             *s = row.iter().zip(z).map(|(w, x)| w * x).sum::<f64>() + b;
         }
-        let mut highest = [0.0];
-        select_top_k::<1>(scores, k, &mut ws.top_scores, &mut ws.top_experts, &mut highest);
-        for (s, &j) in ws.selected.iter_mut().zip(ws.top_experts.iter()) {
-            *s = j as usize;
-        }
+        let (lowest_chosen, highest_other) = top_k(scores, k, ws);
         routes[t] = ws.ranks.rank(&ws.selected);
         if k < m {
-            let lowest_chosen = ws.top_scores.iter().copied().fold(f64::INFINITY, f64::min);
-            let highest_other = (0..m)
-                .filter(|j| !ws.selected.contains(j))
-                .map(|j| scores[j])
-                .fold(f64::NEG_INFINITY, f64::max);
             boundary |= near(lowest_chosen, highest_other);
-        }
-        let probs = &mut r.probs[t * m..(t + 1) * m];
-        if spec.gate == Gate::FullSoftmax {
-            probs.copy_from_slice(scores);
-            softmax(probs);
         }
         let chosen = &mut r.chosen[t * k..(t + 1) * k];
         chosen.copy_from_slice(&ws.selected);
-        let gates = &mut r.gates[t * k..(t + 1) * k];
-        match spec.gate {
-            Gate::Uniform => gates.fill(1.0 / k as f64),
-            Gate::FullSoftmax => gates.iter_mut().zip(chosen.iter()).for_each(|(g, &j)| *g = probs[j]),
-            Gate::RenormalizedSoftmax => {
-                gates.iter_mut().zip(chosen.iter()).for_each(|(g, &j)| *g = scores[j]);
-                softmax(gates);
+        if spec.gate == Gate::RenormalizedSoftmax {
+            let gates = &mut r.gates[t * k..(t + 1) * k];
+            gates.iter_mut().zip(chosen.iter()).for_each(|(g, &j)| *g = scores[j]);
+        }
+    }
+    // every token's gates at once (their exponentials in one loop)
+    match spec.gate {
+        Gate::Uniform => r.gates.fill(1.0 / k as f64),
+        Gate::RenormalizedSoftmax => softmax_rows(&mut r.gates, k),
+        Gate::FullSoftmax => {
+            r.probs.copy_from_slice(&r.scores);
+            softmax_rows(&mut r.probs, m);
+            for ((gates, chosen), probs) in r
+                .gates
+                .chunks_exact_mut(k)
+                .zip(r.chosen.chunks_exact(k))
+                .zip(r.probs.chunks_exact(m))
+            {
+                gates.iter_mut().zip(chosen).for_each(|(g, &j)| *g = probs[j]);
             }
         }
+    }
+    for (t, z) in r.z.chunks_exact(d).enumerate() {
+        let chosen = &r.chosen[t * k..(t + 1) * k];
+        let gates = &r.gates[t * k..(t + 1) * k];
+        // a hidden unit's magnitude Σ|w_c z_c| + |b| is at most ‖w‖₁·max|z_c| + |b| (twice that
+        // covers the rounding of both sides), so a pre-activation above TOLERANCE times it is
+        // no tie, and the exact test below is needed only under this screen
+        let z_max = z.iter().fold(0.0f64, |acc, x| acc.max(x.abs()));
+        let (row_norm, bias) = r.hidden_bound;
+        let screen = BOUNDARY_TOLERANCE * (2.0 * (row_norm * z_max + bias)).max(1.0);
         let out_t = &mut out[t * d..(t + 1) * d];
         out_t.fill(0.0);
         for p in 0..k {
@@ -328,8 +392,11 @@ fn mixture<const D: usize, const H: usize>(
                     let pre = &mut r.pre[(t * k + p) * h..(t * k + p + 1) * h];
                     for ((a, row), &b) in pre.iter_mut().zip(w1.chunks_exact(d)).zip(b1) {
                         *a = row.iter().zip(z).map(|(w, x)| w * x).sum::<f64>() + b;
-                        let magnitude = row.iter().zip(z).map(|(w, x)| (w * x).abs()).sum::<f64>() + b.abs();
-                        boundary |= a.abs() <= BOUNDARY_TOLERANCE * magnitude.max(1.0);
+                        // the exact magnitude only where the screen cannot rule a tie out
+                        if a.abs() <= screen {
+                            let magnitude = row.iter().zip(z).map(|(w, x)| (w * x).abs()).sum::<f64>() + b.abs();
+                            boundary |= a.abs() <= BOUNDARY_TOLERANCE * magnitude.max(1.0);
+                        }
                     }
                     for ((e_r, row), &b) in e.iter_mut().zip(w2.chunks_exact(h)).zip(&b2[..d]) {
                         *e_r = row.iter().zip(pre.iter()).map(|(w, a)| w * a.max(0.0)).sum::<f64>() + b;
@@ -363,10 +430,11 @@ fn record<const D: usize, const H: usize>(
     for layer in 0..spec.layers {
         let (done, rest) = layers.split_at_mut(layer + 1);
         let r = &mut done[layer];
-        if spec.heads > 0 {
-            attention::<D, H>(spec, theta, layer, r);
-        } else {
-            r.attn.fill(0.0);
+        // one head's width is d_model: known at compile time where D is
+        match spec.heads {
+            0 => r.attn.fill(0.0),
+            1 => attention::<D, D>(spec, theta, layer, r),
+            _ => attention::<D, 0>(spec, theta, layer, r),
         }
         match spec.block {
             Block::Sequential => {
@@ -404,8 +472,9 @@ fn readout_index(spec: &MoeSpec, c: usize) -> usize {
 // Index loops: each step reads three or four arrays at related indices, as the formulas do.
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 /// The reverse of `Attn(H)`: `d_attn` (∂f/∂Attn(H)) into the gradient `grad` and `d_h += ∂f/∂H`.
+/// `W` as in [`attention`].
 #[inline(always)]
-fn attention_reverse<const D: usize, const H: usize>(
+fn attention_reverse<const D: usize, const W: usize>(
     spec: &MoeSpec,
     theta: &[f64],
     layer: usize,
@@ -430,7 +499,7 @@ fn attention_reverse<const D: usize, const H: usize>(
     ws.d_q.fill(0.0);
     ws.d_k.fill(0.0);
     ws.d_v.fill(0.0);
-    let width = d / spec.heads;
+    let width = fixed(W, d / spec.heads);
     let scale = 1.0 / (width as f64).sqrt();
     for head in 0..spec.heads {
         let cols = head * width..(head + 1) * width;
@@ -578,6 +647,27 @@ fn mixture_reverse<const D: usize, const H: usize>(
     }
 }
 
+/// [`attention_reverse`] with one head's width known at compile time where D is; nothing without
+/// attention.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn attention_reverse_any<const D: usize>(
+    spec: &MoeSpec,
+    theta: &[f64],
+    layer: usize,
+    r: &LayerRecord,
+    d_attn: &[f64],
+    ws: &mut Scratch,
+    grad: &mut [f64],
+    d_h: &mut [f64],
+) {
+    match spec.heads {
+        0 => {}
+        1 => attention_reverse::<D, D>(spec, theta, layer, r, d_attn, ws, grad, d_h),
+        _ => attention_reverse::<D, 0>(spec, theta, layer, r, d_attn, ws, grad, d_h),
+    }
+}
+
 /// The gradient of the last block's H at index `index` with respect to θ, into `grad` (length P,
 /// zeroed here), from the recording in `ws`.
 #[inline(always)]
@@ -607,20 +697,36 @@ fn reverse<const D: usize, const H: usize>(
                 d_branch.copy_from_slice(d_out);
                 mixture_reverse::<D, H>(spec, theta, layer, r, d_out, scratch, grad, d_branch);
                 d_in.copy_from_slice(d_branch);
-                if spec.heads > 0 {
-                    attention_reverse::<D, H>(spec, theta, layer, r, d_branch, scratch, grad, d_in);
-                }
+                attention_reverse_any::<D>(spec, theta, layer, r, d_branch, scratch, grad, d_in);
             }
             Block::Parallel => {
                 // H' = H + Attn(H) + MoE(H)
                 d_in.copy_from_slice(d_out);
                 mixture_reverse::<D, H>(spec, theta, layer, r, d_out, scratch, grad, d_in);
-                if spec.heads > 0 {
-                    attention_reverse::<D, H>(spec, theta, layer, r, d_out, scratch, grad, d_in);
-                }
+                attention_reverse_any::<D>(spec, theta, layer, r, d_out, scratch, grad, d_in);
             }
         }
         std::mem::swap(d_out, d_in);
+    }
+}
+
+/// Per layer, θ's [`LayerRecord::hidden_bound`] (mlp experts; nothing to bound otherwise).
+fn bound_hidden_units(spec: &MoeSpec, theta: &[f64], ws: &mut Workspace) {
+    if spec.expert != ExpertKind::Mlp {
+        return;
+    }
+    let (d, h, size) = (spec.d_model, spec.expert_hidden, spec.expert_params());
+    for (layer, record) in ws.layers.iter_mut().enumerate() {
+        let experts = &theta[spec.offsets(layer).experts..][..spec.experts * size];
+        let (mut row_norm, mut bias) = (0.0f64, 0.0f64);
+        for params in experts.chunks_exact(size) {
+            let (w1, rest) = params.split_at(h * d);
+            for row in w1.chunks_exact(d) {
+                row_norm = row_norm.max(row.iter().map(|w| w.abs()).sum());
+            }
+            bias = rest[..h].iter().fold(bias, |acc, b| acc.max(b.abs()));
+        }
+        record.hidden_bound = (row_norm, bias);
     }
 }
 
@@ -634,6 +740,7 @@ fn jacobian_of_one<const D: usize, const H: usize>(
     out: JacobianOfOne<'_>,
 ) -> bool {
     let (o, r, p) = (spec.output_dim(), spec.routes_per_input(), spec.total_params());
+    bound_hidden_units(spec, theta, ws);
     let mut boundary = false;
     for (i, x) in inputs.chunks_exact(spec.input_len()).enumerate() {
         boundary |= record::<D, H>(spec, theta, x, ws, &mut out.routes[i * r..(i + 1) * r]);
@@ -879,6 +986,50 @@ mod tests {
             one::forward(spec, theta, x, &mut ws, v, rt);
         }
         (values, routes)
+    }
+
+    /// The one-token top-k equals the lane form's choice, with the margin computed from it, on
+    /// scores with many ties, infinities and NaNs.
+    #[test]
+    fn top_k_chooses_as_the_lane_form() {
+        // few values, so that ties are common; NaN in one case in eight
+        let palette = [-1.0, 0.0, 0.25, 0.5, 2.0, f64::INFINITY, f64::NEG_INFINITY, f64::NAN];
+        let mut state = 12345u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as usize
+        };
+        for case in 0..4000 {
+            let m = 1 + case % 9;
+            let k = 1 + (case / 9) % m;
+            let colours = if case % 8 == 0 {
+                palette.len()
+            } else {
+                palette.len() - 1
+            };
+            let scores: Vec<f64> = (0..m).map(|_| palette[next() % colours]).collect();
+            let mut routing = Routing {
+                ranks: RankTable::new(m, k),
+                top_scores: vec![0.0; k],
+                top_experts: vec![0.0; k],
+                selected: vec![0; k],
+            };
+            let (lowest, other) = top_k(&scores, k, &mut routing);
+            let (mut top, mut experts, mut highest) = (vec![0.0; k], vec![0.0; k], [0.0]);
+            select_top_k::<1>(&scores, k, &mut top, &mut experts, &mut highest);
+            let expected: Vec<usize> = experts.iter().map(|&j| j as usize).collect();
+            assert_eq!(routing.selected, expected, "{scores:?} k={k}");
+            if !scores.iter().any(|s| s.is_nan()) {
+                let min = top.iter().copied().fold(f64::INFINITY, f64::min);
+                let max_other = (0..m)
+                    .filter(|j| !expected.contains(j))
+                    .map(|j| scores[j])
+                    .fold(f64::NEG_INFINITY, f64::max);
+                assert_eq!((lowest, other), (min, max_other), "{scores:?} k={k}");
+            }
+        }
     }
 
     fn options() -> Vec<SpecOptions<'static>> {
