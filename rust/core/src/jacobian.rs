@@ -98,6 +98,11 @@ struct Scratch {
     d_scores: Vec<f64>,
     d_gates: Vec<f64>,
     d_hidden: Vec<f64>,
+    /// Per (layer, expert), whether the current row's reverse pass has reached the expert; and
+    /// whether the row is zeroed block by block as the pass first writes it (the rank
+    /// certificate reads only the blocks a row reached) rather than whole.
+    reached: Vec<bool>,
+    zero_when_reached: bool,
 }
 
 impl Workspace {
@@ -142,6 +147,8 @@ impl Workspace {
                 d_scores: vec![0.0; m],
                 d_gates: vec![0.0; k],
                 d_hidden: vec![0.0; h],
+                reached: vec![false; spec.layers * m],
+                zero_when_reached: false,
             },
             simd: pulp::Arch::new(),
         }
@@ -567,6 +574,13 @@ fn mixture_reverse<const D: usize, const H: usize>(
             let start = offsets.experts + j * size;
             let params = &theta[start..start + size];
             let g_params = &mut grad[start..start + size];
+            let reached = &mut ws.reached[layer * m + j];
+            if !*reached {
+                *reached = true;
+                if ws.zero_when_reached {
+                    g_params.fill(0.0);
+                }
+            }
             let e = &r.outputs[(t * k + p) * d..(t * k + p + 1) * d];
             ws.d_gates[p] = d_out.iter().zip(e).map(|(a, b)| a * b).sum();
             let gate = gates[p];
@@ -669,7 +683,8 @@ fn attention_reverse_any<const D: usize>(
 }
 
 /// The gradient of the last block's H at index `index` with respect to θ, into `grad` (length P,
-/// zeroed here), from the recording in `ws`.
+/// zeroed here: whole, or only the blocks the pass reaches if `ws.scratch.zero_when_reached`),
+/// from the recording in `ws`; `ws.scratch.reached` says which experts it reached.
 #[inline(always)]
 fn reverse<const D: usize, const H: usize>(
     spec: &MoeSpec,
@@ -678,7 +693,15 @@ fn reverse<const D: usize, const H: usize>(
     index: usize,
     grad: &mut [f64],
 ) {
-    grad.fill(0.0);
+    if ws.scratch.zero_when_reached {
+        // attention and router of every layer now; each expert's block when first reached
+        for layer in 0..spec.layers {
+            grad[layer * spec.layer_params()..spec.offsets(layer).experts].fill(0.0);
+        }
+    } else {
+        grad.fill(0.0);
+    }
+    ws.scratch.reached.fill(false);
     let Workspace {
         layers,
         d_out,
@@ -741,19 +764,26 @@ fn jacobian_of_one<const D: usize, const H: usize>(
 ) -> bool {
     let (o, r, p) = (spec.output_dim(), spec.routes_per_input(), spec.total_params());
     bound_hidden_units(spec, theta, ws);
+    let JacobianOfOne {
+        values,
+        routes,
+        matrix,
+        mut reached_rows,
+    } = out;
+    ws.scratch.zero_when_reached = reached_rows.is_some();
+    let words = (inputs.len() / spec.input_len() * o).div_ceil(64);
     let mut boundary = false;
     for (i, x) in inputs.chunks_exact(spec.input_len()).enumerate() {
-        boundary |= record::<D, H>(spec, theta, x, ws, &mut out.routes[i * r..(i + 1) * r]);
+        boundary |= record::<D, H>(spec, theta, x, ws, &mut routes[i * r..(i + 1) * r]);
         for c in 0..o {
-            let index = readout_index(spec, c);
-            out.values[i * o + c] = ws.out[index];
-            reverse::<D, H>(
-                spec,
-                theta,
-                ws,
-                index,
-                &mut out.matrix[(i * o + c) * p..(i * o + c + 1) * p],
-            );
+            let (index, row) = (readout_index(spec, c), i * o + c);
+            values[row] = ws.out[index];
+            reverse::<D, H>(spec, theta, ws, index, &mut matrix[row * p..(row + 1) * p]);
+            if let Some(reached_rows) = reached_rows.as_deref_mut() {
+                for (slot, _) in ws.scratch.reached.iter().enumerate().filter(|(_, &reached)| reached) {
+                    reached_rows[slot * words + row / 64] |= 1 << (row % 64);
+                }
+            }
         }
     }
     boundary
@@ -813,6 +843,11 @@ struct JacobianOfOne<'a> {
     values: &'a mut [f64],
     routes: &'a mut [u32],
     matrix: &'a mut [f64],
+    /// For the rank certificate: per (layer, expert), a bit per row of `matrix` set when the row
+    /// reached the expert (`rows.div_ceil(64)` words each, cleared by the caller). Given, each row
+    /// is zeroed only on the blocks it reaches, and its other experts' entries are left as they
+    /// were; absent, rows are zeroed whole.
+    reached_rows: Option<&'a mut [u64]>,
 }
 
 /// The Jacobians of every row of `params` (`m × P`) on every input (`n × seq_len × d_model`),
@@ -854,7 +889,12 @@ pub fn jacobian(
                 |ws, (i, (((values, routes), matrix), boundary))| {
                     let s = range.start + i;
                     let theta = &params[s * p..(s + 1) * p];
-                    let out = JacobianOfOne { values, routes, matrix };
+                    let out = JacobianOfOne {
+                        values,
+                        routes,
+                        matrix,
+                        reached_rows: None,
+                    };
                     *boundary = jacobian_of_theta(spec, theta, inputs, ws, out);
                 },
             );
@@ -911,6 +951,17 @@ pub fn certify_full_row_rank(
     }
     // one Jacobian and one Gram matrix per thread, checked (reserved, not written) before the work
     let _: Vec<f64> = reserve("inputs", &[n_threads.max(1), n * o, p + n * o])?;
+    // the free columns cut where an expert's parameters begin and end, so that each piece's rows
+    // are known from the reverse pass: every row (attention, router) or the rows that reached
+    // its expert, and a row's entries of the experts it did not reach are never read
+    let (pieces, owners) = pieces_by_expert(spec, free);
+    let words = (n * o).div_ceil(64);
+    let every_row: Vec<u64> = (0..words)
+        .map(|w| match (n * o - 64 * w).min(64) {
+            64 => u64::MAX,
+            bits => (1u64 << bits) - 1,
+        })
+        .collect();
     let pool = pool(n_threads)?;
     let cost = n * o * (p + n * o + 4 * crate::forward::flops_per_input(spec));
     run_chunked(&pool, m, chunk_len(cost, n_threads), interrupt, |samples| {
@@ -923,14 +974,35 @@ pub fn certify_full_row_rank(
             .for_each_init(
                 || {
                     let buffers = (vec![0.0; n * o], vec![0.0; n * o * p]);
-                    (Workspace::new(spec), buffers, crate::rank::GramScratch::new(n * o))
+                    let masks = (
+                        vec![0u64; spec.layers * spec.experts * words],
+                        vec![0u64; pieces.len() * words],
+                    );
+                    (
+                        Workspace::new(spec),
+                        buffers,
+                        masks,
+                        crate::rank::GramScratch::new(n * o),
+                    )
                 },
-                |(ws, (values, matrix), gram), (i, ((routes, boundary), certified))| {
+                |(ws, (values, matrix), (reached, masks), gram), (i, ((routes, boundary), certified))| {
                     let s = range.start + i;
                     let theta = &params[s * p..(s + 1) * p];
-                    let out = JacobianOfOne { values, routes, matrix };
+                    reached.fill(0);
+                    let out = JacobianOfOne {
+                        values,
+                        routes,
+                        matrix,
+                        reached_rows: Some(reached),
+                    };
                     *boundary = jacobian_of_theta(spec, theta, inputs, ws, out);
-                    *certified = crate::rank::full_row_rank(matrix, n * o, p, free, rtol, gram);
+                    for (mask, owner) in masks.chunks_exact_mut(words).zip(&owners) {
+                        mask.copy_from_slice(match owner {
+                            Some(slot) => &reached[slot * words..(slot + 1) * words],
+                            None => &every_row,
+                        });
+                    }
+                    *certified = crate::rank::full_row_rank_given_rows(matrix, n * o, p, &pieces, masks, rtol, gram);
                 },
             );
     })?;
@@ -939,6 +1011,34 @@ pub fn certify_full_row_rank(
         on_boundary,
         full_row_rank,
     })
+}
+
+/// `free` cut at the first column of every expert and of every layer, with the expert each piece
+/// lies in (`layer · experts + j`; `None` for a layer's attention and router).
+fn pieces_by_expert(
+    spec: &MoeSpec,
+    free: &[std::ops::Range<usize>],
+) -> (Vec<std::ops::Range<usize>>, Vec<Option<usize>>) {
+    let (per_layer, size) = (spec.layer_params(), spec.expert_params());
+    let (mut pieces, mut owners) = (Vec::new(), Vec::new());
+    for block in free {
+        let mut start = block.start;
+        while start < block.end {
+            let layer = start / per_layer;
+            let experts = spec.offsets(layer).experts;
+            let (owner, end) = if start < experts {
+                (None, experts)
+            } else {
+                let j = (start - experts) / size;
+                (Some(layer * spec.experts + j), experts + (j + 1) * size)
+            };
+            let end = end.min(block.end);
+            pieces.push(start..end);
+            owners.push(owner);
+            start = end;
+        }
+    }
+    (pieces, owners)
 }
 
 /// `params` a whole number of θ and `inputs` a whole number of inputs.
@@ -1093,6 +1193,60 @@ mod tests {
                 }
             }
             assert!(compared > p / 2, "case {case}: only {compared} of {p} columns compared");
+        }
+    }
+
+    /// The certificate's rows: every nonzero entry of a Jacobian lies in a piece its row reached,
+    /// and there the rows the pass zeroed block by block (over stale contents) are the same bits
+    /// as the rows zeroed whole.
+    #[test]
+    fn the_rows_that_reached_an_expert_hold_every_nonzero_entry() {
+        for (case, options) in options().into_iter().enumerate() {
+            let spec = MoeSpec::new(&options).expect("valid");
+            let (p, o) = (spec.total_params(), spec.output_dim());
+            let n = 6;
+            let mut params = vec![0.0; 3 * p];
+            sample_row(case as u64, 0, 1.0, Sampler::Uniform, &Vec::new(), &mut params);
+            let mut inputs = vec![0.0; n * spec.input_len()];
+            sample_row(case as u64, 1, 1.0, Sampler::Uniform, &Vec::new(), &mut inputs);
+            let whole = jacobian(&spec, &params, &inputs, 1, &mut never()).expect("ok");
+            let (pieces, owners) = pieces_by_expert(&spec, &[0..p / 3, p / 3..p]);
+            assert_eq!(pieces.iter().map(|b| b.len()).sum::<usize>(), p);
+            let (rows, words) = (n * o, (n * o).div_ceil(64));
+            let mut ws = Workspace::new(&spec);
+            let (mut values, mut routes, mut matrix) = (
+                vec![0.0; rows],
+                vec![0; n * spec.routes_per_input()],
+                vec![f64::NAN; rows * p],
+            );
+            for (theta, expected) in params.chunks_exact(p).zip(whole.matrix.chunks_exact(rows * p)) {
+                let mut reached = vec![0u64; spec.layers * spec.experts * words];
+                let out = JacobianOfOne {
+                    values: &mut values,
+                    routes: &mut routes,
+                    matrix: &mut matrix,
+                    reached_rows: Some(&mut reached),
+                };
+                jacobian_of_theta(&spec, theta, &inputs, &mut ws, out);
+                for (piece, owner) in pieces.iter().zip(&owners) {
+                    for row in 0..rows {
+                        let used = owner.is_none_or(|slot| reached[slot * words + row / 64] >> (row % 64) & 1 == 1);
+                        let columns = row * p + piece.start..row * p + piece.end;
+                        if used {
+                            let (found, expected) = (&matrix[columns.clone()], &expected[columns]);
+                            assert!(
+                                found.iter().zip(expected).all(|(a, b)| a.to_bits() == b.to_bits()),
+                                "case {case}"
+                            );
+                        } else {
+                            assert!(
+                                expected[columns].iter().all(|&v| v == 0.0),
+                                "case {case}: row {row}, {piece:?}"
+                            );
+                        }
+                    }
+                }
+            }
         }
     }
 

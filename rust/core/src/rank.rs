@@ -51,6 +51,40 @@ pub fn full_row_rank(
     rtol: f64,
     scratch: &mut GramScratch,
 ) -> bool {
+    let mut masks = std::mem::take(&mut scratch.masks);
+    nonzero_rows(matrix, rows, stride, blocks, &mut masks);
+    let certified = full_row_rank_given_rows(matrix, rows, stride, blocks, &masks, rtol, scratch);
+    scratch.masks = masks;
+    certified
+}
+
+/// Per block, a bit per row: whether the row has a nonzero entry in it (`masks[b·words + i/64]`
+/// bit `i%64`, `words = rows.div_ceil(64)`).
+fn nonzero_rows(matrix: &[f64], rows: usize, stride: usize, blocks: &[Range<usize>], masks: &mut Vec<u64>) {
+    masks.clear();
+    masks.resize(blocks.len() * rows.div_ceil(64), 0);
+    pulp::Arch::new().dispatch(NonzeroRows {
+        matrix,
+        rows,
+        stride,
+        blocks,
+        masks,
+    });
+}
+
+/// [`full_row_rank`] with each block's rows given: `masks[b·words + i/64]` bit `i%64` set for
+/// every row `i < rows` that may be nonzero in block `b` (`words = rows.div_ceil(64)`). Entries of
+/// a row outside its blocks are never read, so they may hold anything. A caller that knows the
+/// sparsity (the Jacobian's reverse pass knows which experts each row reached) saves the scan.
+pub fn full_row_rank_given_rows(
+    matrix: &[f64],
+    rows: usize,
+    stride: usize,
+    blocks: &[Range<usize>],
+    masks: &[u64],
+    rtol: f64,
+    scratch: &mut GramScratch,
+) -> bool {
     let width: usize = blocks.iter().map(|b| b.len()).sum();
     if rows == 0 || rows > width {
         return false;
@@ -64,7 +98,7 @@ pub fn full_row_rank(
         return false;
     }
     scratch.gram.resize(rows * rows, 0.0);
-    gram(matrix, rows, stride, blocks, scratch);
+    gram(matrix, rows, stride, blocks, masks, scratch);
     // ‖G̃‖_F from the lower triangle (the upper is zero)
     let squares: f64 = (0..rows)
         .map(|i| {
@@ -88,26 +122,11 @@ pub fn full_row_rank(
 /// run; a run's columns are packed (transposed, its rows padded to a multiple of [`TILE`]) and
 /// multiplied in `TILE × TILE` tiles of the lower triangle. Runs are added in order and each
 /// entry's products in column order, so the sum is the same bits on every machine.
-fn gram(matrix: &[f64], rows: usize, stride: usize, blocks: &[Range<usize>], scratch: &mut GramScratch) {
+fn gram(matrix: &[f64], rows: usize, stride: usize, blocks: &[Range<usize>], masks: &[u64], scratch: &mut GramScratch) {
     let simd = pulp::Arch::new();
-    let GramScratch {
-        gram,
-        masks,
-        users,
-        panel,
-    } = scratch;
+    let GramScratch { gram, users, panel, .. } = scratch;
     gram.fill(0.0);
-    // per block, a bit per row: whether the row has a nonzero entry in it
     let words = rows.div_ceil(64);
-    masks.clear();
-    masks.resize(blocks.len() * words, 0);
-    simd.dispatch(NonzeroRows {
-        matrix,
-        rows,
-        stride,
-        blocks,
-        masks,
-    });
     let mut first = 0;
     while first < blocks.len() {
         let mask = &masks[first * words..(first + 1) * words];
@@ -335,15 +354,26 @@ mod tests {
         }
         let blocks = [0..10, 10..25, 27..30];
         let mut scratch = GramScratch::new(rows);
-        gram(&m, rows, stride, &blocks, &mut scratch);
+        let mut masks = Vec::new();
+        nonzero_rows(&m, rows, stride, &blocks, &mut masks);
+        assert_eq!(masks, [0b111_1111, 0b101_1011, 0b111_1111]);
+        let dense = |m: &[f64], i: usize, j: usize| -> f64 {
+            let columns = blocks.iter().flat_map(|b| b.clone());
+            columns.map(|c| m[i * stride + c] * m[j * stride + c]).sum()
+        };
+        gram(&m, rows, stride, &blocks, &masks, &mut scratch);
+        let found = scratch.gram.clone();
+        // given rows: a row's entries outside its blocks are never read, whatever they hold
+        let mut stale = m.clone();
+        for i in [2, 5] {
+            stale[i * stride + 10..i * stride + 25].fill(1e300);
+        }
+        gram(&stale, rows, stride, &blocks, &masks, &mut scratch);
         for i in 0..rows {
             for j in 0..=i {
-                let dense: f64 = blocks
-                    .iter()
-                    .flat_map(|b| b.clone())
-                    .map(|c| m[i * stride + c] * m[j * stride + c])
-                    .sum();
-                assert!((scratch.gram[i * rows + j] - dense).abs() <= 1e-12 * dense.abs().max(1.0));
+                let expected = dense(&m, i, j);
+                assert!((found[i * rows + j] - expected).abs() <= 1e-12 * expected.abs().max(1.0));
+                assert_eq!(scratch.gram[i * rows + j], found[i * rows + j]);
             }
         }
     }
