@@ -51,9 +51,10 @@ class Jacobian:
         routes: uint32 (m, n, layers, seq_len): each token's top-k expert set (colex rank).
         matrix: float64 (m, n·output_dim, total_params): ∂ values.reshape(m, -1)[:, r] / ∂θ_c, rows
             in the order of `values.reshape(m, -1)`, columns in the order of `spec.layout`.
-        on_boundary: bool (m,): θ at a top-k tie or a ReLU at 0 (within
-            `moecover_core::jacobian::BOUNDARY_TOLERANCE` = 1e-9, relative), where the Jacobian is
-            undefined (the one-sided derivative is given).
+        on_boundary: bool (m,): θ at a top-k tie (on any token) or a ReLU at 0 (in an expert on a
+            token some output depends on: under the scalar and token-0 readouts, not the last
+            layer's other tokens), within `moecover_core::jacobian::BOUNDARY_TOLERANCE` = 1e-9,
+            relative: where the Jacobian may be undefined (the one-sided derivative is given).
     """
 
     values: NDArray[np.float64]
@@ -113,7 +114,8 @@ class FunctionalDimension:
             `rtol · σ_1`; 0 for a zero Jacobian).
         gaps: (m,): σ_r / σ_{r+1} per sample (inf when r is full, i.e. min(n·o, free_params)).
         ambiguous: the samples whose gap is below `ambiguous_gap`: their rank is not clear-cut.
-        on_boundary: bool (m,): samples at a top-k tie or a ReLU at 0, left out of `max_rank`.
+        on_boundary: bool (m,): samples at a top-k tie or a ReLU at 0 (as `Jacobian.on_boundary`),
+            left out of `max_rank`.
         pattern_routes: uint32 (K, n, layers, seq_len): the dataset-wide routing patterns seen.
         pattern_samples, pattern_max_rank: int (K,): samples and the largest rank per pattern.
         rank_by_inputs: int (n,): the largest rank of the Jacobian's rows on the first j inputs,

@@ -22,7 +22,8 @@ use rayon::prelude::*;
 
 /// A θ is on a boundary when, on some token, the lowest chosen router score and the highest
 /// unchosen one differ by at most this fraction of `max(1, |a|, |b|)`, or a ReLU pre-activation of
-/// a chosen expert is within this fraction of `max(1, |terms|)` of 0.
+/// a chosen expert is within this fraction of `max(1, |terms|)` of 0 on a token the outputs
+/// depend on (under the scalar and token-0 readouts, not the last layer's other tokens).
 pub const BOUNDARY_TOLERANCE: f64 = 1e-9;
 
 /// Values `(m, n, o)`, routes `(m, n, layers, seq_len)`, the Jacobian `(m, n·o, P)` with rows in
@@ -313,7 +314,9 @@ fn top_k(scores: &[f64], k: usize, ws: &mut Routing) -> (f64, f64) {
 }
 
 /// `MoE(Z)`, recorded, into `out`; each token's colex rank into `routes`. Returns whether some
-/// token sits on a boundary.
+/// token sits on a boundary. Every token is routed, but only the first `read` tokens' experts are
+/// evaluated: the others' `out` is left zero (the last layer's tokens no output reads).
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn mixture<const D: usize, const H: usize>(
     spec: &MoeSpec,
@@ -323,6 +326,7 @@ fn mixture<const D: usize, const H: usize>(
     ws: &mut Routing,
     out: &mut [f64],
     routes: &mut [u32],
+    read: usize,
 ) -> bool {
     let (d, m, k, h) = (
         fixed(D, spec.d_model),
@@ -369,7 +373,8 @@ fn mixture<const D: usize, const H: usize>(
             }
         }
     }
-    for (t, z) in r.z.chunks_exact(d).enumerate() {
+    out[read * d..].fill(0.0);
+    for (t, z) in r.z.chunks_exact(d).take(read).enumerate() {
         let chosen = &r.chosen[t * k..(t + 1) * k];
         let gates = &r.gates[t * k..(t + 1) * k];
         // a hidden unit's magnitude Σ|w_c z_c| + |b| is at most ‖w‖₁·max|z_c| + |b| (twice that
@@ -418,8 +423,9 @@ fn mixture<const D: usize, const H: usize>(
     boundary
 }
 
-/// The forward pass of θ on one input `x`, recorded in `ws`; the last block's H in `ws.out`, the
-/// routes into `routes`. Returns whether θ is on a boundary for this input.
+/// The forward pass of θ on one input `x`, recorded in `ws`; the last block's H in `ws.out` (on
+/// the tokens the readout reads: the others lack their experts' part), the routes of every token
+/// into `routes`. Returns whether θ is on a boundary for this input.
 #[inline(always)]
 fn record<const D: usize, const H: usize>(
     spec: &MoeSpec,
@@ -452,7 +458,14 @@ fn record<const D: usize, const H: usize>(
             Block::Parallel => r.z.copy_from_slice(&r.h),
         }
         let layer_routes = &mut routes[layer * l..(layer + 1) * l];
-        boundary |= mixture::<D, H>(spec, theta, layer, r, routing, out, layer_routes);
+        // the outputs read the last layer's token 0 only, unless the readout is every token: the
+        // other tokens' experts there change no output (nor the Jacobian), so they are skipped,
+        // and a ReLU tie in them is no boundary
+        let read = match spec.readout {
+            Readout::Scalar | Readout::Token0 if layer + 1 == spec.layers => 1,
+            _ => l,
+        };
+        boundary |= mixture::<D, H>(spec, theta, layer, r, routing, out, layer_routes, read);
         // the block's output: H' = Y + MoE(Y) (sequential) or H + Attn(H) + MoE(H) (parallel)
         for (i, o) in out.iter_mut().enumerate() {
             *o += match spec.block {
@@ -1291,6 +1304,35 @@ mod tests {
             .collect();
         assert_eq!(first.full_row_rank, expected);
         assert!(expected.iter().any(|&c| c));
+    }
+
+    #[test]
+    fn a_relu_tie_is_flagged_where_an_output_depends_on_it() {
+        // no attention, one expert with one hidden unit, pre-activation x - 0.5: a tie at x = 0.5
+        let spec = |readout| {
+            MoeSpec::new(&SpecOptions {
+                experts: 1,
+                top_k: 1,
+                d_model: 1,
+                seq_len: 2,
+                heads: 0,
+                expert: "mlp",
+                expert_hidden: 1,
+                readout,
+                ..Default::default()
+            })
+            .expect("valid")
+        };
+        let theta = [0.3, 0.0, 1.0, -0.5, 1.0, 0.0];
+        let flagged = |readout, x: [f64; 2]| {
+            jacobian(&spec(readout), &theta, &x, 1, &mut never())
+                .expect("ok")
+                .on_boundary[0]
+        };
+        // the tie on token 0, which every readout reads
+        assert!(flagged("scalar", [0.5, 0.2]) && flagged("token0", [0.5, 0.2]) && flagged("all", [0.5, 0.2]));
+        // the tie on token 1 of the last layer: only the readout of every token depends on it
+        assert!(!flagged("scalar", [0.2, 0.5]) && !flagged("token0", [0.2, 0.5]) && flagged("all", [0.2, 0.5]));
     }
 
     #[test]
