@@ -18,7 +18,7 @@ import re
 # the pass's functions (rust/core/src/jacobian.rs, rank.rs), innermost first where names nest
 FUNCTIONS = [
     "matmul_reverse", "matmul", "softmax_rows", "exp", "top_k", "attention_reverse", "attention",
-    "mixture_reverse", "mixture", "record", "reverse", "Tiles", "NonzeroRows", "Cholesky",
+    "mixture_reverse", "mixture", "record", "reverse", "Tiles", "NonzeroRows", "Cholesky", "full_row_rank_given_rows",
     "full_row_rank", "jacobian_of_one", "certify_full_row_rank",
 ]
 
