@@ -674,27 +674,6 @@ fn mixture_reverse<const D: usize, const H: usize>(
     }
 }
 
-/// [`attention_reverse`] with one head's width known at compile time where D is; nothing without
-/// attention.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn attention_reverse_any<const D: usize>(
-    spec: &MoeSpec,
-    theta: &[f64],
-    layer: usize,
-    r: &LayerRecord,
-    d_attn: &[f64],
-    ws: &mut Scratch,
-    grad: &mut [f64],
-    d_h: &mut [f64],
-) {
-    match spec.heads {
-        0 => {}
-        1 => attention_reverse::<D, D>(spec, theta, layer, r, d_attn, ws, grad, d_h),
-        _ => attention_reverse::<D, 0>(spec, theta, layer, r, d_attn, ws, grad, d_h),
-    }
-}
-
 /// The gradient of the last block's H at index `index` with respect to θ, into `grad` (length P,
 /// zeroed here: whole, or only the blocks the pass reaches if `ws.scratch.zero_when_reached`),
 /// from the recording in `ws`; `ws.scratch.reached` says which experts it reached.
@@ -733,14 +712,23 @@ fn reverse<const D: usize, const H: usize>(
                 d_branch.copy_from_slice(d_out);
                 mixture_reverse::<D, H>(spec, theta, layer, r, d_out, scratch, grad, d_branch);
                 d_in.copy_from_slice(d_branch);
-                attention_reverse_any::<D>(spec, theta, layer, r, d_branch, scratch, grad, d_in);
             }
             Block::Parallel => {
                 // H' = H + Attn(H) + MoE(H)
                 d_in.copy_from_slice(d_out);
                 mixture_reverse::<D, H>(spec, theta, layer, r, d_out, scratch, grad, d_in);
-                attention_reverse_any::<D>(spec, theta, layer, r, d_out, scratch, grad, d_in);
             }
+        }
+        // ∂f/∂Attn(H): that of Y (sequential) or of the block's output (parallel); one head's
+        // width is d_model, known at compile time where D is
+        let d_attn = match spec.block {
+            Block::Sequential => &*d_branch,
+            Block::Parallel => &*d_out,
+        };
+        match spec.heads {
+            0 => {}
+            1 => attention_reverse::<D, D>(spec, theta, layer, r, d_attn, scratch, grad, d_in),
+            _ => attention_reverse::<D, 0>(spec, theta, layer, r, d_attn, scratch, grad, d_in),
         }
         std::mem::swap(d_out, d_in);
     }
