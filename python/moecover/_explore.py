@@ -60,6 +60,10 @@ PATIENCE = 3
 #: Jacobians computed per core call at most (and fewer when their (chunk, n·o, P) matrices would
 #: pass `CHUNK_BYTES`).
 JACOBIAN_CHUNK = 256
+#: Members are drawn, evaluated, moved and copied in pieces of about this many bytes of θ. NumPy's
+#: copies do not see Ctrl-C, and a fresh copy runs at the speed of page faults, which on some
+#: virtual machines is 100-400 MB/s: 16 MiB keeps every step between two checks well under 0.2 s.
+PIECE_BYTES = 1 << 24
 
 
 @dataclass(frozen=True, repr=False)
@@ -123,7 +127,10 @@ class Exploration:
 
 
 class _Packing:
-    """The greedy δ-net of every member evaluated, in order, with the θ of its centres."""
+    """The greedy δ-net of every member evaluated, in order, with the θ of its centres.
+
+    Centres are kept as the blocks they were found in, never concatenated while the search runs:
+    a (K, P) copy of a large class takes seconds and cannot be interrupted."""
 
     def __init__(self, delta: float, dim: int, threads: int):
         self.engine = _core.CoverEngine([delta], dim, True, False, memory_limit_bytes())
@@ -135,8 +142,8 @@ class _Packing:
     def __len__(self) -> int:
         return int(self.engine.net_sizes()[0])
 
-    def add(self, values: NDArray[np.float64], params: NDArray[np.float64], source: str) -> NDArray[np.int64]:
-        """Scans `values` after everything before; returns the rows that opened centres."""
+    def add(self, values: NDArray[np.float64], params: NDArray[np.float64], source: str) -> NDArray[np.float64]:
+        """Scans `values` after everything before; returns the θ that opened centres."""
         first, before = int(self.engine.n_points), len(self)
         self.engine.add(np.ascontiguousarray(values), self.threads, "values")
         opened = np.asarray(self.engine.centres(0)[before:], dtype=np.int64) - first
@@ -146,10 +153,26 @@ class _Packing:
                 f"delta: the packing holds {len(self)} members ({held / 2**30:.3g} GiB of values and parameters), "
                 "more than this machine's free memory; use a larger delta or a smaller budget"
             )
-        self.values.extend(values[opened])
-        self.params.extend(params[opened])
+        if len(opened) < len(params):  # when every row opened a centre (often, at small δ), no copy
+            values, params = values[opened], params[opened]
+        self.values.append(values)
+        self.params.append(params)
         self.source.extend([source] * len(opened))
-        return opened
+        return params
+
+
+def _stacked(blocks: list[NDArray[np.float64]], width: int) -> NDArray[np.float64]:
+    """The rows of `blocks` as one (rows, width) array, copied a piece at a time (Ctrl-C is seen
+    between pieces); each block is released once copied."""
+    out = np.empty((sum(len(block) for block in blocks), width))
+    step, at = max(1, PIECE_BYTES // (8 * max(width, 1))), 0
+    while blocks:
+        block = blocks.pop(0)
+        for start in range(0, len(block), step):
+            part = block[start : start + step]
+            out[at : at + len(part)] = part
+            at += len(part)
+    return out
 
 
 def explore(
@@ -227,13 +250,13 @@ def explore(
         out = evaluate(spec, theta, x, n_threads=threads)
         count(len(theta))
         record_patterns(out.routes, source)
-        return theta[packing.add(out.values.reshape(len(theta), dim), theta, source)]
+        return packing.add(out.values.reshape(len(theta), dim), theta, source)
 
-    # Parameters are made and evaluated in pieces of about CHUNK_BYTES, whatever the batch and
-    # the number of parents (a batch of a large class would not fit in memory at once).
-    rows = max(1, CHUNK_BYTES // (8 * p))
+    # Parameters are made, evaluated and kept in pieces of about PIECE_BYTES, whatever the batch
+    # and the number of parents; parents are lists of such pieces, never one concatenated array.
+    rows = max(1, PIECE_BYTES // (8 * p))
 
-    def draw(m: int) -> NDArray[np.float64]:
+    def draw(m: int) -> list[NDArray[np.float64]]:
         nonlocal sampled
         opened = []
         for piece in range(0, m, rows):
@@ -241,17 +264,18 @@ def explore(
             theta = sample_params(spec, size, rng=seed, start=sampled, pinned=pinned, n_threads=threads, sampler=sampler)
             sampled += size
             opened.append(take(theta, "sampler"))
-        return np.concatenate(opened) if opened else np.zeros((0, p))
+        return opened
 
-    def search(parents: NDArray[np.float64]) -> list[NDArray[np.float64]]:
+    def search(parents: list[NDArray[np.float64]]) -> list[NDArray[np.float64]]:
         opened: list[NDArray[np.float64]] = []
         step = max(1, rows // sum(CHILDREN.values()))  # parents whose children fill one piece
-        for piece in range(0, len(parents), step):
-            if spent >= budget:
-                break
-            chunk = parents[piece : piece + step]
-            children = _children(spec, chunk, x, delta, free_columns, bound, moves, threads, budget - spent, jacobian_cost, count)
-            opened.extend(take(theta, source) for source, theta in children if len(theta))
+        for block in parents:
+            for piece in range(0, len(block), step):
+                if spent >= budget:
+                    return opened
+                chunk = block[piece : piece + step]
+                children = _children(spec, chunk, x, delta, free_columns, bound, moves, threads, budget - spent, jacobian_cost, count)
+                opened.extend(take(theta, source) for source, theta in children if len(theta))
         return opened
 
     stopped = "budget"
@@ -260,11 +284,11 @@ def explore(
     fresh_batch, empty_rounds = batch, 0
     while spent < budget:
         found = search(parents)
-        fresh = draw(min(fresh_batch, budget - spent)) if spent < budget else np.zeros((0, p))
+        if spent < budget:
+            found.extend(draw(min(fresh_batch, budget - spent)))
         growth.append((spent, len(packing)))
-        found.append(fresh)
-        parents = np.concatenate(found)
-        if len(parents):
+        parents = [block for block in found if len(block)]
+        if parents:
             empty_rounds, fresh_batch = 0, batch
             continue
         # A round that opened nothing: the holes left, if any, are small or beside old centres.
@@ -273,7 +297,7 @@ def explore(
         if empty_rounds > PATIENCE:
             stopped = "no new centres"
             break
-        parents, fresh_batch = np.asarray(packing.params), 2 * fresh_batch
+        parents, fresh_batch = list(packing.params), 2 * fresh_batch
     if bar is not None:
         bar.close()
 
@@ -281,8 +305,8 @@ def explore(
     union: set[bytes] = set().union(*patterns.values())
     return Exploration(
         delta=delta,
-        values=np.asarray(packing.values, dtype=np.float64).reshape(-1, dim),
-        params=np.asarray(packing.params, dtype=np.float64).reshape(-1, p),
+        values=_stacked(packing.values, dim),
+        params=_stacked(packing.params, p),
         source=sources,
         evaluations=spent,
         growth=np.asarray(growth, dtype=np.int64),
