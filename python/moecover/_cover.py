@@ -321,7 +321,7 @@ def box_count(points: ArrayLike, deltas: ArrayLike, n_threads: int | None = None
     given = as_scales("deltas", deltas)  # counts follow the order given
     # A cell index x/δ past 2^53 is no longer exact in floating point (and past 2^63 it saturated
     # the core's integer: two points at 1e300 shared one cell): refuse what cannot be counted.
-    largest = float(np.abs(array).max()) if array.size else 0.0
+    largest = max(float(array.max()), -float(array.min())) if array.size else 0.0  # no |x| copy
     if largest / float(given.min()) >= 2.0**53:
         raise ValueError(
             f"points: coordinates up to {largest:.3g} at δ = {given.min():.3g} give cell indices past 2^53, "
