@@ -292,6 +292,16 @@ def test_bad_input_raises_a_clear_exception(call, error, name):
         call()
 
 
+@pytest.mark.parametrize("where", [0, 2**21 - 1, 2**21, -1])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_bad_value_is_found_in_any_piece_of_the_finiteness_check(where, bad):
+    # the check reads 2^21 entries at a time: a bad value on either side of a piece's edge, or last
+    params = np.zeros((2**21 // SPEC.total_params + 2, SPEC.total_params))
+    params.reshape(-1)[where] = bad
+    with pytest.raises(ValueError, match=r"^params: contains 1 NaN or infinite"):
+        evaluate(SPEC, params, INPUTS)
+
+
 def test_too_large_is_also_a_memory_error():
     with pytest.raises(MemoryError, match="GiB"):
         evaluate_sampled(SPEC, INPUTS, 10**13)

@@ -116,7 +116,7 @@ def as_float64(
     Accepts any real integer or floating dtype; non-contiguous arrays are converted once, and so is
     float32 unless `keep_float32` (for computations done in the input's own precision).
     `check_finite=False` leaves the check to the core, which makes it while reading the array
-    anyway (for large point sets, where `np.isfinite` would allocate a mask as large as the input).
+    anyway (for large point sets: one pass over them fewer).
     """
     try:
         array = np.asarray(value)
@@ -138,10 +138,19 @@ def as_float64(
         check_bytes(argument, int(array.size) * np.dtype(dtype).itemsize, f"a contiguous {np.dtype(dtype).name} copy of "
                     f"shape {array.shape}")
     array = np.ascontiguousarray(array, dtype=dtype)
-    if check_finite and not np.isfinite(array).all():
+    if check_finite and not all_finite(array):
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
         raise ValueError(f"{argument}: contains {bad} NaN or infinite value(s)")
     return array
+
+
+def all_finite(array: NDArray[Any]) -> bool:
+    """Whether every entry is finite, a piece of 2^21 entries at a time: no mask as large as the
+    array (its page faults alone took 0.5 s for 0.7 GB of parameters on a VM), and Ctrl-C is seen
+    between pieces."""
+    flat = array.reshape(-1)
+    step = 1 << 21
+    return all(bool(np.isfinite(flat[i : i + step]).all()) for i in range(0, flat.size, step))
 
 
 def as_scales(argument: str, value: Any) -> NDArray[np.float64]:
