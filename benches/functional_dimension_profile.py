@@ -11,9 +11,10 @@ The release build carries no line tables; build with them for the second step:
 CARGO_PROFILE_RELEASE_DEBUG=line-tables-only maturin develop --release
 """
 
-import argparse
-import collections
-import re
+import sys
+
+sys.path.insert(0, "benches")
+from inlined_profile import main  # noqa: E402
 
 # the pass's functions (rust/core/src/jacobian.rs, rank.rs), innermost first where names nest
 FUNCTIONS = [
@@ -21,29 +22,6 @@ FUNCTIONS = [
     "mixture_reverse", "mixture", "record", "reverse", "Tiles", "NonzeroRows", "Cholesky", "full_row_rank_given_rows",
     "full_row_rank", "jacobian_of_one", "certify_full_row_rank",
 ]
-
-
-def attribute(path):
-    """Per function, the share of the certificate's samples spent in it (inclusive) and in its
-    own code (the innermost of FUNCTIONS on the stack)."""
-    patterns = [(name, re.compile(r"(^|[:\s])" + re.escape(name) + r"(<|\s|$|\b)")) for name in FUNCTIONS]
-    inclusive, own, total = collections.Counter(), collections.Counter(), 0
-    with open(path) as handle:
-        for sample in handle.read().split("\n\n"):
-            frames = [line.strip().split(None, 1)[-1] for line in sample.strip().split("\n")[1:]]
-            found = []
-            for frame in frames:
-                name = next((n for n, p in patterns if p.search(frame)), None)
-                if name:
-                    found.append(name)
-            if "certify_full_row_rank" not in found:
-                continue
-            total += 1
-            inclusive.update(set(found))
-            own[found[0]] += 1
-    print(f"{total} samples in certify_full_row_rank")
-    for name, count in inclusive.most_common():
-        print(f"{100 * count / total:5.1f} % inclusive {100 * own[name] / total:5.1f} % own  {name}")
 
 
 def workload():
@@ -59,10 +37,4 @@ def workload():
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--attribute", metavar="PERF_SCRIPT", help="output of `perf script --inline` to attribute")
-    args = parser.parse_args()
-    if args.attribute:
-        attribute(args.attribute)
-    else:
-        workload()
+    main(__doc__, workload, FUNCTIONS, "certify_full_row_rank")
