@@ -166,8 +166,9 @@ def _stacked(blocks: list[NDArray[np.float64]], width: int) -> NDArray[np.float6
     between pieces); each block is released once copied."""
     out = np.empty((sum(len(block) for block in blocks), width))
     step, at = max(1, PIECE_BYTES // (8 * max(width, 1))), 0
+    blocks.reverse()  # so that each block leaves from the end, without moving the rest
     while blocks:
-        block = blocks.pop(0)
+        block = blocks.pop()
         for start in range(0, len(block), step):
             part = block[start : start + step]
             out[at : at + len(part)] = part
