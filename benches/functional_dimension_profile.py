@@ -19,7 +19,7 @@ from inlined_profile import main  # noqa: E402
 # the pass's functions (rust/core/src/jacobian.rs, rank.rs), innermost first where names nest
 FUNCTIONS = [
     "matmul_reverse", "matmul", "softmax_rows", "exp", "top_k", "attention_reverse", "attention",
-    "mixture_reverse", "mixture", "record", "reverse", "Tiles", "NonzeroRows", "Cholesky", "full_row_rank_given_rows",
+    "mixture_reverse", "mixture", "record", "reverse", "Tiles", "sum_of_squares", "certified", "dot", "gram", "NonzeroRows", "Cholesky", "full_row_rank_given_rows",
     "full_row_rank", "jacobian_of_one", "certify_full_row_rank",
 ]
 

@@ -5,28 +5,34 @@
 //! shifted down by what rounding and the rank threshold allow, proves every singular value of `J`
 //! above `rtol · σ_1`. The Gram matrix is cheap because a Jacobian is sparse by blocks: a row is
 //! zero on every expert its input's tokens did not choose, so each block's contribution is taken
-//! over the rows that use it only. A Jacobian this test cannot certify goes to the caller's
-//! rank-revealing factorisation; the test never certifies a rank-deficient one.
+//! over the rows that use it only. Cheaper still, the columns every row uses (attention, router)
+//! are tried alone first when there are at least as many of them as rows: `J Jᵀ ⪰ J_S J_Sᵀ` for any
+//! set S of columns, so a certificate of `J_S` is one of `J`, and the experts' blocks are added only
+//! when it fails. A Jacobian this test cannot certify goes to the caller's rank-revealing
+//! factorisation; the test never certifies a rank-deficient one.
 //!
-//! The bound. Let a = (width + 1)·rows·ε and c = rows·(rows + 1)·ε. Each computed Gram entry is a
-//! sum of at most `width` products, so G̃ = J Jᵀ + E with ‖E‖₂ ≤ a·σ_1² (|J||J|ᵀ ≤ ‖J‖_F² ≤
-//! rows·σ_1²). μ = ‖G̃‖_F bounds λ_max(G̃) above. A Cholesky factorisation of A = G̃ − s·I that
-//! completes in floating point proves λ_min(A) ≥ −c·‖A‖₂ (Higham, *Accuracy and Stability*,
-//! Thm 10.3, with ‖|R̃ᵀ||R̃|‖₂ ≤ rows·‖R̃‖₂²). With s = 4(rtol² + a + c)·μ this gives
-//! σ_min² ≥ s − c(μ + s) − a(μ + a·μ) > rtol²·(μ + a·μ) ≥ rtol²·σ_1² whenever a + c < 10⁻².
+//! The bound. For the Gram matrix of `width` of J's columns (S) let a = (width + 1)·rows·ε and
+//! c = rows·(rows + 1)·ε. Each computed entry is a sum of at most `width` products, so
+//! G̃ = J_S J_Sᵀ + E with ‖E‖₂ ≤ a·σ_1(J_S)² (|J_S||J_S|ᵀ ≤ ‖J_S‖_F² ≤ rows·σ_1(J_S)²).
+//! μ = ‖G̃‖_F bounds λ_max(G̃) above, and B = 2·Σ J_ic² (computed over all of J's columns) bounds
+//! σ_1(J)² above. A Cholesky factorisation of A = G̃ − s·I that completes in floating point proves
+//! λ_min(A) ≥ −c·‖A‖₂ (Higham, *Accuracy and Stability*, Thm 10.3, with ‖|R̃ᵀ||R̃|‖₂ ≤
+//! rows·‖R̃‖₂²). With s = 4(rtol²·B + (a + c)·μ) this gives σ_min(J)² ≥ σ_min(J_S)² ≥
+//! s(1 − c) − (a + c + 2a²)·μ > rtol²·B ≥ rtol²·σ_1(J)² whenever a + c < 10⁻².
 
 use std::ops::Range;
 
 /// The shift's safety factor over the rounding terms (two would do; see the module's bound).
 const SAFETY: f64 = 4.0;
 
-/// Scratch for one thread: the Gram matrix, each block's rows that are nonzero in it, and the
-/// packed columns of the current run of blocks.
+/// Scratch for one thread: the Gram matrix and its shifted factor, each block's rows that are
+/// nonzero in it, and the current run of blocks with its rows.
 pub struct GramScratch {
     gram: Vec<f64>,
+    factor: Vec<f64>,
     masks: Vec<u64>,
     users: Vec<usize>,
-    panel: Vec<f64>,
+    run: Vec<Range<usize>>,
 }
 
 impl GramScratch {
@@ -34,8 +40,9 @@ impl GramScratch {
         GramScratch {
             gram: vec![0.0; rows * rows],
             masks: Vec::new(),
+            factor: Vec::with_capacity(rows * rows),
             users: Vec::with_capacity(rows),
-            panel: Vec::new(),
+            run: Vec::new(),
         }
     }
 }
@@ -89,6 +96,38 @@ pub fn full_row_rank_given_rows(
     if rows == 0 || rows > width {
         return false;
     }
+    let words = rows.div_ceil(64);
+    let mask = |b: usize| &masks[b * words..(b + 1) * words];
+    // σ_1² ≤ ‖J‖_F², and the computed sum of squares is within a factor 1 + (width + 1)·ε of it
+    let squares = 2.0 * sum_of_squares(matrix, rows, stride, blocks, masks);
+    if !(squares > 0.0 && squares.is_finite()) {
+        return false;
+    }
+    let all_rows: Vec<u64> = (0..words).map(|w| u64::MAX >> (64 - (rows - 64 * w).min(64))).collect();
+    let every_row = |b: usize| mask(b) == all_rows.as_slice();
+    let (shared, rest): (Vec<usize>, Vec<usize>) = (0..blocks.len()).partition(|&b| every_row(b));
+    let shared_width: usize = shared.iter().map(|&b| blocks[b].len()).sum();
+    scratch.gram.resize(rows * rows, 0.0);
+    scratch.gram.fill(0.0);
+    if shared_width >= rows && !rest.is_empty() {
+        // the columns every row uses first: J Jᵀ ⪰ J_S J_Sᵀ, so their certificate is J's, at a
+        // fraction of the cost (the experts' blocks are most of the Gram's work)
+        gram(matrix, rows, stride, blocks, &shared, masks, scratch);
+        if certified(rows, shared_width, rtol, squares, scratch) {
+            return true;
+        }
+        gram(matrix, rows, stride, blocks, &rest, masks, scratch);
+    } else {
+        let all: Vec<usize> = (0..blocks.len()).collect();
+        gram(matrix, rows, stride, blocks, &all, masks, scratch);
+    }
+    certified(rows, width, rtol, squares, scratch)
+}
+
+/// Whether `scratch.gram`, the computed Gram matrix of `width` columns of J, proves every singular
+/// value of J above `rtol · σ_1`, given `bound` ≥ σ_1(J)² (the module's bound). The Gram is kept;
+/// its shifted copy is factorised in `scratch.factor`.
+fn certified(rows: usize, width: usize, rtol: f64, bound: f64, scratch: &mut GramScratch) -> bool {
     let eps = f64::EPSILON;
     let (a, c) = (
         (width as f64 + 1.0) * rows as f64 * eps,
@@ -97,12 +136,11 @@ pub fn full_row_rank_given_rows(
     if a + c >= 1e-2 {
         return false;
     }
-    scratch.gram.resize(rows * rows, 0.0);
-    gram(matrix, rows, stride, blocks, masks, scratch);
+    let GramScratch { gram, factor, .. } = scratch;
     // ‖G̃‖_F from the lower triangle (the upper is zero)
     let squares: f64 = (0..rows)
         .map(|i| {
-            let row = &scratch.gram[i * rows..i * rows + i + 1];
+            let row = &gram[i * rows..i * rows + i + 1];
             2.0 * row.iter().map(|g| g * g).sum::<f64>() - row[i] * row[i]
         })
         .sum();
@@ -110,54 +148,112 @@ pub fn full_row_rank_given_rows(
     if !(mu > 0.0 && mu.is_finite()) {
         return false;
     }
-    let shift = SAFETY * (rtol * rtol + a + c) * mu;
+    let shift = SAFETY * (rtol * rtol * bound + (a + c) * mu);
+    factor.clear();
+    factor.extend_from_slice(gram);
     for i in 0..rows {
-        scratch.gram[i * rows + i] -= shift;
+        factor[i * rows + i] -= shift;
     }
-    cholesky_completes(&mut scratch.gram, rows)
+    cholesky_completes(factor, rows)
 }
 
-/// The lower triangle of `matrix · matrixᵀ` over `blocks` into `scratch.gram` (`rows × rows`,
-/// row-major; the upper triangle is zero). Consecutive blocks with the same nonzero rows form a
-/// run; a run's columns are packed (transposed, its rows padded to a multiple of [`TILE`]) and
-/// multiplied in `TILE × TILE` tiles of the lower triangle. Runs are added in order and each
-/// entry's products in column order, so the sum is the same bits on every machine.
-fn gram(matrix: &[f64], rows: usize, stride: usize, blocks: &[Range<usize>], masks: &[u64], scratch: &mut GramScratch) {
+/// `Σ J_ic²` over each block's rows (an upper bound on σ_1² once rounding is allowed for), a row
+/// at a time over the longest runs of adjacent blocks it is nonzero in.
+fn sum_of_squares(matrix: &[f64], rows: usize, stride: usize, blocks: &[Range<usize>], masks: &[u64]) -> f64 {
+    pulp::Arch::new().dispatch(SumOfSquares {
+        matrix,
+        rows,
+        stride,
+        blocks,
+        masks,
+    })
+}
+
+/// One [`sum_of_squares`] call, as `pulp` dispatches it.
+struct SumOfSquares<'a> {
+    matrix: &'a [f64],
+    rows: usize,
+    stride: usize,
+    blocks: &'a [Range<usize>],
+    masks: &'a [u64],
+}
+
+impl pulp::WithSimd for SumOfSquares<'_> {
+    type Output = f64;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) -> f64 {
+        let SumOfSquares {
+            matrix,
+            rows,
+            stride,
+            blocks,
+            masks,
+        } = self;
+        let words = rows.div_ceil(64);
+        let mut total = 0.0;
+        for i in 0..rows {
+            let row = &matrix[i * stride..];
+            let mut segment: Option<Range<usize>> = None;
+            for (b, block) in blocks.iter().enumerate() {
+                if masks[b * words + i / 64] >> (i % 64) & 1 == 0 {
+                    continue;
+                }
+                match &mut segment {
+                    Some(s) if s.end == block.start => s.end = block.end,
+                    _ => {
+                        if let Some(s) = segment.replace(block.clone()) {
+                            total += dot(&row[s.clone()], &row[s]);
+                        }
+                    }
+                }
+            }
+            if let Some(s) = segment {
+                total += dot(&row[s.clone()], &row[s]);
+            }
+        }
+        total
+    }
+}
+
+/// The lower triangle of `matrix · matrixᵀ` over the blocks `which` of `blocks`, added to
+/// `scratch.gram` (`rows × rows`, row-major; the upper triangle stays zero). Consecutive blocks with the same nonzero rows form a
+/// run, and a run's entries are dot products of its users' rows, read where they lie: in
+/// [`TILE`] × [`TILE`] tiles of row pairs, each pair's products summed in the lanes of the CPU's
+/// widest instructions with fused multiply-adds. Runs are added in order, so the sum is the same
+/// bits for any thread count; the lane count orders each sum, so another instruction set may
+/// differ in the last bits (the bound above holds for any order).
+fn gram(
+    matrix: &[f64],
+    rows: usize,
+    stride: usize,
+    blocks: &[Range<usize>],
+    which: &[usize],
+    masks: &[u64],
+    scratch: &mut GramScratch,
+) {
     let simd = pulp::Arch::new();
-    let GramScratch { gram, users, panel, .. } = scratch;
-    gram.fill(0.0);
+    let GramScratch { gram, users, run, .. } = scratch;
     let words = rows.div_ceil(64);
+    let mask = |b: usize| &masks[b * words..(b + 1) * words];
     let mut first = 0;
-    while first < blocks.len() {
-        let mask = &masks[first * words..(first + 1) * words];
+    while first < which.len() {
         let mut last = first + 1;
-        while last < blocks.len() && masks[last * words..(last + 1) * words] == *mask {
+        while last < which.len() && mask(which[last]) == mask(which[first]) {
             last += 1;
         }
         users.clear();
-        users.extend((0..rows).filter(|&i| mask[i / 64] >> (i % 64) & 1 == 1));
-        let run = &blocks[first..last];
+        users.extend((0..rows).filter(|&i| mask(which[first])[i / 64] >> (i % 64) & 1 == 1));
+        run.clear();
+        run.extend(which[first..last].iter().map(|&b| blocks[b].clone()));
         first = last;
         if users.is_empty() {
             continue;
         }
-        // the run's columns, each the users' entries padded with zeros to whole tiles
-        let height = users.len().div_ceil(TILE) * TILE;
-        let width: usize = run.iter().map(|b| b.len()).sum();
-        panel.clear();
-        panel.resize(width * height, 0.0);
-        let mut column = 0;
-        for block in run {
-            for c in block.clone() {
-                for (slot, &i) in panel[column * height..].iter_mut().zip(users.iter()) {
-                    *slot = matrix[i * stride + c];
-                }
-                column += 1;
-            }
-        }
         simd.dispatch(Tiles {
-            panel,
-            height,
+            matrix,
+            stride,
+            run,
             users,
             gram,
             rows,
@@ -190,13 +286,15 @@ impl pulp::WithSimd for NonzeroRows<'_> {
     }
 }
 
-/// Rows per side of a tile of the Gram matrix (one f64 register of the widest lanes).
-const TILE: usize = 8;
+/// Rows per side of a tile of the Gram matrix: 2·TILE row loads feed TILE² fused multiply-adds,
+/// and the TILE² sums stay in registers (16 of AVX-512's 32).
+const TILE: usize = 4;
 
-/// The tiles of one packed run, as `pulp` dispatches them.
+/// The tiles of one run, as `pulp` dispatches them.
 struct Tiles<'a> {
-    panel: &'a [f64],
-    height: usize,
+    matrix: &'a [f64],
+    stride: usize,
+    run: &'a [Range<usize>],
     users: &'a [usize],
     gram: &'a mut [f64],
     rows: usize,
@@ -206,36 +304,54 @@ impl pulp::WithSimd for Tiles<'_> {
     type Output = ();
 
     #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _: S) {
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
         let Tiles {
-            panel,
-            height,
+            matrix,
+            stride,
+            run,
             users,
             gram,
             rows,
         } = self;
-        for top in (0..height).step_by(TILE) {
+        // a tile past the last user repeats it: its sums are computed and not written
+        let user = |slot: usize| users[slot.min(users.len() - 1)];
+        for top in (0..users.len()).step_by(TILE) {
+            let tops: [usize; TILE] = std::array::from_fn(|ii| user(top + ii) * stride);
             for left in (0..=top).step_by(TILE) {
-                let mut tile = [[0.0f64; TILE]; TILE];
-                for column in panel.chunks_exact(height) {
-                    // whole tiles: `height` is a multiple of TILE
-                    let (Some(a), Some(b)) = (
-                        column[top..].first_chunk::<TILE>(),
-                        column[left..].first_chunk::<TILE>(),
-                    ) else {
-                        continue;
-                    };
-                    for (row, &a_i) in tile.iter_mut().zip(a) {
-                        for (t, &b_j) in row.iter_mut().zip(b) {
-                            *t += a_i * b_j;
+                let lefts: [usize; TILE] = std::array::from_fn(|jj| user(left + jj) * stride);
+                let mut sums = [[simd.splat_f64s(0.0); TILE]; TILE];
+                for block in run {
+                    let a: [(&[S::f64s], &[f64]); TILE] = std::array::from_fn(|ii| {
+                        S::as_simd_f64s(&matrix[tops[ii] + block.start..tops[ii] + block.end])
+                    });
+                    let b: [(&[S::f64s], &[f64]); TILE] = std::array::from_fn(|jj| {
+                        S::as_simd_f64s(&matrix[lefts[jj] + block.start..lefts[jj] + block.end])
+                    });
+                    for v in 0..a[0].0.len() {
+                        let bv: [S::f64s; TILE] = std::array::from_fn(|jj| b[jj].0[v]);
+                        for (row, a_i) in sums.iter_mut().zip(&a) {
+                            let av = a_i.0[v];
+                            for (sum, &bv_j) in row.iter_mut().zip(&bv) {
+                                *sum = simd.mul_add_f64s(av, bv_j, *sum);
+                            }
+                        }
+                    }
+                    if !a[0].1.is_empty() {
+                        // the block's last columns, padded with zeros to one vector
+                        let bv: [S::f64s; TILE] = std::array::from_fn(|jj| simd.partial_load_f64s(b[jj].1));
+                        for (row, a_i) in sums.iter_mut().zip(&a) {
+                            let av = simd.partial_load_f64s(a_i.1);
+                            for (sum, &bv_j) in row.iter_mut().zip(&bv) {
+                                *sum = simd.mul_add_f64s(av, bv_j, *sum);
+                            }
                         }
                     }
                 }
-                for (ii, row) in tile.iter().enumerate() {
+                for (ii, row) in sums.iter().enumerate() {
                     let Some(&i) = users.get(top + ii) else { break };
-                    for (jj, &value) in row.iter().enumerate() {
+                    for (jj, &sum) in row.iter().enumerate() {
                         match users.get(left + jj) {
-                            Some(&j) if left + jj <= top + ii => gram[i * rows + j] += value,
+                            Some(&j) if left + jj <= top + ii => gram[i * rows + j] += simd.reduce_sum_f64s(sum),
                             _ => break,
                         }
                     }
@@ -361,14 +477,16 @@ mod tests {
             let columns = blocks.iter().flat_map(|b| b.clone());
             columns.map(|c| m[i * stride + c] * m[j * stride + c]).sum()
         };
-        gram(&m, rows, stride, &blocks, &masks, &mut scratch);
+        let all = [0, 1, 2];
+        gram(&m, rows, stride, &blocks, &all, &masks, &mut scratch);
         let found = scratch.gram.clone();
         // given rows: a row's entries outside its blocks are never read, whatever they hold
         let mut stale = m.clone();
         for i in [2, 5] {
             stale[i * stride + 10..i * stride + 25].fill(1e300);
         }
-        gram(&stale, rows, stride, &blocks, &masks, &mut scratch);
+        scratch.gram.fill(0.0);
+        gram(&stale, rows, stride, &blocks, &all, &masks, &mut scratch);
         for i in 0..rows {
             for j in 0..=i {
                 let expected = dense(&m, i, j);
@@ -398,6 +516,45 @@ mod tests {
             1e-9,
             &mut GramScratch::new(3)
         ));
+    }
+
+    /// `rows × (shared + rows)`: `shared` columns every row uses, from `shared_row(i)`, then one
+    /// column per row holding `own(i)` in row i alone, each its own block.
+    fn shared_and_own(
+        rows: usize,
+        shared: usize,
+        shared_row: impl Fn(usize, usize) -> f64,
+        own: impl Fn(usize) -> f64,
+    ) -> bool {
+        let stride = shared + rows;
+        let mut m = vec![0.0; rows * stride];
+        for i in 0..rows {
+            for c in 0..shared {
+                m[i * stride + c] = shared_row(i, c);
+            }
+            m[i * stride + shared + i] = own(i);
+        }
+        let blocks: Vec<Range<usize>> = std::iter::once(0..shared)
+            .chain((0..rows).map(|i| shared + i..shared + i + 1))
+            .collect();
+        full_row_rank(&m, rows, stride, &blocks, 1e-9, &mut GramScratch::new(rows))
+    }
+
+    #[test]
+    fn the_columns_every_row_uses_are_certified_against_the_whole_matrix() {
+        // well conditioned on their own, but one entry elsewhere 10¹² times larger makes
+        // σ_min/σ_1 ≈ 10⁻¹², below the threshold
+        let shared = |i: usize, c: usize| if i == c { 1.0 } else { 0.1 };
+        assert!(shared_and_own(6, 8, shared, |_| 1.0));
+        assert!(!shared_and_own(6, 8, shared, |i| if i == 0 { 1e12 } else { 0.0 }));
+    }
+
+    #[test]
+    fn deficient_shared_columns_leave_the_certificate_to_the_whole_matrix() {
+        // the shared columns have rank 1; with each row's own column J Jᵀ = 8·𝟙𝟙ᵀ + I
+        assert!(shared_and_own(6, 8, |_, _| 1.0, |_| 1.0));
+        // rows 4 and 5 equal: rank 5
+        assert!(!shared_and_own(6, 8, |_, _| 1.0, |i| if i >= 4 { 0.0 } else { 1.0 }));
     }
 
     #[test]
