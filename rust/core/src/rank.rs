@@ -109,19 +109,20 @@ pub fn full_row_rank_given_rows(
     let shared_width: usize = shared.iter().map(|&b| blocks[b].len()).sum();
     scratch.gram.resize(rows * rows, 0.0);
     scratch.gram.fill(0.0);
-    if shared_width >= rows && !rest.is_empty() {
-        // the columns every row uses first: J Jᵀ ⪰ J_S J_Sᵀ, so their certificate is J's, at a
-        // fraction of the cost (the experts' blocks are most of the Gram's work)
-        gram(matrix, rows, stride, blocks, &shared, masks, scratch);
-        if certified(rows, shared_width, rtol, squares, scratch) {
-            return true;
-        }
-        gram(matrix, rows, stride, blocks, &rest, masks, scratch);
-    } else {
-        let all: Vec<usize> = (0..blocks.len()).collect();
-        gram(matrix, rows, stride, blocks, &all, masks, scratch);
+    // the columns every row uses first: J Jᵀ ⪰ J_S J_Sᵀ, so their certificate is J's, at a
+    // fraction of the cost (the experts' blocks are most of the Gram's work)
+    gram(matrix, rows, stride, blocks, &shared, masks, scratch);
+    if shared_width >= rows && !rest.is_empty() && certified(rows, shared_width, rtol, squares, scratch) {
+        return true;
     }
+    gram(matrix, rows, stride, blocks, &rest, masks, scratch);
     certified(rows, width, rtol, squares, scratch)
+}
+
+/// Whether row `i` is set in a block's `mask` (bit `i%64` of word `i/64`).
+#[inline(always)]
+fn has_row(mask: &[u64], i: usize) -> bool {
+    mask[i / 64] >> (i % 64) & 1 == 1
 }
 
 /// Whether `scratch.gram`, the computed Gram matrix of `width` columns of J, proves every singular
@@ -196,7 +197,7 @@ impl pulp::WithSimd for SumOfSquares<'_> {
             let row = &matrix[i * stride..];
             let mut segment: Option<Range<usize>> = None;
             for (b, block) in blocks.iter().enumerate() {
-                if masks[b * words + i / 64] >> (i % 64) & 1 == 0 {
+                if !has_row(&masks[b * words..], i) {
                     continue;
                 }
                 match &mut segment {
@@ -217,8 +218,8 @@ impl pulp::WithSimd for SumOfSquares<'_> {
 }
 
 /// The lower triangle of `matrix · matrixᵀ` over the blocks `which` of `blocks`, added to
-/// `scratch.gram` (`rows × rows`, row-major; the upper triangle stays zero). Consecutive blocks with the same nonzero rows form a
-/// run, and a run's entries are dot products of its users' rows, read where they lie: in
+/// `scratch.gram` (`rows × rows`, row-major; the upper triangle stays zero). Consecutive blocks
+/// with the same nonzero rows form a run, and a run's entries are dot products of its users' rows, read where they lie: in
 /// [`TILE`] × [`TILE`] tiles of row pairs, each pair's products summed in the lanes of the CPU's
 /// widest instructions with fused multiply-adds. Runs are added in order, so the sum is the same
 /// bits for any thread count; the lane count orders each sum, so another instruction set may
@@ -243,7 +244,7 @@ fn gram(
             last += 1;
         }
         users.clear();
-        users.extend((0..rows).filter(|&i| mask(which[first])[i / 64] >> (i % 64) & 1 == 1));
+        users.extend((0..rows).filter(|&i| has_row(mask(which[first]), i)));
         run.clear();
         run.extend(which[first..last].iter().map(|&b| blocks[b].clone()));
         first = last;
